@@ -1,0 +1,14 @@
+//! Riffle's shared vocabulary: the error type every crate returns ([`RiffleError`]) and the
+//! job configuration ([`JobConfig`]).
+//!
+//! Every error carries a [`ErrorKind`] (whose fault it was) and whether retrying can help,
+//! so that a CLI can print one clear message, the Python front can map it to one exception
+//! class, and the runtime can decide whether a failed task is worth restarting.
+
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+
+pub use config::JobConfig;
+pub use error::{ErrorKind, Result, RiffleError};

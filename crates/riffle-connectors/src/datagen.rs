@@ -1,0 +1,522 @@
+//! The `datagen` connector: generated rows, bounded or unbounded, for tests, demos and
+//! benchmarks (named and configured as Flink's).
+//!
+//! ```sql
+//! CREATE TABLE clicks (id BIGINT, user_id INT, score DOUBLE, page VARCHAR)
+//! WITH ('connector' = 'datagen', 'number-of-rows' = '1000000',
+//!       'fields.user_id.min' = '1', 'fields.user_id.max' = '1000')
+//! ```
+//!
+//! Options: `number-of-rows` (absent: unbounded), `rows-per-second` (pacing, per table),
+//! `seed`, and per column `fields.<col>.kind` (`sequence` or `random`; integers default to
+//! `sequence`, other types are random), `fields.<col>.min` / `.max` (numbers), and
+//! `fields.<col>.length` (strings, default 10). The rows are deterministic for a seed: row
+//! `i` has the same values whatever the parallelism.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int8Array, Int16Array,
+    Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray, UInt8Array,
+    UInt16Array, UInt32Array, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use riffle_common::RiffleError;
+use riffle_plan::{Sink, TableDefinition, TableFactory, WriteMode};
+
+/// Serves `'connector' = 'datagen'`.
+#[derive(Debug, Default)]
+pub struct DataGenFactory;
+
+/// How one column is generated.
+#[derive(Debug, Clone)]
+enum FieldKind {
+    Sequence { start: i64 },
+    Random { min: f64, max: f64 },
+    Text { length: usize },
+}
+
+/// What a table generates.
+#[derive(Debug, Clone)]
+struct DataGenSpec {
+    schema: SchemaRef,
+    fields: Vec<FieldKind>,
+    rows: Option<u64>,
+    rows_per_second: Option<f64>,
+    seed: u64,
+}
+
+fn parse_number<T: std::str::FromStr>(
+    definition: &TableDefinition,
+    key: &str,
+) -> riffle_common::Result<Option<T>> {
+    match definition.options.get(key) {
+        None => Ok(None),
+        Some(value) => value.trim().parse().map(Some).map_err(|_| {
+            RiffleError::user(format!(
+                "table {}: option '{key}' must be a number, not '{value}'",
+                definition.name
+            ))
+        }),
+    }
+}
+
+impl DataGenSpec {
+    fn parse(definition: &TableDefinition) -> riffle_common::Result<Self> {
+        if definition.schema.fields().is_empty() {
+            return Err(RiffleError::user(format!(
+                "table {}: the datagen connector needs declared columns",
+                definition.name
+            )));
+        }
+        let mut fields = Vec::new();
+        for field in definition.schema.fields() {
+            let name = field.name();
+            let key = |suffix: &str| format!("fields.{name}.{suffix}");
+            let kind = definition
+                .options
+                .get(&key("kind"))
+                .map(|k| k.to_ascii_lowercase());
+            let integer = field.data_type().is_integer();
+            let text = matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+            let supported = integer
+                || text
+                || field.data_type().is_floating()
+                || matches!(
+                    field.data_type(),
+                    DataType::Boolean | DataType::Date32 | DataType::Timestamp(_, _)
+                );
+            if !supported {
+                return Err(RiffleError::user(format!(
+                    "table {}: datagen cannot generate column {name} of type {}",
+                    definition.name,
+                    field.data_type()
+                ))
+                .with_hint(
+                    "use integer, floating point, boolean, string, date or timestamp columns",
+                ));
+            }
+            let kind = match kind.as_deref() {
+                Some("sequence") if integer => FieldKind::Sequence {
+                    start: parse_number(definition, &key("start"))?.unwrap_or(0),
+                },
+                Some("sequence") => {
+                    return Err(RiffleError::user(format!(
+                        "table {}: 'sequence' needs an integer column, and {name} is {}",
+                        definition.name,
+                        field.data_type()
+                    )));
+                }
+                None | Some("random") => {
+                    if text {
+                        FieldKind::Text {
+                            length: parse_number(definition, &key("length"))?.unwrap_or(10),
+                        }
+                    } else if integer && kind.is_none() {
+                        FieldKind::Sequence {
+                            start: parse_number(definition, &key("start"))?.unwrap_or(0),
+                        }
+                    } else {
+                        let default_max = if integer { 1000.0 } else { 1.0 };
+                        FieldKind::Random {
+                            min: parse_number(definition, &key("min"))?.unwrap_or(0.0),
+                            max: parse_number(definition, &key("max"))?.unwrap_or(default_max),
+                        }
+                    }
+                }
+                Some(other) => {
+                    return Err(RiffleError::user(format!(
+                        "table {}: unknown kind '{other}' for column {name}",
+                        definition.name
+                    ))
+                    .with_hint("use 'sequence' or 'random'"));
+                }
+            };
+            fields.push(kind);
+        }
+        let rows_per_second: Option<f64> = parse_number(definition, "rows-per-second")?;
+        if rows_per_second.is_some_and(|rate| rate <= 0.0) {
+            return Err(RiffleError::user(format!(
+                "table {}: 'rows-per-second' must be positive",
+                definition.name
+            )));
+        }
+        Ok(Self {
+            schema: Arc::clone(&definition.schema),
+            fields,
+            rows: parse_number(definition, "number-of-rows")?,
+            rows_per_second,
+            seed: parse_number(definition, "seed")?.unwrap_or(42),
+        })
+    }
+}
+
+#[async_trait]
+impl TableFactory for DataGenFactory {
+    fn connector(&self) -> &str {
+        "datagen"
+    }
+
+    async fn create_source(
+        &self,
+        definition: &TableDefinition,
+        _session: &SessionState,
+    ) -> riffle_common::Result<Arc<dyn TableProvider>> {
+        Ok(Arc::new(DataGenTable {
+            spec: DataGenSpec::parse(definition)?,
+        }))
+    }
+
+    fn create_sink(
+        &self,
+        definition: &TableDefinition,
+        _session: &SessionState,
+        _mode: WriteMode,
+    ) -> riffle_common::Result<Arc<dyn Sink>> {
+        Err(RiffleError::user(format!(
+            "cannot insert into {}: the datagen connector only generates rows",
+            definition.name
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct DataGenTable {
+    spec: DataGenSpec,
+}
+
+#[async_trait]
+impl TableProvider for DataGenTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.spec.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let partitions = state.config().target_partitions().max(1);
+        Ok(Arc::new(DataGenExec::new(
+            self.spec.clone(),
+            projection.cloned(),
+            limit,
+            partitions,
+            state.config().batch_size(),
+        )))
+    }
+}
+
+/// Generates rows in parallel: partition `p` of `n` generates rows `p, p + n, p + 2n, ...`
+/// in batches.
+#[derive(Debug)]
+pub struct DataGenExec {
+    spec: DataGenSpec,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+    batch_size: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl DataGenExec {
+    fn new(
+        spec: DataGenSpec,
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+        partitions: usize,
+        batch_size: usize,
+    ) -> Self {
+        let schema = match &projection {
+            Some(columns) => Arc::new(
+                spec.schema
+                    .project(columns)
+                    .unwrap_or_else(|_| spec.schema.as_ref().clone()),
+            ),
+            None => Arc::clone(&spec.schema),
+        };
+        let bounded = spec.rows.is_some() || limit.is_some();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            if bounded {
+                Boundedness::Bounded
+            } else {
+                Boundedness::Unbounded {
+                    requires_infinite_memory: false,
+                }
+            },
+        );
+        Self {
+            spec,
+            projection,
+            limit,
+            batch_size: batch_size.max(1),
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for DataGenExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.spec.rows {
+            Some(rows) => write!(f, "DataGenExec: rows={rows}"),
+            None => write!(f, "DataGenExec: unbounded"),
+        }
+    }
+}
+
+impl ExecutionPlan for DataGenExec {
+    fn name(&self) -> &str {
+        "DataGenExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "DataGenExec takes no children".into(),
+            ))
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(datafusion::physical_plan::ChildrenPropertiesMode::Keep),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.properties.partitioning.partition_count() as u64;
+        let spec = self.spec.clone();
+        let projection = self.projection.clone();
+        let schema = self.schema();
+        // Rows this partition generates: every `partitions`-th row, up to the total, and at
+        // most `limit` (a limit applies per partition; the plan's limit trims the rest).
+        let total = spec.rows;
+        let mut budget = self.limit.map(|l| l as u64);
+        let batch_size = self.batch_size as u64;
+        let pace = spec.rows_per_second.map(|rate| rate / partitions as f64);
+        let started = Instant::now();
+        let mut next_row = partition as u64;
+        let mut produced = 0u64;
+        let stream = futures::stream::poll_fn(move |_| std::task::Poll::Ready(Some(())))
+            .then(move |()| {
+                let spec = spec.clone();
+                let projection = projection.clone();
+                async move { (spec, projection) }
+            })
+            .scan((), move |(), (spec, projection)| {
+                let mut rows = Vec::with_capacity(batch_size as usize);
+                while (rows.len() as u64) < batch_size {
+                    if total.is_some_and(|total| next_row >= total) || budget == Some(0) {
+                        break;
+                    }
+                    rows.push(next_row);
+                    next_row += partitions;
+                    if let Some(budget) = budget.as_mut() {
+                        *budget -= 1;
+                    }
+                }
+                if rows.is_empty() {
+                    return futures::future::ready(None).left_future();
+                }
+                produced += rows.len() as u64;
+                let wait = pace.map(|rate| {
+                    let due = Duration::from_secs_f64(produced as f64 / rate);
+                    due.saturating_sub(started.elapsed())
+                });
+                let batch = generate(&spec, &rows, projection.as_deref());
+                async move {
+                    if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Some(batch)
+                }
+                .right_future()
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+use futures::{FutureExt, StreamExt};
+
+/// A fast deterministic hash of (seed, column, row), so that a row's values do not depend on
+/// which partition generates it.
+fn mix(seed: u64, column: usize, row: u64) -> u64 {
+    let mut x = seed
+        ^ (column as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ row.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn unit(seed: u64, column: usize, row: u64) -> f64 {
+    (mix(seed, column, row) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn generate(spec: &DataGenSpec, rows: &[u64], projection: Option<&[usize]>) -> Result<RecordBatch> {
+    let all: Vec<usize> = (0..spec.fields.len()).collect();
+    let columns = projection.unwrap_or(&all);
+    let schema = Arc::new(spec.schema.project(columns)?);
+    let arrays = columns
+        .iter()
+        .map(|&column| generate_column(spec, column, rows))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+fn generate_column(spec: &DataGenSpec, column: usize, rows: &[u64]) -> Result<ArrayRef> {
+    let data_type = spec.schema.field(column).data_type();
+    let seed = spec.seed;
+    let integer = |row: u64| -> i64 {
+        match &spec.fields[column] {
+            FieldKind::Sequence { start } => start.wrapping_add(row as i64),
+            FieldKind::Random { min, max } => (min + unit(seed, column, row) * (max - min + 1.0))
+                .floor()
+                .min(*max) as i64,
+            FieldKind::Text { .. } => row as i64,
+        }
+    };
+    let float = |row: u64| -> f64 {
+        match &spec.fields[column] {
+            FieldKind::Random { min, max } => min + unit(seed, column, row) * (max - min),
+            _ => unit(seed, column, row),
+        }
+    };
+    let now_millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    macro_rules! ints {
+        ($array:ty, $native:ty) => {
+            Arc::new(<$array>::from_iter_values(
+                rows.iter().map(|&r| integer(r) as $native),
+            )) as ArrayRef
+        };
+    }
+    Ok(match data_type {
+        DataType::Int8 => ints!(Int8Array, i8),
+        DataType::Int16 => ints!(Int16Array, i16),
+        DataType::Int32 => ints!(Int32Array, i32),
+        DataType::Int64 => ints!(Int64Array, i64),
+        DataType::UInt8 => ints!(UInt8Array, u8),
+        DataType::UInt16 => ints!(UInt16Array, u16),
+        DataType::UInt32 => ints!(UInt32Array, u32),
+        DataType::UInt64 => ints!(UInt64Array, u64),
+        DataType::Float32 => Arc::new(Float32Array::from_iter_values(
+            rows.iter().map(|&r| float(r) as f32),
+        )),
+        DataType::Float64 => Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|&r| float(r)),
+        )),
+        DataType::Boolean => Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|&r| Some(mix(seed, column, r) & 1 == 1)),
+        )),
+        DataType::Utf8 | DataType::LargeUtf8 => {
+            let length = match &spec.fields[column] {
+                FieldKind::Text { length } => *length,
+                _ => 10,
+            };
+            let strings = rows.iter().map(|&r| random_text(seed, column, r, length));
+            if matches!(data_type, DataType::Utf8) {
+                Arc::new(StringArray::from_iter_values(strings))
+            } else {
+                Arc::new(LargeStringArray::from_iter_values(strings))
+            }
+        }
+        DataType::Date32 => Arc::new(Date32Array::from_iter_values(
+            rows.iter().map(|_| (now_millis / 86_400_000) as i32),
+        )),
+        DataType::Timestamp(unit, zone) => {
+            let values = rows.iter().map(|_| now_millis);
+            let zone = zone.clone();
+            match unit {
+                TimeUnit::Second => Arc::new(
+                    TimestampSecondArray::from_iter_values(values.map(|v| v / 1000))
+                        .with_timezone_opt(zone),
+                ),
+                TimeUnit::Millisecond => Arc::new(
+                    TimestampMillisecondArray::from_iter_values(values).with_timezone_opt(zone),
+                ),
+                TimeUnit::Microsecond => Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(values.map(|v| v * 1000))
+                        .with_timezone_opt(zone),
+                ),
+                TimeUnit::Nanosecond => Arc::new(
+                    TimestampNanosecondArray::from_iter_values(values.map(|v| v * 1_000_000))
+                        .with_timezone_opt(zone),
+                ),
+            }
+        }
+        other => {
+            return Err(DataFusionError::Internal(format!(
+                "datagen: unsupported type {other}"
+            )));
+        }
+    })
+}
+
+fn random_text(seed: u64, column: usize, row: u64, length: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..length)
+        .map(|i| {
+            let index = mix(seed ^ i as u64, column, row) % ALPHABET.len() as u64;
+            ALPHABET[index as usize] as char
+        })
+        .collect()
+}

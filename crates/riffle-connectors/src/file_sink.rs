@@ -1,0 +1,310 @@
+//! Writes a job's rows as files, published only when the job succeeds.
+//!
+//! Each subtask writes one part file, `part-<job>-<partition>.<ext>`, as an object-store
+//! multipart upload that it leaves open. Until the upload is completed the object does not
+//! exist for readers (S3 shows nothing; the local store writes a staging file that listings
+//! skip). [`Sink::commit`] completes every upload once the whole job has finished;
+//! [`Sink::abort`] aborts them, so a failed job leaves no part visible.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use riffle_common::RiffleError;
+use riffle_plan::{Sink, WriteMode};
+use url::Url;
+
+use crate::format::FileFormatKind;
+
+/// Bytes gathered before they are handed to the upload as one part.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Uploads in flight per writer.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// Writes files of one format under one directory.
+pub struct FileSink {
+    table: String,
+    url: Url,
+    store: Arc<dyn ObjectStore>,
+    directory: Path,
+    format: FileFormatKind,
+    csv_header: bool,
+    csv_delimiter: u8,
+    /// Distinguishes this job's files from earlier and concurrent jobs' files.
+    job_tag: String,
+    /// Written but not yet published.
+    pending: Mutex<Vec<(Path, WriteMultipart)>>,
+    mode: WriteMode,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileSink({})", self.describe())
+    }
+}
+
+impl FileSink {
+    /// A sink writing `format` files into the directory `url` of `store`.
+    pub fn new(
+        table: String,
+        store: Arc<dyn ObjectStore>,
+        url: &Url,
+        format: FileFormatKind,
+        csv_header: bool,
+        csv_delimiter: u8,
+    ) -> riffle_common::Result<Self> {
+        let directory = match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| RiffleError::user(format!("invalid local path {url}")))?;
+                std::fs::create_dir_all(&path).map_err(|e| {
+                    RiffleError::user(format!("cannot create directory {}: {e}", path.display()))
+                })?;
+                Path::from_filesystem_path(&path)
+                    .map_err(|e| RiffleError::user(format!("invalid local path {url}: {e}")))?
+            }
+            _ => Path::from_url_path(url.path())
+                .map_err(|e| RiffleError::user(format!("invalid path in {url}: {e}")))?,
+        };
+        Ok(Self {
+            table,
+            url: url.clone(),
+            store,
+            directory,
+            format,
+            csv_header,
+            csv_delimiter,
+            job_tag: uuid::Uuid::new_v4().simple().to_string(),
+            pending: Mutex::new(Vec::new()),
+            mode: WriteMode::Append,
+        })
+    }
+
+    /// Appends (the default) or, with [`WriteMode::Overwrite`], deletes the files that were
+    /// in the directory before publishing this job's.
+    pub fn with_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Deletes the files under the directory that this job did not write.
+    async fn delete_previous_files(&self) -> Result<()> {
+        let mut listing = self.store.list(Some(&self.directory));
+        let mut previous = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(to_df)?;
+            let name = meta.location.filename().unwrap_or_default();
+            if !name.contains(&self.job_tag) {
+                previous.push(meta.location);
+            }
+        }
+        for location in previous {
+            self.store.delete(&location).await.map_err(to_df)?;
+        }
+        Ok(())
+    }
+
+    fn take_pending(&self) -> Vec<(Path, WriteMultipart)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pending)
+    }
+}
+
+/// Encodes batches of one format into bytes.
+enum Encoder {
+    Parquet(ArrowWriter<Vec<u8>>),
+    Csv {
+        header: bool,
+        delimiter: u8,
+        wrote_header: bool,
+        buffer: Vec<u8>,
+    },
+    Json(Vec<u8>),
+}
+
+impl Encoder {
+    fn new(format: FileFormatKind, schema: SchemaRef, header: bool, delimiter: u8) -> Result<Self> {
+        Ok(match format {
+            FileFormatKind::Parquet => {
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                    .build();
+                Encoder::Parquet(ArrowWriter::try_new(Vec::new(), schema, Some(properties))?)
+            }
+            FileFormatKind::Csv => Encoder::Csv {
+                header,
+                delimiter,
+                wrote_header: false,
+                buffer: Vec::new(),
+            },
+            FileFormatKind::Json => Encoder::Json(Vec::new()),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Encoder::Parquet(writer) => writer.write(batch)?,
+            Encoder::Csv {
+                header,
+                delimiter,
+                wrote_header,
+                buffer,
+            } => {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(*header && !*wrote_header)
+                    .with_delimiter(*delimiter)
+                    .build(&mut *buffer);
+                writer.write(batch)?;
+                *wrote_header = true;
+            }
+            Encoder::Json(buffer) => {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *buffer);
+                writer.write(batch)?;
+                writer.finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes encoded so far, removed from the encoder.
+    fn take_bytes(&mut self) -> Vec<u8> {
+        match self {
+            // The parquet writer counts the bytes it wrote; it never reads them back, so
+            // its buffer can be drained as it goes.
+            Encoder::Parquet(writer) => std::mem::take(writer.inner_mut()),
+            Encoder::Csv { buffer, .. } | Encoder::Json(buffer) => std::mem::take(buffer),
+        }
+    }
+
+    fn buffered(&mut self) -> usize {
+        match self {
+            Encoder::Parquet(writer) => writer.inner_mut().len(),
+            Encoder::Csv { buffer, .. } | Encoder::Json(buffer) => buffer.len(),
+        }
+    }
+
+    /// Finishes the file (the Parquet footer) and returns the remaining bytes.
+    fn finish(mut self) -> Result<Vec<u8>> {
+        match &mut self {
+            Encoder::Parquet(writer) => {
+                writer.finish()?;
+                Ok(std::mem::take(writer.inner_mut()))
+            }
+            _ => Ok(self.take_bytes()),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    fn describe(&self) -> String {
+        let format = format!("{:?}", self.format).to_lowercase();
+        let mode = match self.mode {
+            WriteMode::Append => "append",
+            WriteMode::Overwrite => "overwrite",
+        };
+        format!("{} ({mode} {format} files under {})", self.table, self.url)
+    }
+
+    async fn write(
+        &self,
+        partition: usize,
+        mut input: SendableRecordBatchStream,
+        _context: Arc<TaskContext>,
+    ) -> Result<u64> {
+        let file_name = format!(
+            "part-{}-{partition:05}{}",
+            self.job_tag,
+            self.format.extension()
+        );
+        let location = self.directory.clone().join(file_name.as_str());
+        let mut encoder = Encoder::new(
+            self.format,
+            input.schema(),
+            self.csv_header,
+            self.csv_delimiter,
+        )?;
+        let upload = self.store.put_multipart(&location).await.map_err(|e| {
+            DataFusionError::from(RiffleError::from(e).context(format!("writing {location}")))
+        })?;
+        let mut upload = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut rows = 0u64;
+        let written: Result<()> = async {
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                encoder.write(&batch)?;
+                if encoder.buffered() >= PART_SIZE {
+                    upload
+                        .wait_for_capacity(UPLOAD_CONCURRENCY)
+                        .await
+                        .map_err(to_df)?;
+                    upload.write(&encoder.take_bytes());
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = written {
+            let _ = upload.abort().await;
+            return Err(error);
+        }
+        if rows == 0 && partition != 0 {
+            // An empty part adds nothing; partition 0 always writes, so that an empty result
+            // still leaves a readable file with the table's columns.
+            upload.abort().await.map_err(to_df)?;
+            return Ok(0);
+        }
+        let tail = encoder.finish()?;
+        upload.write(&tail);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((location, upload));
+        Ok(rows)
+    }
+
+    async fn commit(&self) -> Result<()> {
+        if self.mode == WriteMode::Overwrite {
+            // Not atomic: a reader between the delete and the publish sees an empty table.
+            self.delete_previous_files().await?;
+        }
+        let pending = self.take_pending();
+        let results =
+            futures::future::join_all(pending.into_iter().map(|(path, upload)| async move {
+                upload.finish().await.map_err(|e| {
+                    DataFusionError::from(
+                        RiffleError::from(e).context(format!("publishing {path}")),
+                    )
+                })
+            }))
+            .await;
+        for result in results {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn abort(&self) -> Result<()> {
+        let pending = self.take_pending();
+        for (_, upload) in pending {
+            upload.abort().await.map_err(to_df)?;
+        }
+        Ok(())
+    }
+}
+
+fn to_df(error: object_store::Error) -> DataFusionError {
+    DataFusionError::from(RiffleError::from(error))
+}

@@ -1,0 +1,187 @@
+//! From DataFusion's physical plan to a [`JobGraph`].
+//!
+//! DataFusion's optimizer has already placed exchanges where data must move between
+//! partitions. The builder walks the plan from the root and cuts it at each exchange:
+//!
+//! | DataFusion node | becomes |
+//! |---|---|
+//! | `RepartitionExec` (hash) | a HASH edge into an [`ExchangeReadExec`] with as many partitions |
+//! | `RepartitionExec` (round-robin) | a REBALANCE edge |
+//! | `CoalescePartitionsExec` | a RESCALE edge into one partition (plus a limit when it had a fetch) |
+//! | input of `SortPreservingMergeExec` | a FORWARD edge: partition `i` reads producer `i`'s sorted output |
+//!
+//! Everything between two cuts is one fragment, run as one task per output partition.
+
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::limit::GlobalLimitExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    ReplaceChildrenOptions,
+};
+
+use crate::exchange::ExchangeReadExec;
+use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex, VertexId};
+use crate::sink::SinkExec;
+
+/// Cuts `plan` into a job graph.
+pub fn build_job_graph(plan: Arc<dyn ExecutionPlan>) -> Result<JobGraph> {
+    let mut builder = Builder::default();
+    builder.add_vertex(plan)?;
+    let graph = builder.graph;
+    graph.check().map_err(DataFusionError::Internal)?;
+    Ok(graph)
+}
+
+#[derive(Default)]
+struct Builder {
+    graph: JobGraph,
+    /// Number of exchange readers placed so far, per vertex.
+    inputs: Vec<usize>,
+}
+
+impl Builder {
+    fn add_vertex(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<VertexId> {
+        let id = self.inputs.len();
+        self.inputs.push(0);
+        // Reserve the slot so that producers created while cutting get later ids.
+        self.graph.vertices.push(Vertex {
+            id,
+            name: String::new(),
+            parallelism: 0,
+            fragment: Arc::clone(&plan),
+        });
+        let fragment = self.cut(plan, id)?;
+        let vertex = &mut self.graph.vertices[id];
+        vertex.parallelism = fragment.output_partitioning().partition_count();
+        vertex.name = fragment_name(&fragment);
+        vertex.fragment = fragment;
+        Ok(id)
+    }
+
+    fn cut(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        vertex: VertexId,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(sink) = plan.downcast_ref::<SinkExec>() {
+            self.graph.sinks.push(Arc::clone(sink.sink()));
+        }
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+            if repartition.preserve_order() {
+                return Err(DataFusionError::NotImplemented(
+                    "order-preserving repartitioning is not supported by Riffle's planner yet"
+                        .into(),
+                ));
+            }
+            let partitioning = match repartition.partitioning() {
+                Partitioning::Hash(keys, _) => EdgePartitioning::Hash(keys.clone()),
+                Partitioning::RoundRobinBatch(_) => EdgePartitioning::Rebalance,
+                other => {
+                    return Err(DataFusionError::NotImplemented(format!(
+                        "repartitioning by {other} is not supported by Riffle's planner yet"
+                    )));
+                }
+            };
+            let partitions = repartition.partitioning().partition_count();
+            return self.exchange(
+                vertex,
+                repartition.input(),
+                &plan,
+                partitioning,
+                repartition.partitioning().clone(),
+                partitions,
+            );
+        }
+        if let Some(coalesce) = plan.downcast_ref::<CoalescePartitionsExec>() {
+            let reader = self.exchange(
+                vertex,
+                coalesce.input(),
+                &plan,
+                EdgePartitioning::Rescale,
+                Partitioning::UnknownPartitioning(1),
+                1,
+            )?;
+            return Ok(match coalesce.fetch() {
+                Some(fetch) => Arc::new(GlobalLimitExec::new(reader, 0, Some(fetch))),
+                None => reader,
+            });
+        }
+        if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
+            let input = merge.input();
+            let partitions = input.output_partitioning().partition_count();
+            let reader = self.exchange(
+                vertex,
+                input,
+                input,
+                EdgePartitioning::Forward,
+                Partitioning::UnknownPartitioning(partitions),
+                partitions,
+            )?;
+            return replace_children(&plan, vec![reader]);
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        let mut cut_children = Vec::with_capacity(children.len());
+        for child in children {
+            cut_children.push(self.cut(Arc::clone(child), vertex)?);
+        }
+        replace_children(&plan, cut_children)
+    }
+
+    /// Makes `producer` a vertex of its own, joined to a new exchange reader of `vertex`.
+    fn exchange(
+        &mut self,
+        vertex: VertexId,
+        producer: &Arc<dyn ExecutionPlan>,
+        replaced: &Arc<dyn ExecutionPlan>,
+        partitioning: EdgePartitioning,
+        reader_partitioning: Partitioning,
+        partitions: usize,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = self.inputs[vertex];
+        self.inputs[vertex] += 1;
+        let from = self.add_vertex(Arc::clone(producer))?;
+        self.graph.edges.push(Edge {
+            from,
+            to: vertex,
+            input,
+            partitions,
+            partitioning,
+        });
+        Ok(Arc::new(ExchangeReadExec::new(
+            vertex,
+            input,
+            replaced.properties(),
+            reader_partitioning,
+        )))
+    }
+}
+
+fn replace_children(
+    plan: &Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Arc::clone(plan).replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
+/// Names a fragment by its operators, from the root down the first child.
+fn fragment_name(fragment: &Arc<dyn ExecutionPlan>) -> String {
+    let mut names = Vec::new();
+    let mut node = Some(fragment);
+    while let Some(plan) = node {
+        let name = plan.name().trim_end_matches("Exec");
+        names.push(name.to_string());
+        node = plan.children().into_iter().next();
+    }
+    names.join(" <- ")
+}

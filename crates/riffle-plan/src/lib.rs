@@ -1,0 +1,22 @@
+//! Riffle's planning layer: the session and catalog ([`RiffleSession`]), and the translation
+//! of DataFusion physical plans into the [`JobGraph`] that Riffle's runtime runs.
+//!
+//! Entry point: [`RiffleSession::query_job`] (and [`RiffleSession::insert_job`]), which
+//! plan a DataFusion `LogicalPlan` with DataFusion's optimizer and physical planner and then
+//! cut the physical plan at its exchanges ([`build_job_graph`]).
+
+#![warn(missing_docs)]
+
+mod builder;
+mod exchange;
+mod job_graph;
+mod session;
+mod sink;
+
+pub use builder::build_job_graph;
+pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
+pub use job_graph::{
+    Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexSummary,
+};
+pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
+pub use sink::{Sink, SinkExec, count_schema};

@@ -1,0 +1,247 @@
+//! The session: DataFusion configured for Riffle, and the catalog of tables.
+//!
+//! Tables are declared by connector (`CREATE TABLE ... WITH ('connector' = ...)`); the
+//! session keeps each [`TableDefinition`] and asks the [`TableFactory`] registered for its
+//! connector for a source (a DataFusion `TableProvider`, planned like any other) and a
+//! [`Sink`] (for `INSERT INTO`). Factories live in `riffle-connectors`; the `riffle` crate
+//! registers them, so this crate stays free of I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use riffle_common::{JobConfig, Result, RiffleError};
+
+use crate::builder::build_job_graph;
+use crate::job_graph::JobGraph;
+use crate::sink::{Sink, SinkExec};
+
+/// A table declared with a connector and its options.
+#[derive(Debug, Clone)]
+pub struct TableDefinition {
+    /// The table's name.
+    pub name: String,
+    /// Declared columns.
+    pub schema: SchemaRef,
+    /// The `WITH (...)` options, keys as written (`connector`, `path`, `format`, ...).
+    pub options: BTreeMap<String, String>,
+}
+
+impl TableDefinition {
+    /// The value of a required option, or an error naming the table and the option.
+    pub fn required(&self, key: &str) -> Result<&str> {
+        self.options.get(key).map(String::as_str).ok_or_else(|| {
+            RiffleError::user(format!("table {}: missing option '{key}'", self.name))
+                .with_hint(format!("add '{key}' = '...' to the WITH clause"))
+        })
+    }
+
+    /// The connector name.
+    pub fn connector(&self) -> Result<&str> {
+        self.required("connector")
+    }
+}
+
+/// Makes sources and sinks for one connector.
+#[async_trait]
+pub trait TableFactory: Send + Sync {
+    /// The value of `'connector'` this factory serves.
+    fn connector(&self) -> &str;
+
+    /// Checks the definition and returns the table to scan.
+    async fn create_source(
+        &self,
+        definition: &TableDefinition,
+        session: &SessionState,
+    ) -> Result<Arc<dyn TableProvider>>;
+
+    /// Returns a sink that writes rows of the table, for `INSERT INTO` (append) or
+    /// `INSERT OVERWRITE` (replace what the table held when the job commits).
+    fn create_sink(
+        &self,
+        definition: &TableDefinition,
+        session: &SessionState,
+        mode: WriteMode,
+    ) -> Result<Arc<dyn Sink>>;
+}
+
+/// Whether a sink adds to a table or replaces its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Keep what is there and add the new rows.
+    Append,
+    /// Replace what is there with the new rows, when the job commits.
+    Overwrite,
+}
+
+/// DataFusion configured for Riffle, plus the catalog of connector tables.
+pub struct RiffleSession {
+    context: SessionContext,
+    config: JobConfig,
+    factories: HashMap<String, Arc<dyn TableFactory>>,
+    definitions: RwLock<BTreeMap<String, TableDefinition>>,
+}
+
+impl RiffleSession {
+    /// A session whose jobs run with `config`.
+    pub fn new(config: JobConfig) -> Self {
+        let mut session_config = SessionConfig::new()
+            .with_target_partitions(config.parallelism)
+            .with_batch_size(config.batch_size)
+            .with_information_schema(true);
+        let options = session_config.options_mut();
+        // Dynamic filters share state between a join (or top-k) and a scan in another
+        // vertex; that only works inside one process, so Riffle plans without them.
+        options.optimizer.enable_dynamic_filter_pushdown = false;
+        options.optimizer.enable_join_dynamic_filter_pushdown = false;
+        options.optimizer.enable_topk_dynamic_filter_pushdown = false;
+        options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        Self {
+            context: SessionContext::new_with_config(session_config),
+            config,
+            factories: HashMap::new(),
+            definitions: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The job configuration.
+    pub fn config(&self) -> &JobConfig {
+        &self.config
+    }
+
+    /// The DataFusion context that plans this session's queries.
+    pub fn context(&self) -> &SessionContext {
+        &self.context
+    }
+
+    /// Registers a connector.
+    pub fn register_factory(&mut self, factory: Arc<dyn TableFactory>) {
+        self.factories
+            .insert(factory.connector().to_string(), factory);
+    }
+
+    fn factory(&self, definition: &TableDefinition) -> Result<Arc<dyn TableFactory>> {
+        let connector = definition.connector()?;
+        self.factories.get(connector).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.factories.keys().map(String::as_str).collect();
+            known.sort();
+            RiffleError::user(format!(
+                "table {}: unknown connector '{connector}'",
+                definition.name
+            ))
+            .with_hint(format!("known connectors: {}", known.join(", ")))
+        })
+    }
+
+    /// Declares a table. Fails if one of that name exists, unless `if_not_exists`.
+    pub async fn create_table(
+        &self,
+        definition: TableDefinition,
+        if_not_exists: bool,
+    ) -> Result<()> {
+        if self.context.table_exist(definition.name.as_str())? {
+            if if_not_exists {
+                return Ok(());
+            }
+            return Err(
+                RiffleError::user(format!("table {} already exists", definition.name))
+                    .with_hint("use CREATE TABLE IF NOT EXISTS, or DROP TABLE first"),
+            );
+        }
+        let factory = self.factory(&definition)?;
+        let provider = factory
+            .create_source(&definition, &self.context.state())
+            .await?;
+        self.context
+            .register_table(definition.name.as_str(), provider)?;
+        self.definitions
+            .write()
+            .map_err(|_| RiffleError::internal("catalog lock poisoned"))?
+            .insert(definition.name.clone(), definition);
+        Ok(())
+    }
+
+    /// Removes a table; fails if it does not exist, unless `if_exists`.
+    pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+        let removed = self.context.deregister_table(name)?;
+        self.definitions
+            .write()
+            .map_err(|_| RiffleError::internal("catalog lock poisoned"))?
+            .remove(name);
+        if removed.is_none() && !if_exists {
+            return Err(RiffleError::user(format!("table {name} does not exist")));
+        }
+        Ok(())
+    }
+
+    /// The connector definition of a table, if it was declared with one.
+    pub fn definition(&self, name: &str) -> Option<TableDefinition> {
+        self.definitions.read().ok()?.get(name).cloned()
+    }
+
+    /// Names of the tables in the default schema, sorted.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        let catalog = self
+            .context
+            .catalog("datafusion")
+            .ok_or_else(|| RiffleError::internal("default catalog missing"))?;
+        let schema = catalog
+            .schema("public")
+            .ok_or_else(|| RiffleError::internal("default schema missing"))?;
+        let mut names = schema.table_names();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Plans one SQL statement that DataFusion understands into a logical plan.
+    pub async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
+        Ok(self.context.state().create_logical_plan(sql).await?)
+    }
+
+    /// Optimizes a logical plan with DataFusion's rules.
+    pub fn optimize(&self, plan: &LogicalPlan) -> Result<LogicalPlan> {
+        Ok(self.context.state().optimize(plan)?)
+    }
+
+    /// DataFusion's physical plan for a query.
+    pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self.context.state().create_physical_plan(plan).await?)
+    }
+
+    /// The job graph that runs a query and returns its rows.
+    pub async fn query_job(&self, plan: &LogicalPlan) -> Result<JobGraph> {
+        let physical = self.physical_plan(plan).await?;
+        Ok(build_job_graph(physical)?)
+    }
+
+    /// The job graph that writes the rows of `input` into table `table`.
+    pub async fn insert_job(
+        &self,
+        table: &str,
+        input: &LogicalPlan,
+        mode: WriteMode,
+    ) -> Result<JobGraph> {
+        let definition = self.definition(table).ok_or_else(|| {
+            RiffleError::user(format!(
+                "cannot insert into {table}: it is not a table declared with a connector"
+            ))
+            .with_hint("declare it with CREATE TABLE ... WITH ('connector' = 'filesystem', ...)")
+        })?;
+        let sink =
+            self.factory(&definition)?
+                .create_sink(&definition, &self.context.state(), mode)?;
+        self.sink_job(sink, input).await
+    }
+
+    /// The job graph that writes the rows of `input` into `sink`, one part per partition.
+    pub async fn sink_job(&self, sink: Arc<dyn Sink>, input: &LogicalPlan) -> Result<JobGraph> {
+        let physical = self.physical_plan(input).await?;
+        Ok(build_job_graph(Arc::new(SinkExec::new(physical, sink)))?)
+    }
+}

@@ -1,0 +1,375 @@
+//! Channels between tasks, with credit-based flow control.
+//!
+//! A channel has one receiver and a fixed number of senders (the producer subtasks that feed
+//! one partition). Its credit is counted in batches and in bytes: a sender waits while the
+//! queue holds `credit.batches` batches or adding its batch would pass `credit.bytes` (a
+//! batch larger than the whole byte credit is admitted alone into an empty queue, so that it
+//! cannot wait forever). A slow consumer therefore slows its producers, and the memory queued
+//! on a channel stays within its credit.
+//!
+//! The receiver sees one [`Message::EndOfInput`], after every sender has sent its own.
+//! Local channels pass `RecordBatch` by reference; a network transport implements the same
+//! contract with credits granted over the wire.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::message::Message;
+
+/// How much a channel may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credit {
+    /// Batches queued at most.
+    pub batches: usize,
+    /// Bytes of Arrow buffers queued at most (one oversized batch excepted).
+    pub bytes: usize,
+}
+
+/// High-water marks of one channel, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    peak_batches: AtomicUsize,
+    peak_bytes: AtomicUsize,
+    largest_batch_bytes: AtomicUsize,
+}
+
+impl ChannelStats {
+    /// Most batches ever queued at once.
+    pub fn peak_batches(&self) -> usize {
+        self.peak_batches.load(Ordering::Relaxed)
+    }
+
+    /// Most bytes ever queued at once.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Size of the largest batch sent.
+    pub fn largest_batch_bytes(&self) -> usize {
+        self.largest_batch_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The receiving side went away: the job is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnected;
+
+struct State {
+    queue: VecDeque<Message>,
+    queued_batches: usize,
+    queued_bytes: usize,
+    /// Senders that have neither sent end-of-input nor been dropped.
+    open_senders: usize,
+    receiver_alive: bool,
+}
+
+struct Shared {
+    credit: Credit,
+    state: Mutex<State>,
+    /// Signalled when a message is queued or a sender leaves.
+    readable: Notify,
+    /// Signalled when credit is returned or the receiver leaves.
+    writable: Notify,
+    stats: Arc<ChannelStats>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug in this module; the state stays valid
+        // (each critical section is a few field updates), so go on with it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Creates a channel fed by `senders` producers.
+pub fn channel(credit: Credit, senders: usize) -> (Vec<Sender>, Receiver) {
+    let shared = Arc::new(Shared {
+        credit: Credit {
+            batches: credit.batches.max(1),
+            bytes: credit.bytes.max(1),
+        },
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            queued_batches: 0,
+            queued_bytes: 0,
+            open_senders: senders,
+            receiver_alive: true,
+        }),
+        readable: Notify::new(),
+        writable: Notify::new(),
+        stats: Arc::new(ChannelStats::default()),
+    });
+    let senders = (0..senders)
+        .map(|_| Sender {
+            shared: Arc::clone(&shared),
+            finished: false,
+        })
+        .collect();
+    (senders, Receiver { shared })
+}
+
+/// One producer's end of a channel.
+pub struct Sender {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Sender {
+    /// Queues a message, waiting for credit if it is a batch. Sending
+    /// [`Message::EndOfInput`] finishes this sender.
+    pub async fn send(&mut self, message: Message) -> Result<(), Disconnected> {
+        if self.finished {
+            return Ok(());
+        }
+        let size = message.size_bytes();
+        let is_batch = matches!(message, Message::Batch(_));
+        let is_end = matches!(message, Message::EndOfInput);
+        loop {
+            let writable = self.shared.writable.notified();
+            {
+                let mut state = self.shared.lock();
+                if !state.receiver_alive {
+                    return Err(Disconnected);
+                }
+                let credit = self.shared.credit;
+                let fits = !is_batch
+                    || state.queued_batches == 0
+                    || (state.queued_batches < credit.batches
+                        && state.queued_bytes + size <= credit.bytes);
+                if fits {
+                    if is_end {
+                        self.finished = true;
+                        state.open_senders -= 1;
+                        if state.open_senders == 0 {
+                            state.queue.push_back(Message::EndOfInput);
+                        }
+                    } else {
+                        if is_batch {
+                            state.queued_batches += 1;
+                            state.queued_bytes += size;
+                            let stats = &self.shared.stats;
+                            stats
+                                .peak_batches
+                                .fetch_max(state.queued_batches, Ordering::Relaxed);
+                            stats
+                                .peak_bytes
+                                .fetch_max(state.queued_bytes, Ordering::Relaxed);
+                            stats.largest_batch_bytes.fetch_max(size, Ordering::Relaxed);
+                        }
+                        state.queue.push_back(message);
+                    }
+                    drop(state);
+                    self.shared.readable.notify_waiters();
+                    return Ok(());
+                }
+            }
+            writable.await;
+        }
+    }
+
+    /// The statistics of the channel this sender feeds.
+    pub fn stats(&self) -> Arc<ChannelStats> {
+        Arc::clone(&self.shared.stats)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut state = self.shared.lock();
+            state.open_senders -= 1;
+            drop(state);
+            self.shared.readable.notify_waiters();
+        }
+    }
+}
+
+/// What a receiver gets.
+#[derive(Debug)]
+pub enum Received {
+    /// The next message.
+    Message(Message),
+    /// A sender went away without finishing: its task failed or was cancelled.
+    Broken,
+}
+
+/// The consumer's end of a channel.
+pub struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// The next message. After [`Message::EndOfInput`] it returns `None`.
+    pub async fn recv(&mut self) -> Option<Received> {
+        loop {
+            let readable = self.shared.readable.notified();
+            {
+                let mut state = self.shared.lock();
+                if let Some(message) = state.queue.pop_front() {
+                    if matches!(message, Message::Batch(_)) {
+                        state.queued_batches -= 1;
+                        state.queued_bytes -= message.size_bytes();
+                    }
+                    let end = matches!(message, Message::EndOfInput);
+                    if end {
+                        // Only one end-of-input is ever queued; mark the channel drained.
+                        state.receiver_alive = false;
+                    }
+                    drop(state);
+                    self.shared.writable.notify_waiters();
+                    return Some(Received::Message(message));
+                }
+                if !state.receiver_alive {
+                    return None;
+                }
+                if state.open_senders == 0 {
+                    // Every sender left, but not all of them finished.
+                    state.receiver_alive = false;
+                    return Some(Received::Broken);
+                }
+            }
+            readable.await;
+        }
+    }
+
+    /// The statistics of this channel.
+    pub fn stats(&self) -> Arc<ChannelStats> {
+        Arc::clone(&self.shared.stats)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_alive = false;
+        state.queue.clear();
+        drop(state);
+        self.shared.writable.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(rows: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let values = Int64Array::from_iter_values(0..rows as i64);
+        RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn end_of_input_arrives_once_after_every_sender_finished() {
+        let (mut senders, mut receiver) = channel(
+            Credit {
+                batches: 4,
+                bytes: 1 << 20,
+            },
+            2,
+        );
+        let mut second = senders.pop().unwrap();
+        let mut first = senders.pop().unwrap();
+        first.send(Message::Batch(batch(3))).await.unwrap();
+        first.send(Message::EndOfInput).await.unwrap();
+        second.send(Message::Watermark(7)).await.unwrap();
+        second.send(Message::EndOfInput).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(Received::Message(message)) = receiver.recv().await {
+            seen.push(format!("{message:?}").chars().take(5).collect::<String>());
+        }
+        assert_eq!(seen, vec!["Batch", "Water", "EndOf"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_makes_the_sender_wait_for_credit() {
+        let (mut senders, mut receiver) = channel(
+            Credit {
+                batches: 2,
+                bytes: 1 << 30,
+            },
+            1,
+        );
+        let mut sender = senders.pop().unwrap();
+        sender.send(Message::Batch(batch(1))).await.unwrap();
+        sender.send(Message::Batch(batch(1))).await.unwrap();
+        let third = tokio::time::timeout(
+            Duration::from_millis(50),
+            sender.send(Message::Batch(batch(1))),
+        )
+        .await;
+        assert!(third.is_err(), "the third batch must wait for credit");
+        assert!(matches!(
+            receiver.recv().await,
+            Some(Received::Message(Message::Batch(_)))
+        ));
+        sender.send(Message::Batch(batch(1))).await.unwrap();
+        assert_eq!(receiver.stats().peak_batches(), 2);
+    }
+
+    #[tokio::test]
+    async fn byte_credit_bounds_the_queue_but_admits_one_oversized_batch() {
+        let big = batch(10_000);
+        let size = big.get_array_memory_size();
+        let (mut senders, mut receiver) = channel(
+            Credit {
+                batches: 100,
+                bytes: size / 2,
+            },
+            1,
+        );
+        let mut sender = senders.pop().unwrap();
+        sender.send(Message::Batch(big.clone())).await.unwrap();
+        let second = tokio::time::timeout(
+            Duration::from_millis(50),
+            sender.send(Message::Batch(big.clone())),
+        )
+        .await;
+        assert!(second.is_err(), "a second oversized batch must wait");
+        receiver.recv().await.unwrap();
+        sender.send(Message::Batch(big)).await.unwrap();
+        assert_eq!(receiver.stats().peak_bytes(), size);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_sender_is_reported_as_broken() {
+        let (mut senders, mut receiver) = channel(
+            Credit {
+                batches: 2,
+                bytes: 1 << 20,
+            },
+            1,
+        );
+        senders.clear();
+        assert!(matches!(receiver.recv().await, Some(Received::Broken)));
+        assert!(receiver.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn senders_fail_once_the_receiver_is_gone() {
+        let (mut senders, receiver) = channel(
+            Credit {
+                batches: 1,
+                bytes: 1 << 20,
+            },
+            1,
+        );
+        let mut sender = senders.pop().unwrap();
+        sender.send(Message::Batch(batch(1))).await.unwrap();
+        drop(receiver);
+        assert_eq!(
+            sender.send(Message::Batch(batch(1))).await,
+            Err(Disconnected)
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Riffle's SQL front end: Flink-style DDL and Riffle's own statements on top of
+//! DataFusion's SQL planner.
+//!
+//! Entry points: [`split_statements`] cuts a script into statements (with their line
+//! numbers), and [`parse_statement`] turns one statement into a [`RiffleStatement`]. Every
+//! statement DataFusion understands (queries, `INSERT INTO ... SELECT`, views) is planned by
+//! DataFusion; Riffle handles `CREATE TABLE ... WITH (...)`, `DROP TABLE`, `SHOW TABLES`,
+//! `DESCRIBE` and `EXPLAIN` itself.
+
+#![warn(missing_docs)]
+
+mod ddl;
+mod script;
+
+pub use ddl::{RiffleStatement, parse_statement};
+pub use script::{ScriptStatement, split_statements};

@@ -1,0 +1,83 @@
+//! Cutting a script into statements.
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use riffle_common::{Result, RiffleError};
+
+/// One statement of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptStatement {
+    /// The statement's text, without the trailing semicolon.
+    pub sql: String,
+    /// The line of the script it starts on (from 1).
+    pub line: u64,
+}
+
+/// Tokenizes SQL text, with a clear error for unterminated strings and the like.
+pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
+    Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| RiffleError::user(format!("SQL syntax error: {e}")))
+}
+
+/// Renders tokens back into SQL text.
+pub(crate) fn render(tokens: &[TokenWithSpan]) -> String {
+    tokens
+        .iter()
+        .map(|t| t.token.to_string())
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Splits a script on the semicolons between statements (not those inside strings or
+/// comments), dropping empty statements.
+pub fn split_statements(script: &str) -> Result<Vec<ScriptStatement>> {
+    let tokens = tokenize(script)?;
+    let mut statements = Vec::new();
+    let mut current: Vec<TokenWithSpan> = Vec::new();
+    let mut flush = |current: &mut Vec<TokenWithSpan>| {
+        let significant = current
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)));
+        if let Some(first) = significant {
+            let line = first.span.start.line;
+            statements.push(ScriptStatement {
+                sql: render(current),
+                line,
+            });
+        }
+        current.clear();
+    };
+    for token in tokens {
+        if token.token == Token::SemiColon {
+            flush(&mut current);
+        } else {
+            current.push(token);
+        }
+    }
+    flush(&mut current);
+    Ok(statements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_on_semicolons_outside_strings_and_comments() {
+        let script = "SELECT ';' AS x;\n-- a comment; still a comment\nSELECT 2;\n\n;";
+        let statements = split_statements(script).unwrap();
+        assert_eq!(statements.len(), 2);
+        assert_eq!(statements[0].sql, "SELECT ';' AS x");
+        assert_eq!(statements[0].line, 1);
+        assert!(statements[1].sql.ends_with("SELECT 2"));
+        assert_eq!(statements[1].line, 3);
+    }
+
+    #[test]
+    fn unterminated_strings_are_a_clear_error() {
+        let error = split_statements("SELECT 'abc").unwrap_err();
+        assert!(error.to_string().contains("SQL syntax error"), "{error}");
+    }
+}

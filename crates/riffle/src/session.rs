@@ -1,0 +1,298 @@
+//! The session: where tables are declared and jobs are started.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use riffle_common::{JobConfig, Result, RiffleError};
+use riffle_plan::{JobGraph, RiffleSession, WriteMode};
+use riffle_runtime::{JobHandle, LocalExecutor};
+use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
+
+use crate::dataframe::DataFrame;
+
+/// A Riffle session: the catalog of tables and the means to run jobs on this machine.
+///
+/// Cheap to clone; clones share the catalog.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    planner: RiffleSession,
+    executor: LocalExecutor,
+}
+
+/// The result of one statement of a script.
+#[derive(Debug)]
+pub struct ScriptResult {
+    /// The statement.
+    pub statement: ScriptStatement,
+    /// What it returned (rows of a query, the count of an insert, nothing for DDL).
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Session {
+    /// A session with the default configuration (parallelism: the machine's cores).
+    pub fn new() -> Self {
+        Self::with_config(JobConfig::default())
+    }
+
+    /// A session with `config`.
+    pub fn with_config(config: JobConfig) -> Self {
+        let executor = LocalExecutor::new(&config);
+        let mut planner = RiffleSession::new(config);
+        for factory in riffle_connectors::default_factories() {
+            planner.register_factory(factory);
+        }
+        Self {
+            inner: Arc::new(Inner { planner, executor }),
+        }
+    }
+
+    /// The job configuration.
+    pub fn config(&self) -> &JobConfig {
+        self.inner.planner.config()
+    }
+
+    /// The planning session underneath (DataFusion's context and the catalog).
+    pub fn planner(&self) -> &RiffleSession {
+        &self.inner.planner
+    }
+
+    /// Registers Arrow batches as an in-memory table, spread over the job's parallelism.
+    pub fn register_batches(&self, name: &str, batches: Vec<RecordBatch>) -> Result<()> {
+        let Some(first) = batches.first() else {
+            return Err(RiffleError::user(format!(
+                "cannot register table {name} from no batches: its columns are unknown"
+            )));
+        };
+        let schema = first.schema();
+        let width = self.config().parallelism.max(1);
+        let mut partitions = vec![Vec::new(); width.min(batches.len())];
+        let count = partitions.len();
+        for (index, batch) in batches.into_iter().enumerate() {
+            partitions[index % count].push(batch);
+        }
+        let table = MemTable::try_new(schema, partitions)?;
+        self.inner
+            .planner
+            .context()
+            .register_table(name, Arc::new(table))?;
+        Ok(())
+    }
+
+    /// A DataFrame over a table of the catalog.
+    pub async fn table(&self, name: &str) -> Result<DataFrame> {
+        let frame = self.inner.planner.context().table(name).await?;
+        Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// Runs one SQL statement. Queries and inserts come back as a lazy [`DataFrame`] (run
+    /// by [`DataFrame::collect`]); DDL, `SHOW TABLES`, `DESCRIBE` and `EXPLAIN` run at once
+    /// and come back as a DataFrame over their result.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let statement = parse_statement(&self.inner.planner, sql).await?;
+        self.statement(statement).await
+    }
+
+    async fn statement(&self, statement: RiffleStatement) -> Result<DataFrame> {
+        let planner = &self.inner.planner;
+        match statement {
+            RiffleStatement::CreateTable {
+                definition,
+                if_not_exists,
+            } => {
+                planner.create_table(definition, if_not_exists).await?;
+                self.empty()
+            }
+            RiffleStatement::DropTable { name, if_exists } => {
+                planner.drop_table(&name, if_exists)?;
+                self.empty()
+            }
+            RiffleStatement::ShowTables => {
+                let names = planner.table_names()?;
+                let connectors: Vec<String> = names
+                    .iter()
+                    .map(|name| match planner.definition(name) {
+                        Some(definition) => definition
+                            .options
+                            .get("connector")
+                            .cloned()
+                            .unwrap_or_default(),
+                        None => "memory".to_string(),
+                    })
+                    .collect();
+                self.strings(&[("table_name", names), ("connector", connectors)])
+            }
+            RiffleStatement::Describe(name) => {
+                let provider = planner
+                    .context()
+                    .table_provider(name.as_str())
+                    .await
+                    .map_err(|_| {
+                        RiffleError::user(format!("table {name} does not exist"))
+                            .with_hint("SHOW TABLES lists the tables")
+                    })?;
+                let schema = provider.schema();
+                let mut names = Vec::new();
+                let mut types = Vec::new();
+                let mut nullable = Vec::new();
+                for field in schema.fields() {
+                    names.push(field.name().clone());
+                    types.push(field.data_type().to_string());
+                    nullable.push(if field.is_nullable() { "YES" } else { "NO" }.to_string());
+                }
+                self.strings(&[
+                    ("column_name", names),
+                    ("data_type", types),
+                    ("is_nullable", nullable),
+                ])
+            }
+            RiffleStatement::Explain(inner) => {
+                let text = match *inner {
+                    RiffleStatement::Plan(plan) => self.explain_plan(&plan).await?,
+                    _ => {
+                        return Err(RiffleError::user(
+                            "EXPLAIN shows queries and INSERT statements only",
+                        ));
+                    }
+                };
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                self.strings(&[("plan", lines)])
+            }
+            RiffleStatement::Plan(plan) => match plan {
+                LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => {
+                    // Views, memory tables and session settings: DataFusion's own business.
+                    let frame = planner.context().execute_logical_plan(plan).await?;
+                    Ok(DataFrame::new(self.clone(), frame))
+                }
+                LogicalPlan::DescribeTable(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_) => Err(RiffleError::internal(
+                    "statement reached the planner unrewritten",
+                )),
+                plan => {
+                    let frame =
+                        datafusion::dataframe::DataFrame::new(planner.context().state(), plan);
+                    Ok(DataFrame::new(self.clone(), frame))
+                }
+            },
+        }
+    }
+
+    /// Cuts a script into its statements, with their line numbers.
+    pub fn split_script(script: &str) -> Result<Vec<ScriptStatement>> {
+        split_statements(script)
+    }
+
+    /// Runs every statement of a script in order, stopping at the first error, which names
+    /// the statement's line.
+    pub async fn run_script(&self, script: &str) -> Result<Vec<ScriptResult>> {
+        let mut results = Vec::new();
+        for statement in split_statements(script)? {
+            let outcome = async { self.sql(&statement.sql).await?.collect().await }.await;
+            match outcome {
+                Ok(batches) => results.push(ScriptResult { statement, batches }),
+                Err(error) => {
+                    let first_line = statement.sql.lines().next().unwrap_or_default();
+                    return Err(error.context(format!(
+                        "statement at line {} ({first_line})",
+                        statement.line
+                    )));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// The optimized logical plan and the job graph of one statement, as text.
+    pub async fn explain(&self, sql: &str) -> Result<String> {
+        match parse_statement(&self.inner.planner, sql).await? {
+            RiffleStatement::Plan(plan) => self.explain_plan(&plan).await,
+            RiffleStatement::Explain(inner) => match *inner {
+                RiffleStatement::Plan(plan) => self.explain_plan(&plan).await,
+                _ => Err(RiffleError::user(
+                    "EXPLAIN shows queries and INSERT statements only",
+                )),
+            },
+            _ => Err(RiffleError::user(
+                "EXPLAIN shows queries and INSERT statements only",
+            )),
+        }
+    }
+
+    pub(crate) async fn explain_plan(&self, plan: &LogicalPlan) -> Result<String> {
+        let optimized = self.inner.planner.optimize(plan)?;
+        let graph = self.job_graph(plan).await?;
+        Ok(format!(
+            "== Logical plan ==\n{}\n\n== Job graph ==\n{graph}",
+            optimized.display_indent()
+        ))
+    }
+
+    /// The job graph that runs `plan`: a query, or an `INSERT` into a connector table.
+    pub async fn job_graph(&self, plan: &LogicalPlan) -> Result<JobGraph> {
+        let planner = &self.inner.planner;
+        match plan {
+            LogicalPlan::Dml(dml) => {
+                let mode = match &dml.op {
+                    WriteOp::Insert(InsertOp::Append) => WriteMode::Append,
+                    WriteOp::Insert(InsertOp::Overwrite) => WriteMode::Overwrite,
+                    other => {
+                        return Err(RiffleError::user(format!("{other} is not supported"))
+                            .with_hint("Riffle supports INSERT INTO and INSERT OVERWRITE"));
+                    }
+                };
+                planner
+                    .insert_job(dml.table_name.table(), &dml.input, mode)
+                    .await
+            }
+            plan => planner.query_job(plan).await,
+        }
+    }
+
+    /// Starts the job that runs `plan` and returns its handle.
+    pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
+        let graph = self.job_graph(plan).await?;
+        self.execute_graph(graph)
+    }
+
+    /// Starts a planned job graph.
+    pub fn execute_graph(&self, graph: JobGraph) -> Result<JobHandle> {
+        let context = self.inner.planner.context().task_ctx();
+        self.inner.executor.execute(graph, &context)
+    }
+
+    fn empty(&self) -> Result<DataFrame> {
+        let frame = self.inner.planner.context().read_empty()?;
+        Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// A DataFrame over string columns (for SHOW TABLES, DESCRIBE, EXPLAIN).
+    fn strings(&self, columns: &[(&str, Vec<String>)]) -> Result<DataFrame> {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(name, _)| Field::new(*name, DataType::Utf8, false))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays = columns
+            .iter()
+            .map(|(_, values)| Arc::new(StringArray::from(values.clone())) as _)
+            .collect();
+        let batch = RecordBatch::try_new(schema, arrays)?;
+        let frame = self.inner.planner.context().read_batch(batch)?;
+        Ok(DataFrame::new(self.clone(), frame))
+    }
+}
