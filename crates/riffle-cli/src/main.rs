@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> Result<(), RiffleError> {
     if let Some(parallelism) = cli.parallelism {
         config = config.with_parallelism(parallelism);
     }
-    let session = Session::with_config(config);
+    let session = Session::with_config(config)?;
     match cli.command {
         Command::Sql { sql } => run_script(&session, &sql).await,
         Command::Run { file } => {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int8Array, Int16Array,
-    Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-    TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray, UInt8Array,
-    UInt16Array, UInt32Array, UInt64Array,
+    Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+    TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
+    TimestampSecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
@@ -95,7 +95,10 @@ impl DataGenSpec {
                 .get(&key("kind"))
                 .map(|k| k.to_ascii_lowercase());
             let integer = field.data_type().is_integer();
-            let text = matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+            let text = matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
             let supported = integer
                 || text
                 || field.data_type().is_floating()
@@ -467,16 +470,16 @@ fn generate_column(spec: &DataGenSpec, column: usize, rows: &[u64]) -> Result<Ar
         DataType::Boolean => Arc::new(BooleanArray::from_iter(
             rows.iter().map(|&r| Some(mix(seed, column, r) & 1 == 1)),
         )),
-        DataType::Utf8 | DataType::LargeUtf8 => {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let length = match &spec.fields[column] {
                 FieldKind::Text { length } => *length,
                 _ => 10,
             };
             let strings = rows.iter().map(|&r| random_text(seed, column, r, length));
-            if matches!(data_type, DataType::Utf8) {
-                Arc::new(StringArray::from_iter_values(strings))
-            } else {
-                Arc::new(LargeStringArray::from_iter_values(strings))
+            match data_type {
+                DataType::Utf8 => Arc::new(StringArray::from_iter_values(strings)),
+                DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter_values(strings)),
+                _ => Arc::new(StringViewArray::from_iter_values(strings)),
             }
         }
         DataType::Date32 => Arc::new(Date32Array::from_iter_values(

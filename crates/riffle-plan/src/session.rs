@@ -12,7 +12,9 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -90,7 +92,7 @@ pub struct RiffleSession {
 
 impl RiffleSession {
     /// A session whose jobs run with `config`.
-    pub fn new(config: JobConfig) -> Self {
+    pub fn new(config: JobConfig) -> Result<Self> {
         let mut session_config = SessionConfig::new()
             .with_target_partitions(config.parallelism)
             .with_batch_size(config.batch_size)
@@ -102,12 +104,18 @@ impl RiffleSession {
         options.optimizer.enable_join_dynamic_filter_pushdown = false;
         options.optimizer.enable_topk_dynamic_filter_pushdown = false;
         options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-        Self {
-            context: SessionContext::new_with_config(session_config),
+        // Jobs add and replace files under a table's path: a cached listing would hide them.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()
+            .map_err(RiffleError::from)?;
+        Ok(Self {
+            context: SessionContext::new_with_config_rt(session_config, runtime),
             config,
             factories: HashMap::new(),
             definitions: RwLock::new(BTreeMap::new()),
-        }
+        })
     }
 
     /// The job configuration.

@@ -231,7 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn flink_style_create_table_keeps_columns_and_options() {
-        let session = RiffleSession::new(JobConfig::default());
+        let session = RiffleSession::new(JobConfig::default()).unwrap();
         let statement = parse_statement(
             &session,
             "CREATE TABLE IF NOT EXISTS Orders (id BIGINT NOT NULL, price DECIMAL(10, 2), note VARCHAR)\n\
@@ -256,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_options_name_what_is_wrong() {
-        let session = RiffleSession::new(JobConfig::default());
+        let session = RiffleSession::new(JobConfig::default()).unwrap();
         let error = parse_statement(&session, "CREATE TABLE t (a INT) WITH ('connector' 'x')")
             .await
             .unwrap_err();
@@ -278,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn riffle_statements_are_recognized() {
-        let session = RiffleSession::new(JobConfig::default());
+        let session = RiffleSession::new(JobConfig::default()).unwrap();
         assert!(matches!(
             parse_statement(&session, "show tables").await.unwrap(),
             RiffleStatement::ShowTables

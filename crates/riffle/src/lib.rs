@@ -21,7 +21,7 @@
 //! ```
 //! # #[tokio::main(flavor = "multi_thread")]
 //! # async fn main() -> riffle::Result<()> {
-//! let session = riffle::Session::new();
+//! let session = riffle::Session::new()?;
 //! let batches = session
 //!     .sql("SELECT x % 3 AS k, count(*) AS n FROM (VALUES (1), (2), (3), (4)) AS t(x) GROUP BY k ORDER BY k")
 //!     .await?

@@ -36,28 +36,22 @@ pub struct ScriptResult {
     pub batches: Vec<RecordBatch>,
 }
 
-impl Default for Session {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Session {
     /// A session with the default configuration (parallelism: the machine's cores).
-    pub fn new() -> Self {
+    pub fn new() -> Result<Self> {
         Self::with_config(JobConfig::default())
     }
 
     /// A session with `config`.
-    pub fn with_config(config: JobConfig) -> Self {
+    pub fn with_config(config: JobConfig) -> Result<Self> {
         let executor = LocalExecutor::new(&config);
-        let mut planner = RiffleSession::new(config);
+        let mut planner = RiffleSession::new(config)?;
         for factory in riffle_connectors::default_factories() {
             planner.register_factory(factory);
         }
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner { planner, executor }),
-        }
+        })
     }
 
     /// The job configuration.
