@@ -123,7 +123,7 @@ impl FileSink {
 
 /// Encodes batches of one format into bytes.
 enum Encoder {
-    Parquet(ArrowWriter<Vec<u8>>),
+    Parquet(Box<ArrowWriter<Vec<u8>>>),
     Csv {
         header: bool,
         delimiter: u8,
@@ -140,7 +140,11 @@ impl Encoder {
                 let properties = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
                     .build();
-                Encoder::Parquet(ArrowWriter::try_new(Vec::new(), schema, Some(properties))?)
+                Encoder::Parquet(Box::new(ArrowWriter::try_new(
+                    Vec::new(),
+                    schema,
+                    Some(properties),
+                )?))
             }
             FileFormatKind::Csv => Encoder::Csv {
                 header,

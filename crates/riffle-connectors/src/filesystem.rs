@@ -54,13 +54,29 @@ fn locate(definition: &TableDefinition, format: FileFormatKind) -> Result<Locati
     } else {
         (format!("{path}/"), format.extension().to_string())
     };
-    let url = ListingTableUrl::parse(&listed).map_err(|e| {
+    let invalid = |e: datafusion::error::DataFusionError| {
         RiffleError::user(format!(
             "table {}: invalid path '{path}': {e}",
             definition.name
         ))
-    })?;
+    };
+    let url = match split_url_glob(&listed) {
+        // DataFusion expands globs in local paths itself, but not in URLs.
+        Some((prefix, glob)) => ListingTableUrl::parse(prefix)
+            .and_then(|url| url.with_glob(glob))
+            .map_err(invalid)?,
+        None => ListingTableUrl::parse(&listed).map_err(invalid)?,
+    };
     Ok(Location { url, extension })
+}
+
+/// Splits `scheme://bucket/dir/*.csv` into the folder to list (`scheme://bucket/dir/`) and
+/// the pattern its entries must match (`*.csv`); `None` for local paths and plain URLs.
+fn split_url_glob(path: &str) -> Option<(&str, &str)> {
+    let scheme_end = path.find("://")? + 3;
+    let glob_start = path[scheme_end..].find(['*', '?', '['])? + scheme_end;
+    let folder_end = path[..glob_start].rfind('/')? + 1;
+    (folder_end > scheme_end).then(|| path.split_at(folder_end))
 }
 
 #[async_trait]

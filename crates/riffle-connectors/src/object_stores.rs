@@ -4,17 +4,21 @@
 //! the object_store crate reads them) and from table options prefixed with the scheme:
 //! `'s3.endpoint' = 'http://127.0.0.1:9000'`, `'s3.access-key-id' = '...'`,
 //! `'s3.allow-http' = 'true'`, and so on (any key the object_store builder knows, with
-//! dashes or underscores).
+//! dashes or underscores). Two more keys bound how long a failing store is retried, with
+//! backoff: `'<scheme>.max-retries'` (default 10) and `'<scheme>.retry-timeout'` (seconds, or
+//! a number with `ms`/`s`/`m`; default 3 minutes).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
-use object_store::ObjectStore;
+use std::time::Duration;
+
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::{ObjectStore, RetryConfig};
 use riffle_common::{Result, RiffleError};
 use url::Url;
 
@@ -29,6 +33,7 @@ pub fn register_object_store(
         "file" => return Ok(()),
         "s3" | "s3a" => {
             let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
+            builder = builder.with_retry(retry_config(options, "s3")?);
             for (key, value) in scheme_options(options, "s3") {
                 let parsed =
                     AmazonS3ConfigKey::from_str(&key).map_err(|_| unknown_option("s3", &key))?;
@@ -38,6 +43,7 @@ pub fn register_object_store(
         }
         "gs" => {
             let mut builder = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            builder = builder.with_retry(retry_config(options, "gs")?);
             for (key, value) in scheme_options(options, "gs") {
                 let parsed =
                     GoogleConfigKey::from_str(&key).map_err(|_| unknown_option("gs", &key))?;
@@ -47,6 +53,7 @@ pub fn register_object_store(
         }
         "az" | "abfs" | "abfss" => {
             let mut builder = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            builder = builder.with_retry(retry_config(options, "az")?);
             for (key, value) in scheme_options(options, "az") {
                 let parsed =
                     AzureConfigKey::from_str(&key).map_err(|_| unknown_option("az", &key))?;
@@ -67,6 +74,9 @@ pub fn register_object_store(
     Ok(())
 }
 
+/// Keys Riffle reads itself rather than passing to the store's builder.
+const RETRY_KEYS: [&str; 2] = ["max_retries", "retry_timeout"];
+
 /// The options for `scheme`, with the prefix removed and dashes turned into underscores.
 fn scheme_options(options: &BTreeMap<String, String>, scheme: &str) -> Vec<(String, String)> {
     let prefix = format!("{scheme}.");
@@ -76,7 +86,49 @@ fn scheme_options(options: &BTreeMap<String, String>, scheme: &str) -> Vec<(Stri
             key.strip_prefix(&prefix)
                 .map(|key| (key.replace('-', "_"), value.clone()))
         })
+        .filter(|(key, _)| !RETRY_KEYS.contains(&key.as_str()))
         .collect()
+}
+
+/// How often and how long requests to the store are retried.
+fn retry_config(options: &BTreeMap<String, String>, scheme: &str) -> Result<RetryConfig> {
+    let mut config = RetryConfig::default();
+    let option = |name: &str| {
+        options
+            .get(&format!("{scheme}.{name}"))
+            .or_else(|| options.get(&format!("{scheme}.{}", name.replace('-', "_"))))
+    };
+    if let Some(value) = option("max-retries") {
+        config.max_retries = value.trim().parse().map_err(|_| {
+            RiffleError::user(format!(
+                "'{scheme}.max-retries' must be a whole number, not '{value}'"
+            ))
+        })?;
+    }
+    if let Some(value) = option("retry-timeout") {
+        config.retry_timeout = parse_duration(value).ok_or_else(|| {
+            RiffleError::user(format!(
+                "'{scheme}.retry-timeout' must be a duration such as '30s' or '500ms', not '{value}'"
+            ))
+        })?;
+    }
+    Ok(config)
+}
+
+/// Parses `500ms`, `30s`, `2m` or a plain number of seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    (value >= 0.0 && value.is_finite()).then(|| Duration::from_secs_f64(value * scale))
 }
 
 fn unknown_option(scheme: &str, key: &str) -> RiffleError {
@@ -93,10 +145,11 @@ fn store_config_error(url: &Url, error: object_store::Error) -> RiffleError {
 
 /// Parses a table path into a URL: a URL with a scheme, or a local path (made absolute).
 pub fn parse_location(path: &str) -> Result<Url> {
-    if let Ok(url) = Url::parse(path) {
-        if url.scheme().len() > 1 {
-            return Ok(url);
-        }
+    // A one-letter scheme is a Windows drive, not a URL.
+    if let Ok(url) = Url::parse(path)
+        && url.scheme().len() > 1
+    {
+        return Ok(url);
     }
     let absolute = std::path::absolute(path)
         .map_err(|e| RiffleError::user(format!("invalid path '{path}': {e}")))?;

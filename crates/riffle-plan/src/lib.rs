@@ -10,6 +10,7 @@
 mod builder;
 mod exchange;
 mod job_graph;
+mod scan_context;
 mod session;
 mod sink;
 
@@ -18,5 +19,6 @@ pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
 pub use job_graph::{
     Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexSummary,
 };
+pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
 pub use sink::{Sink, SinkExec, count_schema};

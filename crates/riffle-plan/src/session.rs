@@ -22,6 +22,7 @@ use riffle_common::{JobConfig, Result, RiffleError};
 
 use crate::builder::build_job_graph;
 use crate::job_graph::JobGraph;
+use crate::scan_context::name_scanned_files;
 use crate::sink::{Sink, SinkExec};
 
 /// A table declared with a connector and its options.
@@ -98,6 +99,11 @@ impl RiffleSession {
             .with_batch_size(config.batch_size)
             .with_information_schema(true);
         let options = session_config.options_mut();
+        // A table's path is a folder tree, as in Flink's filesystem connector.
+        options.execution.listing_table_ignore_subdirectory = false;
+        // Reading every Parquet footer at planning time is slow on object stores with many
+        // files, and its errors cannot name the file; footers are read by the scan instead.
+        options.execution.collect_statistics = false;
         // Dynamic filters share state between a join (or top-k) and a scan in another
         // vertex; that only works inside one process, so Riffle plans without them.
         options.optimizer.enable_dynamic_filter_pushdown = false;
@@ -217,9 +223,11 @@ impl RiffleSession {
         Ok(self.context.state().optimize(plan)?)
     }
 
-    /// DataFusion's physical plan for a query.
+    /// DataFusion's physical plan for a query, its file scans wrapped so that their errors
+    /// name the files.
     pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self.context.state().create_physical_plan(plan).await?)
+        let physical = self.context.state().create_physical_plan(plan).await?;
+        Ok(name_scanned_files(physical)?)
     }
 
     /// The job graph that runs a query and returns its rows.

@@ -75,22 +75,29 @@ impl LocalExecutor {
             let feeds: Vec<Vec<usize>> = (0..producers)
                 .map(|producer| targets(&edge.partitioning, producer, producers, edge.partitions))
                 .collect();
-            let mut senders: Vec<Vec<Option<Sender>>> = (0..producers)
-                .map(|_| (0..edge.partitions).map(|_| None).collect())
-                .collect();
+            // senders[producer][partition]: filled partition by partition.
+            let mut senders: Vec<Vec<Option<Sender>>> =
+                (0..producers).map(|_| Vec::new()).collect();
             for partition in 0..edge.partitions {
-                let feeding: Vec<usize> = (0..producers)
-                    .filter(|producer| feeds[*producer].contains(&partition))
-                    .collect();
-                let (partition_senders, receiver) = channel(self.credit, feeding.len());
+                let feeding = feeds
+                    .iter()
+                    .filter(|targets| targets.contains(&partition))
+                    .count();
+                let (partition_senders, receiver) = channel(self.credit, feeding);
                 channel_stats.push(ChannelInfo {
                     from: edge.from,
                     to: edge.to,
                     partition,
                     stats: receiver.stats(),
                 });
-                for (producer, sender) in feeding.into_iter().zip(partition_senders) {
-                    senders[producer][partition] = Some(sender);
+                let mut partition_senders = partition_senders.into_iter();
+                for (targets, producer_senders) in feeds.iter().zip(senders.iter_mut()) {
+                    let sender = if targets.contains(&partition) {
+                        partition_senders.next()
+                    } else {
+                        None
+                    };
+                    producer_senders.push(sender);
                 }
                 receivers.insert((edge.to, edge.input, partition), receiver);
             }

@@ -314,8 +314,7 @@ async fn deliveries(
         .unwrap();
     assert_eq!(sink.committed.load(Ordering::SeqCst), 1);
     assert_eq!(sink.aborted.load(Ordering::SeqCst), 0);
-    let received = sink.received.lock().unwrap().clone();
-    received
+    sink.received.lock().unwrap().clone()
 }
 
 fn all_rows(producers: usize) -> Vec<i64> {

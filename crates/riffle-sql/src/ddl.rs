@@ -98,10 +98,10 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
             if_exists,
         });
     }
-    if is_keyword(words.first(), Keyword::CREATE) {
-        if let Some(with) = connector_with_clause(&tokens) {
-            return create_table(session, &tokens[..with], &tokens[with + 1..]).await;
-        }
+    if is_keyword(words.first(), Keyword::CREATE)
+        && let Some(with) = connector_with_clause(&tokens)
+    {
+        return create_table(session, &tokens[..with], &tokens[with + 1..]).await;
     }
     Ok(RiffleStatement::Plan(session.logical_plan(sql).await?))
 }
@@ -118,24 +118,15 @@ fn identifier(token: &TokenWithSpan) -> Result<String> {
 
 /// The position of the `WITH` that follows the column list of `CREATE TABLE`, if any.
 fn connector_with_clause(tokens: &[TokenWithSpan]) -> Option<usize> {
+    // `CREATE TABLE t WITH (...)` without columns is allowed too (columns inferred from the
+    // files); `CREATE TABLE t AS ...` is DataFusion's.
     let mut depth = 0i32;
-    let mut seen_columns = false;
     for (index, token) in tokens.iter().enumerate() {
         match &token.token {
             Token::LParen => depth += 1,
-            Token::RParen => {
-                depth -= 1;
-                if depth == 0 {
-                    seen_columns = true;
-                }
-            }
+            Token::RParen => depth -= 1,
             Token::Word(word) if depth == 0 && word.keyword == Keyword::AS => return None,
-            Token::Word(word) if depth == 0 && word.keyword == Keyword::WITH => {
-                // `CREATE TABLE t WITH (...)` without columns is allowed too (columns
-                // inferred from the files).
-                let _ = seen_columns;
-                return Some(index);
-            }
+            Token::Word(word) if depth == 0 && word.keyword == Keyword::WITH => return Some(index),
             _ => {}
         }
     }
@@ -176,7 +167,7 @@ async fn create_table(
 fn parse_options(tokens: &[TokenWithSpan]) -> Result<BTreeMap<String, String>> {
     let tokens = significant(tokens);
     let syntax = |found: &str| {
-        RiffleError::user(format!("invalid WITH options near '{found}'")).with_hint(
+        RiffleError::user(format!("invalid WITH options near {found}")).with_hint(
             "write WITH ('connector' = 'filesystem', 'path' = '...', 'format' = 'parquet')",
         )
     };

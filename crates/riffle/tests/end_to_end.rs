@@ -1,0 +1,410 @@
+//! Riffle end to end through its Rust API: files, object stores, failures, DataFrames.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, UInt64Array};
+use datafusion::prelude::{col, lit};
+use riffle::datafusion::functions_aggregate::expr_fn::{count, sum};
+use riffle::{ErrorKind, JobConfig, Session};
+
+fn session(parallelism: usize) -> Session {
+    Session::with_config(JobConfig::default().with_parallelism(parallelism)).unwrap()
+}
+
+fn int_column(batches: &[RecordBatch], column: usize) -> Vec<i64> {
+    let mut values = Vec::new();
+    for batch in batches {
+        let array = batch.column(column);
+        if let Some(ints) = array.as_any().downcast_ref::<Int64Array>() {
+            values.extend(ints.iter().map(|v| v.unwrap_or(i64::MIN)));
+        } else if let Some(uints) = array.as_any().downcast_ref::<UInt64Array>() {
+            values.extend(
+                uints
+                    .iter()
+                    .map(|v| v.map(|v| v as i64).unwrap_or(i64::MIN)),
+            );
+        } else {
+            panic!("column {column} is {}", array.data_type());
+        }
+    }
+    values
+}
+
+async fn scalar(session: &Session, sql: &str) -> i64 {
+    let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+    int_column(&batches, 0)[0]
+}
+
+fn visible_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+const GENERATED: &str = "CREATE TABLE gen (id BIGINT, grp INT, val DOUBLE) WITH (
+    'connector' = 'datagen', 'number-of-rows' = '100000',
+    'fields.grp.kind' = 'random', 'fields.grp.min' = '0', 'fields.grp.max' = '9')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_round_trip_splits_reads_by_row_group_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = session(4);
+    session.sql(GENERATED).await.unwrap();
+    let path = dir.path().join("pq");
+    session
+        .sql(&format!(
+            "CREATE TABLE pq (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    // One writer, so that the file is large enough to hold several row groups.
+    let one = riffle::Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    one.sql(GENERATED).await.unwrap();
+    let written = one
+        .sql("SELECT * FROM gen ORDER BY id")
+        .await
+        .unwrap()
+        .write_parquet(path.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(written, 100_000);
+    assert_eq!(visible_files(&path).len(), 1);
+    assert_eq!(scalar(&session, "SELECT count(*) FROM pq").await, 100_000);
+    assert_eq!(
+        scalar(&session, "SELECT sum(id) FROM pq WHERE id >= 99990").await,
+        (99_990..100_000).sum::<i64>()
+    );
+
+    // The scan is split over parallel readers and carries the predicate and projection.
+    let explain = session
+        .explain("SELECT id FROM pq WHERE id > 99000")
+        .await
+        .unwrap();
+    assert!(explain.contains("predicate="), "{explain}");
+    assert!(explain.contains("projection=[id]"), "{explain}");
+    assert!(explain.contains("file_groups={4 groups"), "{explain}");
+
+    // Results equal DataFusion's for the same files.
+    let datafusion = datafusion::prelude::SessionContext::new();
+    datafusion
+        .register_parquet("pq", path.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let query =
+        "SELECT grp, count(*) AS n, sum(id) AS s FROM pq WHERE val > 0.5 GROUP BY grp ORDER BY grp";
+    let expected = datafusion
+        .sql(query)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let actual = session.sql(query).await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        datafusion::arrow::util::pretty::pretty_format_batches(&expected)
+            .unwrap()
+            .to_string(),
+        datafusion::arrow::util::pretty::pretty_format_batches(&actual)
+            .unwrap()
+            .to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_leaves_no_file_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = session(2);
+    session.sql(GENERATED).await.unwrap();
+    let path = dir.path().join("out");
+    session
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT, inv BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    // Row 77777 divides by zero after many rows have been written.
+    let error = session
+        .sql("INSERT INTO out SELECT id, 10 / (id - 77777) FROM gen")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("Divide by zero"), "{error}");
+    assert_eq!(visible_files(&path), Vec::<String>::new());
+    // A good insert afterwards publishes its files.
+    let batches = session
+        .sql("INSERT INTO out SELECT id, id * 2 FROM gen WHERE id < 1000")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(int_column(&batches, 0), vec![1000]);
+    assert!(!visible_files(&path).is_empty());
+    assert_eq!(scalar(&session, "SELECT count(*) FROM out").await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_and_missing_files_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = session(2);
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("broken.parquet"),
+        b"this is not a parquet file at all",
+    )
+    .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE bad (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            bad.display()
+        ))
+        .await
+        .unwrap();
+    let error = session
+        .sql("SELECT * FROM bad")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("broken.parquet"), "{message}");
+    assert_eq!(error.kind(), ErrorKind::User, "{message}");
+
+    let error = session
+        .sql(&format!(
+            "CREATE TABLE nothing WITH ('connector' = 'filesystem', 'path' = '{}/none', 'format' = 'csv')",
+            dir.path().display()
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("cannot infer the columns"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataframe_api_runs_on_riffle() {
+    let session = session(3);
+    session.sql(GENERATED).await.unwrap();
+    let frame = session
+        .table("gen")
+        .await
+        .unwrap()
+        .filter(col("grp").lt(lit(3)))
+        .unwrap()
+        .aggregate(
+            vec![col("grp")],
+            vec![count(lit(1)).alias("n"), sum(col("id")).alias("s")],
+        )
+        .unwrap()
+        .sort(vec![col("grp").sort(true, false)])
+        .unwrap();
+    let explain = frame.explain().await.unwrap();
+    assert!(explain.contains("HASH("), "{explain}");
+    let batches = frame.collect().await.unwrap();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 3);
+    let expected = scalar(&session, "SELECT count(*) FROM gen WHERE grp < 3").await;
+    assert_eq!(int_column(&batches, 1).iter().sum::<i64>(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_tables_and_unbounded_limits() {
+    let session = session(2);
+    let batch = RecordBatch::try_from_iter(vec![(
+        "x",
+        std::sync::Arc::new(Int64Array::from_iter_values(0..10)) as _,
+    )])
+    .unwrap();
+    session
+        .register_batches("mem", vec![batch.clone(), batch])
+        .unwrap();
+    assert_eq!(scalar(&session, "SELECT sum(x) FROM mem").await, 90);
+    // A LIMIT on an unbounded source ends the job.
+    session
+        .sql("CREATE TABLE endless (id BIGINT) WITH ('connector' = 'datagen')")
+        .await
+        .unwrap();
+    let batches = tokio::time::timeout(Duration::from_secs(30), async {
+        session
+            .sql("SELECT id FROM endless LIMIT 5")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
+}
+
+/// A moto S3 server on a free loopback port, stopped on drop.
+struct MotoServer {
+    child: Child,
+    port: u16,
+}
+
+impl MotoServer {
+    fn start() -> MotoServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "moto_server must be installed (pip install 'moto[server]'); .ci/run installs it",
+            );
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        MotoServer { child, port }
+    }
+
+    fn create_bucket(&self, bucket: &str) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3_options(port: u16) -> String {
+    format!(
+        "'s3.endpoint' = 'http://127.0.0.1:{port}', 's3.allow-http' = 'true', 's3.region' = 'us-east-1', \
+         's3.access-key-id' = 'test', 's3.secret-access-key' = 'test'"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_tables_on_a_real_s3_server() {
+    let server = MotoServer::start();
+    server.create_bucket("lake");
+    let session = session(3);
+    session.sql(GENERATED).await.unwrap();
+    let options = s3_options(server.port);
+    for format in ["parquet", "csv", "json"] {
+        session
+            .sql(&format!(
+                "CREATE TABLE s3_{format} (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', \
+                 'path' = 's3://lake/{format}/', 'format' = '{format}', {options})"
+            ))
+            .await
+            .unwrap();
+        let batches = session
+            .sql(&format!(
+                "INSERT INTO s3_{format} SELECT * FROM gen WHERE grp = 1"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let written = int_column(&batches, 0)[0];
+        assert!(written > 5000);
+        let read = scalar(&session, &format!("SELECT count(*) FROM s3_{format}")).await;
+        assert_eq!(read, written, "{format}");
+    }
+    // A glob over the bucket.
+    session
+        .sql(&format!(
+            "CREATE TABLE s3_glob (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', \
+             'path' = 's3://lake/csv/part-*.csv', 'format' = 'csv', {options})"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&session, "SELECT count(*) FROM s3_glob").await,
+        scalar(&session, "SELECT count(*) FROM s3_csv").await
+    );
+    // A failed insert publishes nothing.
+    let before = scalar(&session, "SELECT count(*) FROM s3_parquet").await;
+    let error = session
+        .sql("INSERT INTO s3_parquet SELECT id, grp, 1 / (id - 50000) FROM gen")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("Divide by zero"), "{error}");
+    assert_eq!(
+        scalar(&session, "SELECT count(*) FROM s3_parquet").await,
+        before
+    );
+
+    // A missing bucket and an unreachable endpoint are clear errors.
+    session
+        .sql(&format!(
+            "CREATE TABLE nobucket (id BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://missing-bucket/x/', 'format' = 'csv', {options})"
+        ))
+        .await
+        .unwrap();
+    let error = session
+        .sql("SELECT * FROM nobucket")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("nobucket"), "{error}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    session
+        .sql(&format!(
+            "CREATE TABLE unreachable (id BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://lake/csv/', 'format' = 'csv', {}, 's3.retry-timeout' = '1s')",
+            s3_options(closed)
+        ))
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(60), async {
+        session
+            .sql("SELECT * FROM unreachable")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(error.to_string().contains("unreachable"), "{error}");
+    assert_eq!(error.kind(), ErrorKind::External, "{error}");
+}
