@@ -227,6 +227,14 @@ impl Session {
     }
 
     pub(crate) async fn explain_plan(&self, plan: &LogicalPlan) -> Result<String> {
+        if matches!(
+            plan,
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)
+        ) {
+            return Err(RiffleError::user(
+                "EXPLAIN shows queries and INSERT statements only",
+            ));
+        }
         let optimized = self.inner.planner.optimize(plan)?;
         let graph = self.job_graph(plan).await?;
         Ok(format!(
