@@ -10,6 +10,10 @@
 //! DataFusion's file scans, so large inputs are split across parallel readers (Parquet by
 //! byte ranges aligned to row groups) and projections and predicates are pushed into the
 //! Parquet reader (row-group pruning by statistics). Writing goes through [`FileSink`].
+//!
+//! `'scan.parallelism'` sets how many readers scan the table (at most; small inputs may get
+//! fewer), independently of the job's parallelism; `'sink.parallelism'` sets how many
+//! writers an `INSERT` uses (one file each).
 
 use std::sync::Arc;
 
@@ -26,7 +30,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use riffle_common::{Result, RiffleError};
-use riffle_plan::{Sink, TableDefinition, TableFactory, WriteMode};
+use riffle_plan::{FixedParallelismExec, Sink, TableDefinition, TableFactory, WriteMode};
 
 use crate::file_sink::FileSink;
 use crate::format::FileFormatKind;
@@ -93,6 +97,8 @@ impl TableFactory for FileSystemFactory {
         let format = FileFormatKind::from_table(definition)?;
         let location = locate(definition, format)?;
         let path = definition.required("path")?.to_string();
+        // Checked here so that a bad value fails at CREATE TABLE, not at the first INSERT.
+        parallelism_option(definition, "sink.parallelism")?;
         register_object_store(
             session.runtime_env(),
             location.url.as_ref(),
@@ -118,6 +124,7 @@ impl TableFactory for FileSystemFactory {
             .with_schema(Arc::clone(&schema));
         let inner = ListingTable::try_new(config)?;
         Ok(Arc::new(FileTable {
+            scan_parallelism: parallelism_option(definition, "scan.parallelism")?,
             name: definition.name.clone(),
             path,
             location,
@@ -159,10 +166,25 @@ impl TableFactory for FileSystemFactory {
     }
 }
 
+/// A positive whole-number option, if given.
+pub(crate) fn parallelism_option(definition: &TableDefinition, key: &str) -> Result<Option<usize>> {
+    match definition.options.get(key) {
+        None => Ok(None),
+        Some(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(RiffleError::user(format!(
+                "table {}: '{key}' must be a positive whole number, not '{value}'",
+                definition.name
+            ))),
+        },
+    }
+}
+
 /// A listing table that fails clearly when its path matches no file.
 #[derive(Debug)]
 struct FileTable {
     name: String,
+    scan_parallelism: Option<usize>,
     path: String,
     location: Location,
     schema: SchemaRef,
@@ -225,7 +247,15 @@ impl TableProvider for FileTable {
                 .into());
             }
         }
-        self.inner.scan(state, projection, filters, limit).await
+        let scan = self.inner.scan(state, projection, filters, limit).await?;
+        match self.scan_parallelism {
+            Some(readers) => Ok(Arc::new(FixedParallelismExec::new(
+                scan,
+                readers,
+                state.config_options(),
+            )?)),
+            None => Ok(scan),
+        }
     }
 
     fn supports_filters_pushdown(

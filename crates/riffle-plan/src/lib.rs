@@ -9,6 +9,7 @@
 
 mod builder;
 mod exchange;
+mod fixed_parallelism;
 mod job_graph;
 mod scan_context;
 mod session;
@@ -16,6 +17,7 @@ mod sink;
 
 pub use builder::build_job_graph;
 pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
+pub use fixed_parallelism::FixedParallelismExec;
 pub use job_graph::{
     Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexSummary,
 };

@@ -16,7 +16,9 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use riffle_common::{JobConfig, Result, RiffleError};
 
@@ -252,12 +254,42 @@ impl RiffleSession {
         let sink =
             self.factory(&definition)?
                 .create_sink(&definition, &self.context.state(), mode)?;
-        self.sink_job(sink, input).await
+        let writers = match definition.options.get("sink.parallelism") {
+            None => None,
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(RiffleError::user(format!(
+                        "table {table}: 'sink.parallelism' must be a positive whole number, not '{value}'"
+                    )));
+                }
+            },
+        };
+        self.sink_job(sink, input, writers).await
     }
 
-    /// The job graph that writes the rows of `input` into `sink`, one part per partition.
-    pub async fn sink_job(&self, sink: Arc<dyn Sink>, input: &LogicalPlan) -> Result<JobGraph> {
-        let physical = self.physical_plan(input).await?;
+    /// The job graph that writes the rows of `input` into `sink`, one part per writer;
+    /// `writers` sets how many (default: as many as the input has partitions).
+    pub async fn sink_job(
+        &self,
+        sink: Arc<dyn Sink>,
+        input: &LogicalPlan,
+        writers: Option<usize>,
+    ) -> Result<JobGraph> {
+        let mut physical = self.physical_plan(input).await?;
+        let partitions = physical.output_partitioning().partition_count();
+        match writers {
+            Some(1) if partitions != 1 => {
+                physical = Arc::new(CoalescePartitionsExec::new(physical));
+            }
+            Some(writers) if writers != partitions => {
+                physical = Arc::new(RepartitionExec::try_new(
+                    physical,
+                    Partitioning::RoundRobinBatch(writers),
+                )?);
+            }
+            _ => {}
+        }
         Ok(build_job_graph(Arc::new(SinkExec::new(physical, sink)))?)
     }
 }

@@ -194,7 +194,7 @@ impl DataFrame {
         let graph = self
             .session
             .planner()
-            .sink_job(Arc::new(sink), self.frame.logical_plan())
+            .sink_job(Arc::new(sink), self.frame.logical_plan(), None)
             .await?;
         let batches = self.session.execute_graph(graph)?.collect().await?;
         sum_counts(&batches)

@@ -95,6 +95,42 @@ async fn parquet_round_trip_splits_reads_by_row_group_and_prunes() {
     assert!(explain.contains("projection=[id]"), "{explain}");
     assert!(explain.contains("file_groups={4 groups"), "{explain}");
 
+    // Per-vertex parallelism: one reader for this table, two writers for that one.
+    session
+        .sql(&format!(
+            "CREATE TABLE pq_one (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet', 'scan.parallelism' = '1')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    let explain = session
+        .explain("SELECT grp, count(*) FROM pq_one GROUP BY grp")
+        .await
+        .unwrap();
+    assert!(explain.contains("file_groups={1 group"), "{explain}");
+    let copy = dir.path().join("copy");
+    session
+        .sql(&format!(
+            "CREATE TABLE copy (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv', 'sink.parallelism' = '2')",
+            copy.display()
+        ))
+        .await
+        .unwrap();
+    let explain = session
+        .explain("INSERT INTO copy SELECT id FROM pq")
+        .await
+        .unwrap();
+    assert!(explain.contains("[parallelism=2] Sink"), "{explain}");
+    assert!(explain.contains("[parallelism=4] ScanContext"), "{explain}");
+    session
+        .sql("INSERT INTO copy SELECT id FROM pq")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(visible_files(&copy).len(), 2);
+
     // Results equal DataFusion's for the same files.
     let datafusion = datafusion::prelude::SessionContext::new();
     datafusion
