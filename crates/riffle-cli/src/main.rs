@@ -91,7 +91,7 @@ async fn run_script(session: &Session, script: &str) -> Result<(), RiffleError> 
     let single = statements.len() == 1;
     for (sql, line) in statements {
         let started = std::time::Instant::now();
-        let outcome = async { session.sql(&sql).await?.collect().await }.await;
+        let outcome = run_statement(session, &sql).await;
         let batches = match outcome {
             Ok(batches) => batches,
             Err(error) if single => return Err(error),
@@ -103,6 +103,43 @@ async fn run_script(session: &Session, script: &str) -> Result<(), RiffleError> 
         print_result(&batches, started.elapsed())?;
     }
     Ok(())
+}
+
+/// Runs one statement; prints the rows of an unbounded job as they come, and stops the job
+/// on Ctrl-C.
+async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>, RiffleError> {
+    let frame = session.sql(sql).await?;
+    let is_insert = matches!(
+        frame.logical_plan(),
+        riffle::datafusion::logical_expr::LogicalPlan::Dml(_)
+    );
+    if is_insert {
+        return frame.collect().await;
+    }
+    let mut job = frame.execute().await?;
+    let canceller = job.canceller();
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("cancelling the job");
+            canceller.cancel();
+        }
+    });
+    let streaming = !job.is_bounded();
+    let mut batches = Vec::new();
+    let outcome = loop {
+        match job.next_batch().await {
+            Ok(Some(batch)) if streaming => {
+                if let Ok(table) = pretty_format_batches(std::slice::from_ref(&batch)) {
+                    println!("{table}");
+                }
+            }
+            Ok(Some(batch)) => batches.push(batch),
+            Ok(None) => break Ok(batches),
+            Err(error) => break Err(error),
+        }
+    };
+    interrupt.abort();
+    outcome
 }
 
 fn riffle_sql_statements(script: &str) -> Result<Vec<(String, u64)>, RiffleError> {

@@ -349,8 +349,13 @@ impl ExecutionPlan for DataGenExec {
         // most `limit` (a limit applies per partition; the plan's limit trims the rest).
         let total = spec.rows;
         let mut budget = self.limit.map(|l| l as u64);
-        let batch_size = self.batch_size as u64;
         let pace = spec.rows_per_second.map(|rate| rate / partitions as f64);
+        // A paced source emits about ten batches a second, so that rows arrive steadily
+        // rather than a full batch at a time.
+        let batch_size = match pace {
+            Some(rate) => ((rate / 10.0).ceil() as u64).clamp(1, self.batch_size as u64),
+            None => self.batch_size as u64,
+        };
         let started = Instant::now();
         let mut next_row = partition as u64;
         let mut produced = 0u64;

@@ -65,6 +65,7 @@ impl LocalExecutor {
             ));
         }
         let schema = graph.vertices[root].fragment.schema();
+        let bounded = graph.is_bounded();
 
         // Channels of every edge, receivers registered for the exchange readers.
         let mut receivers = HashMap::new();
@@ -172,6 +173,7 @@ impl LocalExecutor {
         let driver = tokio::spawn(drive(tasks, graph.sinks.clone(), Arc::clone(&cancel)));
         Ok(JobHandle {
             schema,
+            bounded,
             results,
             cancel,
             driver: Some(driver),
@@ -197,6 +199,7 @@ pub struct ChannelInfo {
 /// A running job: its result stream, and the means to cancel it.
 pub struct JobHandle {
     schema: SchemaRef,
+    bounded: bool,
     results: Receiver,
     cancel: Arc<Notify>,
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
@@ -216,6 +219,11 @@ impl JobHandle {
     /// Schema of the result batches.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// Whether every source of the job is bounded, so that it ends on its own.
+    pub fn is_bounded(&self) -> bool {
+        self.bounded
     }
 
     /// The next batch of the result; `None` once the job has finished and committed. If the
