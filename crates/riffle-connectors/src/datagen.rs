@@ -25,7 +25,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::SessionState;
@@ -35,7 +34,7 @@ use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     ReplaceChildrenOptions,
 };
 use riffle_common::RiffleError;
@@ -61,21 +60,6 @@ struct DataGenSpec {
     rows: Option<u64>,
     rows_per_second: Option<f64>,
     seed: u64,
-}
-
-fn parse_number<T: std::str::FromStr>(
-    definition: &TableDefinition,
-    key: &str,
-) -> riffle_common::Result<Option<T>> {
-    match definition.options.get(key) {
-        None => Ok(None),
-        Some(value) => value.trim().parse().map(Some).map_err(|_| {
-            RiffleError::user(format!(
-                "table {}: option '{key}' must be a number, not '{value}'",
-                definition.name
-            ))
-        }),
-    }
 }
 
 impl DataGenSpec {
@@ -118,7 +102,7 @@ impl DataGenSpec {
             }
             let kind = match kind.as_deref() {
                 Some("sequence") if integer => FieldKind::Sequence {
-                    start: parse_number(definition, &key("start"))?.unwrap_or(0),
+                    start: definition.number(&key("start"))?.unwrap_or(0),
                 },
                 Some("sequence") => {
                     return Err(RiffleError::user(format!(
@@ -130,17 +114,17 @@ impl DataGenSpec {
                 None | Some("random") => {
                     if text {
                         FieldKind::Text {
-                            length: parse_number(definition, &key("length"))?.unwrap_or(10),
+                            length: definition.number(&key("length"))?.unwrap_or(10),
                         }
                     } else if integer && kind.is_none() {
                         FieldKind::Sequence {
-                            start: parse_number(definition, &key("start"))?.unwrap_or(0),
+                            start: definition.number(&key("start"))?.unwrap_or(0),
                         }
                     } else {
                         let default_max = if integer { 1000.0 } else { 1.0 };
                         FieldKind::Random {
-                            min: parse_number(definition, &key("min"))?.unwrap_or(0.0),
-                            max: parse_number(definition, &key("max"))?.unwrap_or(default_max),
+                            min: definition.number(&key("min"))?.unwrap_or(0.0),
+                            max: definition.number(&key("max"))?.unwrap_or(default_max),
                         }
                     }
                 }
@@ -154,7 +138,7 @@ impl DataGenSpec {
             };
             fields.push(kind);
         }
-        let rows_per_second: Option<f64> = parse_number(definition, "rows-per-second")?;
+        let rows_per_second: Option<f64> = definition.number("rows-per-second")?;
         if rows_per_second.is_some_and(|rate| rate <= 0.0) {
             return Err(RiffleError::user(format!(
                 "table {}: 'rows-per-second' must be positive",
@@ -164,9 +148,9 @@ impl DataGenSpec {
         Ok(Self {
             schema: Arc::clone(&definition.schema),
             fields,
-            rows: parse_number(definition, "number-of-rows")?,
+            rows: definition.number("number-of-rows")?,
             rows_per_second,
-            seed: parse_number(definition, "seed")?.unwrap_or(42),
+            seed: definition.number("seed")?.unwrap_or(42),
         })
     }
 }
@@ -293,6 +277,8 @@ impl DisplayAs for DataGenExec {
 }
 
 impl ExecutionPlan for DataGenExec {
+    riffle_plan::plan_node_defaults!();
+
     fn name(&self) -> &str {
         "DataGenExec"
     }
@@ -303,13 +289,6 @@ impl ExecutionPlan for DataGenExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
     }
 
     fn replace_children(
@@ -324,16 +303,6 @@ impl ExecutionPlan for DataGenExec {
                 "DataGenExec takes no children".into(),
             ))
         }
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(datafusion::physical_plan::ChildrenPropertiesMode::Keep),
-        )
     }
 
     fn execute(

@@ -98,7 +98,7 @@ impl TableFactory for FileSystemFactory {
         let location = locate(definition, format)?;
         let path = definition.required("path")?.to_string();
         // Checked here so that a bad value fails at CREATE TABLE, not at the first INSERT.
-        parallelism_option(definition, "sink.parallelism")?;
+        definition.parallelism("sink.parallelism")?;
         register_object_store(
             session.runtime_env(),
             location.url.as_ref(),
@@ -124,7 +124,7 @@ impl TableFactory for FileSystemFactory {
             .with_schema(Arc::clone(&schema));
         let inner = ListingTable::try_new(config)?;
         Ok(Arc::new(FileTable {
-            scan_parallelism: parallelism_option(definition, "scan.parallelism")?,
+            scan_parallelism: definition.parallelism("scan.parallelism")?,
             name: definition.name.clone(),
             path,
             location,
@@ -163,20 +163,6 @@ impl TableFactory for FileSystemFactory {
             )?
             .with_mode(mode),
         ))
-    }
-}
-
-/// A positive whole-number option, if given.
-pub(crate) fn parallelism_option(definition: &TableDefinition, key: &str) -> Result<Option<usize>> {
-    match definition.options.get(key) {
-        None => Ok(None),
-        Some(value) => match value.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(RiffleError::user(format!(
-                "table {}: '{key}' must be a positive whole number, not '{value}'",
-                definition.name
-            ))),
-        },
     }
 }
 

@@ -11,6 +11,7 @@ mod builder;
 mod exchange;
 mod fixed_parallelism;
 mod job_graph;
+mod node;
 mod scan_context;
 mod session;
 mod sink;

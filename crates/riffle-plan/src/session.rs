@@ -51,6 +51,34 @@ impl TableDefinition {
     pub fn connector(&self) -> Result<&str> {
         self.required("connector")
     }
+
+    /// A numeric option, if given; an error names the table, the option and the value.
+    pub fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
+        match self.options.get(key) {
+            None => Ok(None),
+            Some(value) => value.trim().parse().map(Some).map_err(|_| {
+                RiffleError::user(format!(
+                    "table {}: option '{key}' must be a number, not '{value}'",
+                    self.name
+                ))
+            }),
+        }
+    }
+
+    /// A parallelism option (`scan.parallelism`, `sink.parallelism`): a positive number.
+    pub fn parallelism(&self, key: &str) -> Result<Option<usize>> {
+        match self.number::<usize>(key) {
+            Ok(Some(0)) | Err(_) => Err(RiffleError::user(format!(
+                "table {}: '{key}' must be a positive whole number, not '{}'",
+                self.name,
+                self.options
+                    .get(key)
+                    .map(String::as_str)
+                    .unwrap_or_default()
+            ))),
+            other => other,
+        }
+    }
 }
 
 /// Makes sources and sinks for one connector.
@@ -254,17 +282,7 @@ impl RiffleSession {
         let sink =
             self.factory(&definition)?
                 .create_sink(&definition, &self.context.state(), mode)?;
-        let writers = match definition.options.get("sink.parallelism") {
-            None => None,
-            Some(value) => match value.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    return Err(RiffleError::user(format!(
-                        "table {table}: 'sink.parallelism' must be a positive whole number, not '{value}'"
-                    )));
-                }
-            },
-        };
+        let writers = definition.parallelism("sink.parallelism")?;
         self.sink_job(sink, input, writers).await
     }
 
