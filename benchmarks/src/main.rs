@@ -13,7 +13,6 @@ mod data;
 mod memory;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -110,11 +109,8 @@ fn clean(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-async fn run_aggregate(
-    parallelism: usize,
-    table: &Path,
-    repeat: usize,
-) -> (Measurement, Measurement) {
+/// A Riffle session and a DataFusion context, each with `lineitem` over the same files.
+async fn engines(parallelism: usize, table: &Path) -> (Session, SessionContext) {
     let session = riffle_session(parallelism, table).await;
     let context = datafusion_context(parallelism);
     context
@@ -125,6 +121,15 @@ async fn run_aggregate(
         )
         .await
         .expect("register");
+    (session, context)
+}
+
+async fn run_aggregate(
+    parallelism: usize,
+    table: &Path,
+    repeat: usize,
+) -> (Measurement, Measurement) {
+    let (session, context) = engines(parallelism, table).await;
     let riffle = measure(repeat, || async {
         let batches = session
             .sql(AGGREGATE)
@@ -160,16 +165,7 @@ async fn run_write(
     out: &Path,
     repeat: usize,
 ) -> (Measurement, Measurement) {
-    let session = riffle_session(parallelism, table).await;
-    let context = datafusion_context(parallelism);
-    context
-        .register_parquet(
-            "lineitem",
-            table.to_str().unwrap(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .expect("register");
+    let (session, context) = engines(parallelism, table).await;
     let riffle_out = out.join("riffle");
     let datafusion_out = out.join("datafusion");
     let riffle = measure(repeat, || {
@@ -280,5 +276,4 @@ async fn main() {
         }
     }
     clean(&out);
-    let _ = Arc::new(());
 }
