@@ -16,14 +16,12 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use riffle_common::RiffleError;
 use riffle_plan::{Sink, WriteMode};
 use url::Url;
 
 use crate::format::FileFormatKind;
+use crate::parquet_encoder::{ParquetEncoder, ROW_GROUP_ROWS};
 
 /// Bytes gathered before they are handed to the upload as one part.
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -123,7 +121,7 @@ impl FileSink {
 
 /// Encodes batches of one format into bytes.
 enum Encoder {
-    Parquet(Box<ArrowWriter<Vec<u8>>>),
+    Parquet(Box<ParquetEncoder>),
     Csv {
         header: bool,
         delimiter: u8,
@@ -137,14 +135,7 @@ impl Encoder {
     fn new(format: FileFormatKind, schema: SchemaRef, header: bool, delimiter: u8) -> Result<Self> {
         Ok(match format {
             FileFormatKind::Parquet => {
-                let properties = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-                    .build();
-                Encoder::Parquet(Box::new(ArrowWriter::try_new(
-                    Vec::new(),
-                    schema,
-                    Some(properties),
-                )?))
+                Encoder::Parquet(Box::new(ParquetEncoder::new(schema, ROW_GROUP_ROWS)?))
             }
             FileFormatKind::Csv => Encoder::Csv {
                 header,
@@ -156,9 +147,9 @@ impl Encoder {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         match self {
-            Encoder::Parquet(writer) => writer.write(batch)?,
+            Encoder::Parquet(encoder) => encoder.write(batch).await?,
             Encoder::Csv {
                 header,
                 delimiter,
@@ -184,27 +175,22 @@ impl Encoder {
     /// The bytes encoded so far, removed from the encoder.
     fn take_bytes(&mut self) -> Vec<u8> {
         match self {
-            // The parquet writer counts the bytes it wrote; it never reads them back, so
-            // its buffer can be drained as it goes.
-            Encoder::Parquet(writer) => std::mem::take(writer.inner_mut()),
+            Encoder::Parquet(encoder) => encoder.take_bytes(),
             Encoder::Csv { buffer, .. } | Encoder::Json(buffer) => std::mem::take(buffer),
         }
     }
 
-    fn buffered(&mut self) -> usize {
+    fn buffered(&self) -> usize {
         match self {
-            Encoder::Parquet(writer) => writer.inner_mut().len(),
+            Encoder::Parquet(encoder) => encoder.buffered(),
             Encoder::Csv { buffer, .. } | Encoder::Json(buffer) => buffer.len(),
         }
     }
 
     /// Finishes the file (the Parquet footer) and returns the remaining bytes.
-    fn finish(mut self) -> Result<Vec<u8>> {
-        match &mut self {
-            Encoder::Parquet(writer) => {
-                writer.finish()?;
-                Ok(std::mem::take(writer.inner_mut()))
-            }
+    async fn finish(mut self) -> Result<Vec<u8>> {
+        match self {
+            Encoder::Parquet(encoder) => encoder.finish().await,
             _ => Ok(self.take_bytes()),
         }
     }
@@ -248,7 +234,7 @@ impl Sink for FileSink {
             while let Some(batch) = input.next().await {
                 let batch = batch?;
                 rows += batch.num_rows() as u64;
-                encoder.write(&batch)?;
+                encoder.write(&batch).await?;
                 if encoder.buffered() >= PART_SIZE {
                     upload
                         .wait_for_capacity(UPLOAD_CONCURRENCY)
@@ -270,7 +256,7 @@ impl Sink for FileSink {
             upload.abort().await.map_err(to_df)?;
             return Ok(0);
         }
-        let tail = encoder.finish()?;
+        let tail = encoder.finish().await?;
         upload.write(&tail);
         self.pending
             .lock()

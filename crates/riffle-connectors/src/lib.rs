@@ -13,6 +13,7 @@ mod file_sink;
 mod filesystem;
 mod format;
 mod object_stores;
+mod parquet_encoder;
 
 use std::sync::Arc;
 
