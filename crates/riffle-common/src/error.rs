@@ -150,7 +150,49 @@ fn object_store_error(error: &object_store::Error) -> RiffleError {
             RiffleError::user(format!("access denied to {path}: {error}"))
                 .with_hint("check the object store credentials")
         }
+        E::Generic { store, .. } => {
+            let text = error.to_string();
+            let detail = service_error(&text);
+            let denied = [
+                "403 Forbidden",
+                "401 Unauthorized",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+            ];
+            if denied.iter().any(|marker| text.contains(marker)) {
+                RiffleError::user(format!(
+                    "access denied by the {store} object store{}",
+                    detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                ))
+                .with_hint("check the credentials (access key, secret, token) and the permissions on the bucket")
+            } else if text.contains("NoSuchBucket") {
+                RiffleError::user(format!(
+                    "no such bucket in the {store} object store{}",
+                    detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                ))
+                .with_hint("check the bucket name in the path")
+            } else {
+                RiffleError::external(format!("object store: {error}"))
+            }
+        }
         _ => RiffleError::external(format!("object store: {error}")),
+    }
+}
+
+/// The `Code: Message` of an S3-style XML error body inside `text`, if there is one.
+fn service_error(text: &str) -> Option<String> {
+    let field = |tag: &str| {
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        let end = start + text[start..].find(&format!("</{tag}>"))?;
+        Some(text[start..end].to_string())
+    };
+    match (field("Code"), field("Message")) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (Some(code), None) => Some(code),
+        (None, Some(message)) => Some(message),
+        (None, None) => None,
     }
 }
 

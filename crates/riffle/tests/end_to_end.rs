@@ -300,6 +300,11 @@ struct MotoServer {
 
 impl MotoServer {
     fn start() -> MotoServer {
+        Self::start_with(&[])
+    }
+
+    /// With `INITIAL_NO_AUTH_ACTION_COUNT=0`, moto checks every request's credentials.
+    fn start_with(env: &[(&str, &str)]) -> MotoServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -307,6 +312,7 @@ impl MotoServer {
             .port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -443,4 +449,31 @@ async fn s3_tables_on_a_real_s3_server() {
     .unwrap();
     assert!(error.to_string().contains("unreachable"), "{error}");
     assert_eq!(error.kind(), ErrorKind::External, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_a_clear_error() {
+    let server = MotoServer::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let session = session(2);
+    session
+        .sql(&format!(
+            "CREATE TABLE guarded (id BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://vault/data/', 'format' = 'parquet', {})",
+            s3_options(server.port)
+        ))
+        .await
+        .unwrap();
+    let error = session
+        .sql("SELECT * FROM guarded")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("guarded"), "{message}");
+    assert!(
+        message.contains("InvalidAccessKeyId") || message.contains("access denied"),
+        "{message}"
+    );
+    assert_eq!(error.kind(), ErrorKind::User, "{message}");
 }
