@@ -497,3 +497,134 @@ fn random_text(seed: u64, column: usize, row: u64, length: usize) -> String {
         })
         .collect()
 }
+
+/// The wire form of a [`DataGenExec`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct DataGenNode {
+    #[prost(bytes = "vec", tag = "1")]
+    schema: Vec<u8>,
+    /// Per column: 0 sequence (`a` = start), 1 random (`a` = min, `b` = max), 2 text (`a` =
+    /// length).
+    #[prost(message, repeated, tag = "2")]
+    fields: Vec<FieldNode>,
+    #[prost(uint64, optional, tag = "3")]
+    rows: Option<u64>,
+    #[prost(double, optional, tag = "4")]
+    rows_per_second: Option<f64>,
+    #[prost(uint64, tag = "5")]
+    seed: u64,
+    #[prost(uint64, repeated, tag = "6")]
+    projection: Vec<u64>,
+    #[prost(bool, tag = "7")]
+    projected: bool,
+    #[prost(uint64, optional, tag = "8")]
+    limit: Option<u64>,
+    #[prost(uint64, tag = "9")]
+    partitions: u64,
+    #[prost(uint64, tag = "10")]
+    batch_size: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct FieldNode {
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(double, tag = "2")]
+    a: f64,
+    #[prost(double, tag = "3")]
+    b: f64,
+}
+
+impl DataGenExec {
+    pub(crate) fn to_node(&self) -> Result<DataGenNode> {
+        let schema: datafusion_proto::protobuf::Schema = self
+            .spec
+            .schema
+            .as_ref()
+            .try_into()
+            .map_err(|e| DataFusionError::Internal(format!("cannot encode a schema: {e}")))?;
+        let fields = self
+            .spec
+            .fields
+            .iter()
+            .map(|field| match field {
+                FieldKind::Sequence { start } => FieldNode {
+                    kind: 0,
+                    a: *start as f64,
+                    b: 0.0,
+                },
+                FieldKind::Random { min, max } => FieldNode {
+                    kind: 1,
+                    a: *min,
+                    b: *max,
+                },
+                FieldKind::Text { length } => FieldNode {
+                    kind: 2,
+                    a: *length as f64,
+                    b: 0.0,
+                },
+            })
+            .collect();
+        Ok(DataGenNode {
+            schema: prost::Message::encode_to_vec(&schema),
+            fields,
+            rows: self.spec.rows,
+            rows_per_second: self.spec.rows_per_second,
+            seed: self.spec.seed,
+            projection: self
+                .projection
+                .iter()
+                .flatten()
+                .map(|&c| c as u64)
+                .collect(),
+            projected: self.projection.is_some(),
+            limit: self.limit.map(|l| l as u64),
+            partitions: self.properties.partitioning.partition_count() as u64,
+            batch_size: self.batch_size as u64,
+        })
+    }
+
+    pub(crate) fn from_node(node: DataGenNode) -> Result<Self> {
+        let schema =
+            <datafusion_proto::protobuf::Schema as prost::Message>::decode(node.schema.as_slice())
+                .map_err(|e| DataFusionError::Internal(format!("malformed datagen node: {e}")))?;
+        let schema = datafusion::arrow::datatypes::Schema::try_from(&schema)
+            .map_err(|e| DataFusionError::Internal(format!("cannot decode a schema: {e}")))?;
+        let fields = node
+            .fields
+            .iter()
+            .map(|field| match field.kind {
+                0 => Ok(FieldKind::Sequence {
+                    start: field.a as i64,
+                }),
+                1 => Ok(FieldKind::Random {
+                    min: field.a,
+                    max: field.b,
+                }),
+                2 => Ok(FieldKind::Text {
+                    length: field.a as usize,
+                }),
+                other => Err(DataFusionError::Internal(format!(
+                    "unknown datagen field kind {other}"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spec = DataGenSpec {
+            schema: Arc::new(schema),
+            fields,
+            rows: node.rows,
+            rows_per_second: node.rows_per_second,
+            seed: node.seed,
+        };
+        let projection = node
+            .projected
+            .then(|| node.projection.iter().map(|&c| c as usize).collect());
+        Ok(Self::new(
+            spec,
+            projection,
+            node.limit.map(|l| l as usize),
+            node.partitions as usize,
+            node.batch_size as usize,
+        ))
+    }
+}

@@ -119,6 +119,71 @@ impl FileSink {
     }
 }
 
+/// The wire form of a [`FileSink`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct FileSinkNode {
+    #[prost(string, tag = "1")]
+    table: String,
+    #[prost(string, tag = "2")]
+    url: String,
+    /// `parquet`, `csv` or `json`.
+    #[prost(string, tag = "3")]
+    format: String,
+    #[prost(bool, tag = "4")]
+    csv_header: bool,
+    #[prost(uint32, tag = "5")]
+    csv_delimiter: u32,
+    #[prost(bool, tag = "6")]
+    overwrite: bool,
+    #[prost(string, tag = "7")]
+    job_tag: String,
+}
+
+impl FileSink {
+    pub(crate) fn to_node(&self) -> FileSinkNode {
+        FileSinkNode {
+            table: self.table.clone(),
+            url: self.url.to_string(),
+            format: format!("{:?}", self.format).to_lowercase(),
+            csv_header: self.csv_header,
+            csv_delimiter: u32::from(self.csv_delimiter),
+            overwrite: self.mode == WriteMode::Overwrite,
+            job_tag: self.job_tag.clone(),
+        }
+    }
+
+    /// Rebuilds a sink; its object store must be registered in `ctx`'s runtime.
+    pub(crate) fn from_node(node: FileSinkNode, ctx: &TaskContext) -> Result<Self> {
+        let url = Url::parse(&node.url).map_err(|e| {
+            DataFusionError::Internal(format!("malformed sink url {}: {e}", node.url))
+        })?;
+        let format = match node.format.as_str() {
+            "parquet" => FileFormatKind::Parquet,
+            "csv" => FileFormatKind::Csv,
+            "json" => FileFormatKind::Json,
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "unknown sink format {other}"
+                )));
+            }
+        };
+        let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            &url[..url::Position::BeforePath],
+        )?;
+        let store = ctx.runtime_env().object_store(&store_url)?;
+        let delimiter = u8::try_from(node.csv_delimiter)
+            .map_err(|_| DataFusionError::Internal("malformed CSV delimiter".into()))?;
+        let mut sink = FileSink::new(node.table, store, &url, format, node.csv_header, delimiter)?
+            .with_mode(if node.overwrite {
+                WriteMode::Overwrite
+            } else {
+                WriteMode::Append
+            });
+        sink.job_tag = node.job_tag;
+        Ok(sink)
+    }
+}
+
 /// Encodes batches of one format into bytes.
 enum Encoder {
     Parquet(Box<ParquetEncoder>),
@@ -198,6 +263,10 @@ impl Encoder {
 
 #[async_trait]
 impl Sink for FileSink {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn describe(&self) -> String {
         let format = format!("{:?}", self.format).to_lowercase();
         let mode = match self.mode {

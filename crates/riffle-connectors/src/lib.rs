@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod codec;
 mod datagen;
 mod file_sink;
 mod filesystem;
@@ -17,6 +18,7 @@ mod parquet_encoder;
 
 use std::sync::Arc;
 
+pub use codec::ConnectorsCodec;
 pub use datagen::{DataGenExec, DataGenFactory};
 pub use file_sink::FileSink;
 pub use filesystem::FileSystemFactory;

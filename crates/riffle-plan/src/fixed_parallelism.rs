@@ -43,6 +43,11 @@ impl FixedParallelismExec {
             config,
         })
     }
+
+    /// The number of partitions its input is kept at.
+    pub fn readers(&self) -> usize {
+        self.readers
+    }
 }
 
 fn fix(

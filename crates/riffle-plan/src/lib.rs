@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod codec;
 mod exchange;
 mod fixed_parallelism;
 mod job_graph;
@@ -17,6 +18,7 @@ mod session;
 mod sink;
 
 pub use builder::build_job_graph;
+pub use codec::{ConnectorCodec, RiffleCodec};
 pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
 pub use fixed_parallelism::FixedParallelismExec;
 pub use job_graph::{

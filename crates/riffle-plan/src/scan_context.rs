@@ -43,10 +43,8 @@ pub fn name_scanned_files(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
                     .collect()
             })
             .collect();
-        let wrapped: Arc<dyn ExecutionPlan> = Arc::new(ScanContextExec {
-            input: Arc::clone(&node),
-            files: Arc::new(files),
-        });
+        let wrapped: Arc<dyn ExecutionPlan> =
+            Arc::new(ScanContextExec::new(Arc::clone(&node), files));
         Ok(Transformed::yes(wrapped))
     })
     .map(|transformed| transformed.data)
@@ -58,6 +56,21 @@ pub struct ScanContextExec {
     input: Arc<dyn ExecutionPlan>,
     /// Files of each partition.
     files: Arc<Vec<Vec<String>>>,
+}
+
+impl ScanContextExec {
+    /// Wraps `input`, whose partition `i` reads the files `files[i]`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, files: Vec<Vec<String>>) -> Self {
+        Self {
+            input,
+            files: Arc::new(files),
+        }
+    }
+
+    /// The files of each partition.
+    pub fn files(&self) -> &[Vec<String>] {
+        &self.files
+    }
 }
 
 impl DisplayAs for ScanContextExec {

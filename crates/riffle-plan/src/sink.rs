@@ -27,6 +27,9 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// One line that names the sink and its destination, for EXPLAIN.
     fn describe(&self) -> String;
 
+    /// The sink as `Any`, so that a codec can recognise its own sinks.
+    fn as_any(&self) -> &dyn std::any::Any;
+
     /// Writes every batch of `input` as partition `partition`, without publishing it;
     /// returns the number of rows written.
     async fn write(

@@ -140,6 +140,10 @@ impl Sink for RecordingSink {
         "recording sink".into()
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     async fn write(
         &self,
         partition: usize,

@@ -8,7 +8,8 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use riffle_common::{JobConfig, Result, RiffleError};
-use riffle_plan::{JobGraph, RiffleSession, WriteMode};
+use riffle_connectors::ConnectorsCodec;
+use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, WriteMode};
 use riffle_runtime::{JobHandle, LocalExecutor};
 use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
 
@@ -262,6 +263,18 @@ impl Session {
             }
             plan => planner.query_job(plan).await,
         }
+    }
+
+    /// The codec that turns this session's job graphs into bytes and back
+    /// ([`JobGraph::encode`], [`JobGraph::decode`]).
+    pub fn codec(&self) -> RiffleCodec {
+        RiffleCodec::new(Arc::new(ConnectorsCodec))
+    }
+
+    /// Decodes a job graph in this session (its functions, object stores and sinks).
+    pub fn decode_job_graph(&self, bytes: &[u8]) -> Result<JobGraph> {
+        let context = self.inner.planner.context().task_ctx();
+        Ok(JobGraph::decode(bytes, &context, &self.codec())?)
     }
 
     /// Starts the job that runs `plan` and returns its handle.

@@ -477,3 +477,71 @@ async fn bad_credentials_are_a_clear_error() {
     );
     assert_eq!(error.kind(), ErrorKind::User, "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_graphs_survive_a_trip_through_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = session(3);
+    session.sql(GENERATED).await.unwrap();
+    let path = dir.path().join("pq");
+    session
+        .sql(&format!(
+            "CREATE TABLE pq (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet', 'scan.parallelism' = '2')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    let insert = session
+        .sql("INSERT INTO pq SELECT * FROM gen WHERE id % 3 = 0")
+        .await
+        .unwrap();
+    let graph = session.job_graph(insert.logical_plan()).await.unwrap();
+    let bytes = graph.encode(&session.codec()).unwrap();
+    let decoded = session.decode_job_graph(&bytes).unwrap();
+    assert_eq!(decoded.summary(), graph.summary());
+    assert_eq!(decoded.sinks.len(), 1);
+    session
+        .execute_graph(decoded)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        !visible_files(&path).is_empty(),
+        "the decoded sink must publish its files"
+    );
+
+    for query in [
+        "SELECT grp, count(*) AS n, sum(val) AS s FROM pq GROUP BY grp ORDER BY grp",
+        "SELECT a.grp, count(*) FROM pq a JOIN gen b ON a.id = b.id WHERE b.val > 0.5 GROUP BY a.grp ORDER BY 1",
+        "SELECT id FROM gen WHERE grp = 3 ORDER BY val DESC LIMIT 7",
+        "SELECT DISTINCT grp FROM pq UNION ALL SELECT 100 ORDER BY 1",
+    ] {
+        let plan = session.sql(query).await.unwrap();
+        let graph = session.job_graph(plan.logical_plan()).await.unwrap();
+        let decoded = session
+            .decode_job_graph(&graph.encode(&session.codec()).unwrap())
+            .unwrap();
+        let expected = session
+            .execute_graph(graph)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let actual = session
+            .execute_graph(decoded)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            datafusion::arrow::util::pretty::pretty_format_batches(&expected)
+                .unwrap()
+                .to_string(),
+            datafusion::arrow::util::pretty::pretty_format_batches(&actual)
+                .unwrap()
+                .to_string(),
+            "{query}"
+        );
+    }
+}
