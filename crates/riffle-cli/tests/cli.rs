@@ -91,3 +91,13 @@ fn explain_shows_the_job_graph() {
     assert!(stdout.contains("[parallelism=3]"), "{stdout}");
     assert!(stdout.contains("(HASH("), "{stdout}");
 }
+
+#[test]
+fn the_quickstart_example_runs() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.sql");
+    let output = riffle(&["run", script]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(stdout.contains("| 1000000 |"), "{stdout}");
+    assert!(stdout.contains("5 row(s)"), "{stdout}");
+}

@@ -56,7 +56,7 @@ const GENERATED: &str = "CREATE TABLE gen (id BIGINT, grp INT, val DOUBLE) WITH 
     'fields.grp.kind' = 'random', 'fields.grp.min' = '0', 'fields.grp.max' = '9')";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parquet_round_trip_splits_reads_by_row_group_and_prunes() {
+async fn parquet_round_trip_splits_reads_over_parallel_readers_and_prunes() {
     let dir = tempfile::tempdir().unwrap();
     let session = session(4);
     session.sql(GENERATED).await.unwrap();
