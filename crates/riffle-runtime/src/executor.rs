@@ -567,3 +567,91 @@ impl ExchangeInputs for ChannelInputs {
         Ok(stream.boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use riffle_plan::EdgePartitioning;
+
+    use super::*;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap()
+    }
+
+    fn credit() -> Credit {
+        Credit {
+            batches: 4,
+            bytes: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn control_messages_pass_through_a_task_in_order() {
+        // Upstream channel into vertex 0, partition 0: a batch, a watermark, a barrier.
+        let (mut upstream, receiver) = channel(credit(), 1);
+        let (mailbox, mut mailbox_receiver) = mpsc::unbounded_channel();
+        let inputs = ChannelInputs {
+            receivers: Mutex::new(HashMap::from([((0, 0, 0), receiver)])),
+            mailboxes: HashMap::from([((0, 0), mailbox)]),
+            parallelism: vec![1],
+        };
+        let mut sender = upstream.pop().unwrap();
+        sender.send(Message::Batch(batch())).await.unwrap();
+        sender.send(Message::Watermark(42)).await.unwrap();
+        sender.send(Message::Barrier(7)).await.unwrap();
+        sender.send(Message::EndOfInput).await.unwrap();
+
+        // The reader yields the rows and hands the control messages to the task's mailbox.
+        let stream = inputs.open(0, 0, 0).unwrap();
+        let batches: Vec<_> = stream.collect().await;
+        assert_eq!(batches.len(), 1);
+        let mut control = Vec::new();
+        while let Ok(message) = mailbox_receiver.try_recv() {
+            control.push(message);
+        }
+        assert!(matches!(
+            control.as_slice(),
+            [Message::Watermark(42), Message::Barrier(7)]
+        ));
+
+        // The task forwards them downstream, then ends its output.
+        let (downstream_senders, mut downstream) = channel(credit(), 1);
+        let partitioner = OutputPartitioner::new(
+            EdgePartitioning::Forward,
+            downstream_senders.into_iter().map(Some).collect(),
+            0,
+            1,
+        );
+        let (mailbox, task_mailbox) = mpsc::unbounded_channel();
+        for message in control {
+            mailbox.send(message).unwrap();
+        }
+        let schema = batch().schema();
+        let rows = futures::stream::iter(vec![Ok(batch())]);
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, rows));
+        assert!(
+            run_task(
+                "test".into(),
+                stream,
+                TaskOutput::Edge(partitioner),
+                task_mailbox
+            )
+            .await
+            .is_ok()
+        );
+        let mut seen = Vec::new();
+        while let Some(Received::Message(message)) = downstream.recv().await {
+            seen.push(match message {
+                Message::Batch(_) => "batch".to_string(),
+                Message::Watermark(w) => format!("watermark {w}"),
+                Message::Barrier(b) => format!("barrier {b}"),
+                Message::EndOfInput => "end".to_string(),
+            });
+        }
+        assert_eq!(seen, vec!["watermark 42", "barrier 7", "batch", "end"]);
+    }
+}
