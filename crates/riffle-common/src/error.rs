@@ -234,6 +234,13 @@ fn from_datafusion(error: DataFusionError) -> RiffleError {
         DataFusionError::ResourcesExhausted(message) => {
             RiffleError::external(format!("resources exhausted: {message}"))
         }
+        DataFusionError::Plan(message)
+            if message.starts_with("table '") && message.ends_with("not found") =>
+        {
+            RiffleError::user(DataFusionError::Plan(message).strip_backtrace()).with_hint(
+                "SHOW TABLES lists the tables; declare one with CREATE TABLE ... WITH (...)",
+            )
+        }
         other => RiffleError::user(other.strip_backtrace()),
     };
     for what in context.into_iter().rev() {
@@ -262,6 +269,14 @@ mod tests {
         let error = RiffleError::from(DataFusionError::Plan("table 'x' not found".into()));
         assert_eq!(error.kind(), ErrorKind::User);
         assert!(error.to_string().contains("table 'x' not found"));
+    }
+
+    #[test]
+    fn unknown_tables_get_a_hint() {
+        let error = RiffleError::from(DataFusionError::Plan(
+            "table 'datafusion.public.nope' not found".into(),
+        ));
+        assert!(error.hint().is_some_and(|h| h.contains("SHOW TABLES")));
     }
 
     #[test]
