@@ -291,7 +291,9 @@ mod tests {
         assert_eq!(seen, vec!["Batch", "Water", "EndOf"]);
     }
 
-    #[tokio::test]
+    // The clock is paused: a timeout elapses only when every task is idle, so "the send is
+    // still waiting" is decided without depending on real time.
+    #[tokio::test(start_paused = true)]
     async fn a_full_channel_makes_the_sender_wait_for_credit() {
         let (mut senders, mut receiver) = channel(
             Credit {
@@ -317,7 +319,7 @@ mod tests {
         assert_eq!(receiver.stats().peak_batches(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn byte_credit_bounds_the_queue_but_admits_one_oversized_batch() {
         let big = batch(10_000);
         let size = big.get_array_memory_size();
