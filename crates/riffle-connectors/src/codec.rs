@@ -62,7 +62,7 @@ impl ConnectorCodec for ConnectorsCodec {
                 sink.describe()
             )));
         };
-        Ok(file_sink.to_node().encode_to_vec())
+        Ok(file_sink.to_node()?.encode_to_vec())
     }
 
     fn decode_sink(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn Sink>> {

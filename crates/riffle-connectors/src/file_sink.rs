@@ -43,6 +43,8 @@ pub struct FileSink {
     /// Written but not yet published.
     pending: Mutex<Vec<(Path, WriteMultipart)>>,
     mode: WriteMode,
+    /// The table's declared columns, whose metadata (extension types) the files keep.
+    schema: Option<SchemaRef>,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -86,7 +88,15 @@ impl FileSink {
             job_tag: uuid::Uuid::new_v4().simple().to_string(),
             pending: Mutex::new(Vec::new()),
             mode: WriteMode::Append,
+            schema: None,
         })
+    }
+
+    /// Writes files with the table's declared columns (names, nullability, and the metadata
+    /// of extension types such as tensors) rather than those of the query's output.
+    pub fn with_schema(mut self, schema: SchemaRef) -> Self {
+        self.schema = Some(schema);
+        self
     }
 
     /// Appends (the default) or, with [`WriteMode::Overwrite`], deletes the files that were
@@ -137,11 +147,25 @@ pub(crate) struct FileSinkNode {
     overwrite: bool,
     #[prost(string, tag = "7")]
     job_tag: String,
+    /// The declared schema, as a DataFusion protobuf schema; empty when there is none.
+    #[prost(bytes = "vec", tag = "8")]
+    schema: Vec<u8>,
 }
 
 impl FileSink {
-    pub(crate) fn to_node(&self) -> FileSinkNode {
-        FileSinkNode {
+    pub(crate) fn to_node(&self) -> Result<FileSinkNode> {
+        let schema = match &self.schema {
+            Some(schema) => {
+                let proto: datafusion_proto::protobuf::Schema =
+                    schema.as_ref().try_into().map_err(|e| {
+                        DataFusionError::Internal(format!("cannot encode a schema: {e}"))
+                    })?;
+                prost::Message::encode_to_vec(&proto)
+            }
+            None => Vec::new(),
+        };
+        Ok(FileSinkNode {
+            schema,
             table: self.table.clone(),
             url: self.url.to_string(),
             format: format!("{:?}", self.format).to_lowercase(),
@@ -149,7 +173,7 @@ impl FileSink {
             csv_delimiter: u32::from(self.csv_delimiter),
             overwrite: self.mode == WriteMode::Overwrite,
             job_tag: self.job_tag.clone(),
-        }
+        })
     }
 
     /// Rebuilds a sink; its object store must be registered in `ctx`'s runtime.
@@ -180,6 +204,15 @@ impl FileSink {
                 WriteMode::Append
             });
         sink.job_tag = node.job_tag;
+        if !node.schema.is_empty() {
+            let proto = <datafusion_proto::protobuf::Schema as prost::Message>::decode(
+                node.schema.as_slice(),
+            )
+            .map_err(|e| DataFusionError::Internal(format!("malformed sink schema: {e}")))?;
+            let schema = datafusion::arrow::datatypes::Schema::try_from(&proto)
+                .map_err(|e| DataFusionError::Internal(format!("cannot decode a schema: {e}")))?;
+            sink.schema = Some(Arc::new(schema));
+        }
         Ok(sink)
     }
 }
@@ -288,9 +321,10 @@ impl Sink for FileSink {
             self.format.extension()
         );
         let location = self.directory.clone().join(file_name.as_str());
+        let schema = self.schema.clone().unwrap_or_else(|| input.schema());
         let mut encoder = Encoder::new(
             self.format,
-            input.schema(),
+            Arc::clone(&schema),
             self.csv_header,
             self.csv_delimiter,
         )?;
@@ -302,6 +336,13 @@ impl Sink for FileSink {
         let written: Result<()> = async {
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                let batch = RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec())
+                    .map_err(|e| {
+                        DataFusionError::from(RiffleError::user(format!(
+                            "cannot write a row of {} with its declared columns: {e}",
+                            self.table
+                        )))
+                    })?;
                 rows += batch.num_rows() as u64;
                 encoder.write(&batch).await?;
                 if encoder.buffered() >= PART_SIZE {

@@ -152,17 +152,21 @@ impl TableFactory for FileSystemFactory {
         register_object_store(session.runtime_env(), &url, &definition.options)?;
         let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
         let store = session.runtime_env().object_store(&store_url)?;
-        Ok(Arc::new(
-            FileSink::new(
-                definition.name.clone(),
-                store,
-                &url,
-                format,
-                FileFormatKind::csv_header(definition)?,
-                FileFormatKind::csv_delimiter(definition)?,
-            )?
-            .with_mode(mode),
-        ))
+        let sink = FileSink::new(
+            definition.name.clone(),
+            store,
+            &url,
+            format,
+            FileFormatKind::csv_header(definition)?,
+            FileFormatKind::csv_delimiter(definition)?,
+        )?
+        .with_mode(mode);
+        // A table whose columns were inferred writes the query's columns.
+        Ok(Arc::new(if definition.schema.fields().is_empty() {
+            sink
+        } else {
+            sink.with_schema(Arc::clone(&definition.schema))
+        }))
     }
 }
 

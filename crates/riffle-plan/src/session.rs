@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -21,6 +22,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use riffle_common::{JobConfig, Result, RiffleError};
+use riffle_types::RiffleTypePlanner;
 
 use crate::builder::build_job_graph;
 use crate::job_graph::JobGraph;
@@ -134,6 +136,8 @@ impl RiffleSession {
         // Reading every Parquet footer at planning time is slow on object stores with many
         // files, and its errors cannot name the file; footers are read by the scan instead.
         options.execution.collect_statistics = false;
+        // Field metadata carries Riffle's types (tensors, images) through Parquet files.
+        options.execution.parquet.skip_metadata = false;
         // Dynamic filters share state between a join (or top-k) and a scan in another
         // vertex; that only works inside one process, so Riffle plans without them.
         options.optimizer.enable_dynamic_filter_pushdown = false;
@@ -146,8 +150,19 @@ impl RiffleSession {
             .with_cache_manager(caches)
             .build_arc()
             .map_err(RiffleError::from)?;
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            // VECTOR, TENSOR, IMAGE, FILE and AUDIO in CREATE TABLE and CAST.
+            .with_type_planner(Arc::new(RiffleTypePlanner))
+            .build();
+        let context = SessionContext::new_with_state(state);
+        for function in riffle_functions::all_functions() {
+            context.register_udf(function.as_ref().clone());
+        }
         Ok(Self {
-            context: SessionContext::new_with_config_rt(session_config, runtime),
+            context,
             config,
             factories: HashMap::new(),
             definitions: RwLock::new(BTreeMap::new()),

@@ -56,7 +56,9 @@ fn is_keyword(token: Option<&&TokenWithSpan>, keyword: Keyword) -> bool {
 
 /// Plans one statement of SQL.
 pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<RiffleStatement> {
-    let tokens = tokenize(sql)?;
+    let tokens = unbracket_tensor_shapes(tokenize(sql)?);
+    let rewritten = render(&tokens);
+    let sql = rewritten.as_str();
     let words = significant(&tokens);
     if words.is_empty() {
         return Err(RiffleError::user("empty statement"));
@@ -104,6 +106,34 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
         return create_table(session, &tokens[..with], &tokens[with + 1..]).await;
     }
     Ok(RiffleStatement::Plan(session.logical_plan(sql).await?))
+}
+
+/// SQL type modifiers cannot hold brackets: `TENSOR(FLOAT, [3, 224, 224])` becomes
+/// `TENSOR(FLOAT, 3, 224, 224)`, which the type planner reads.
+fn unbracket_tensor_shapes(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut depth_in_tensor: Option<i32> = None;
+    let mut after_tensor = false;
+    for token in tokens {
+        match (&token.token, depth_in_tensor) {
+            (Token::Word(word), None) if word.value.eq_ignore_ascii_case("TENSOR") => {
+                after_tensor = true;
+            }
+            (Token::LParen, None) if after_tensor => {
+                depth_in_tensor = Some(1);
+                after_tensor = false;
+            }
+            (Token::LParen, Some(depth)) => depth_in_tensor = Some(depth + 1),
+            (Token::RParen, Some(depth)) => {
+                depth_in_tensor = (depth > 1).then_some(depth - 1);
+            }
+            (Token::LBracket | Token::RBracket, Some(_)) => continue,
+            (Token::Whitespace(_), None) => {}
+            _ => after_tensor = false,
+        }
+        out.push(token);
+    }
+    out
 }
 
 fn identifier(token: &TokenWithSpan) -> Result<String> {

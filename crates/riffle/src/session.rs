@@ -145,7 +145,7 @@ impl Session {
                 let mut nullable = Vec::new();
                 for field in schema.fields() {
                     names.push(field.name().clone());
-                    types.push(field.data_type().to_string());
+                    types.push(riffle_types::display_type(field));
                     nullable.push(if field.is_nullable() { "YES" } else { "NO" }.to_string());
                 }
                 self.strings(&[

@@ -545,3 +545,52 @@ async fn job_graphs_survive_a_trip_through_bytes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_reads_vector_and_tensor_columns_with_their_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("embeddings");
+    let session = session(2);
+    session
+        .sql(&format!(
+            "CREATE TABLE emb (id INT, e VECTOR(FLOAT, 3), p TENSOR(FLOAT, [2, 2])) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    session
+        .sql("INSERT INTO emb SELECT 7, [1.0, 2.0, 3.0], CAST([1.0, 2.0, 3.0, 4.0] AS TENSOR(FLOAT, [2, 2]))")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let script = format!(
+        "import glob, pyarrow.parquet as pq\n\
+         table = pq.read_table(sorted(glob.glob('{}/*.parquet'))[0])\n\
+         p = table.schema.field('p').type\n\
+         print(type(p).__name__, p.shape, p.value_type)\n\
+         print(table.schema.field('e').type)\n\
+         print(table.column('p').to_pylist())\n",
+        path.display()
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("FixedShapeTensorType [2, 2] float"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fixed_size_list<item: float>[3]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[[1.0, 2.0, 3.0, 4.0]]"), "{stdout}");
+}

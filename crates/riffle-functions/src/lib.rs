@@ -1,0 +1,18 @@
+//! Riffle's built-in multimodal functions, as DataFusion scalar UDFs, so that SQL, the Rust
+//! DataFrame API and (later) Python call the same functions by the same names.
+//!
+//! Entry point: [`all_functions`], which the session registers. So far: the vector
+//! functions in [`vector`].
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
+
+pub mod vector;
+
+/// Every built-in function.
+pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
+    vector::functions()
+}

@@ -1,0 +1,84 @@
+//! Riffle's type names in SQL: `VECTOR(FLOAT, 384)`, `TENSOR(FLOAT, [3, 224, 224])`,
+//! `IMAGE`, `FILE`, `AUDIO`, in `CREATE TABLE` and `CAST`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, FieldRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::planner::TypePlanner;
+use datafusion::sql::sqlparser::ast;
+
+use crate::element::ElementType;
+use crate::media::{AUDIO, FILE, IMAGE, media_field};
+use crate::tensor::{TensorType, VectorType};
+
+/// Plans Riffle's type names for DataFusion's SQL planner.
+///
+/// SQL's type modifiers cannot hold brackets, so `riffle-sql` rewrites
+/// `TENSOR(FLOAT, [3, 224, 224])` to `TENSOR(FLOAT, 3, 224, 224)` before parsing; both forms
+/// are accepted.
+#[derive(Debug, Default)]
+pub struct RiffleTypePlanner;
+
+fn plan_error(message: String) -> DataFusionError {
+    DataFusionError::Plan(message)
+}
+
+impl TypePlanner for RiffleTypePlanner {
+    fn plan_type_field(&self, sql_type: &ast::DataType) -> Result<Option<FieldRef>> {
+        let ast::DataType::Custom(name, modifiers) = sql_type else {
+            return Ok(None);
+        };
+        let name = name.to_string().to_ascii_uppercase();
+        let element = |text: &str| {
+            ElementType::from_sql(text).map_err(|e| plan_error(format!("{name}: {}", e.message())))
+        };
+        let number = |text: &str| {
+            text.parse::<usize>()
+                .map_err(|_| plan_error(format!("{name}: '{text}' is not a dimension")))
+        };
+        let field = match name.as_str() {
+            "VECTOR" => {
+                let [element_name, dim] = modifiers.as_slice() else {
+                    return Err(plan_error(
+                        "VECTOR takes an element type and a dimension, as in VECTOR(FLOAT, 384)"
+                            .into(),
+                    ));
+                };
+                let vector = VectorType {
+                    element: element(element_name)?,
+                    dim: number(dim)?,
+                };
+                if vector.dim == 0 {
+                    return Err(plan_error("VECTOR needs a dimension above 0".into()));
+                }
+                Field::new("", vector.data_type(), true)
+            }
+            "TENSOR" => {
+                let Some((element_name, dims)) = modifiers.split_first() else {
+                    return Err(plan_error("TENSOR takes an element type and a shape, as in TENSOR(FLOAT, [3, 224, 224])".into()));
+                };
+                let shape = dims.iter().map(|d| number(d)).collect::<Result<Vec<_>>>()?;
+                let tensor = TensorType::try_new(element(element_name)?, shape)
+                    .map_err(|e| plan_error(e.message().to_string()))?;
+                tensor.field("", true)
+            }
+            "IMAGE" | "FILE" | "AUDIO" => {
+                if !modifiers.is_empty() {
+                    return Err(plan_error(format!("{name} takes no parameters")));
+                }
+                let extension = match name.as_str() {
+                    "IMAGE" => IMAGE,
+                    "FILE" => FILE,
+                    _ => AUDIO,
+                };
+                match media_field("", extension, true) {
+                    Some(field) => field,
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(field)))
+    }
+}
