@@ -512,7 +512,7 @@ async fn job_graphs_survive_a_trip_through_bytes() {
     );
 
     for query in [
-        "SELECT grp, count(*) AS n, sum(val) AS s FROM pq GROUP BY grp ORDER BY grp",
+        "SELECT grp, count(*) AS n, round(sum(val), 6) AS s FROM pq GROUP BY grp ORDER BY grp",
         "SELECT a.grp, count(*) FROM pq a JOIN gen b ON a.id = b.id WHERE b.val > 0.5 GROUP BY a.grp ORDER BY 1",
         "SELECT id FROM gen WHERE grp = 3 ORDER BY val DESC LIMIT 7",
         "SELECT DISTINCT grp FROM pq UNION ALL SELECT 100 ORDER BY 1",
