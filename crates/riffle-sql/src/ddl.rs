@@ -14,6 +14,7 @@ use riffle_common::{Result, RiffleError};
 use riffle_plan::{RiffleSession, TableDefinition};
 
 use crate::script::{render, tokenize};
+use crate::vector_search::rewrite_vector_search;
 
 /// One planned statement.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ fn is_keyword(token: Option<&&TokenWithSpan>, keyword: Keyword) -> bool {
 
 /// Plans one statement of SQL.
 pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<RiffleStatement> {
-    let tokens = unbracket_tensor_shapes(tokenize(sql)?);
+    let tokens = rewrite_vector_search(unbracket_tensor_shapes(tokenize(sql)?))?;
     let rewritten = render(&tokens);
     let sql = rewritten.as_str();
     let words = significant(&tokens);

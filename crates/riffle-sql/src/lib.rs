@@ -5,12 +5,14 @@
 //! numbers), and [`parse_statement`] turns one statement into a [`RiffleStatement`]. Every
 //! statement DataFusion understands (queries, `INSERT INTO ... SELECT`, views) is planned by
 //! DataFusion; Riffle handles `CREATE TABLE ... WITH (...)`, `DROP TABLE`, `SHOW TABLES`,
-//! `DESCRIBE` and `EXPLAIN` itself.
+//! `DESCRIBE` and `EXPLAIN` itself, and rewrites Flink's `VECTOR_SEARCH` table function
+//! into an exact top-k query.
 
 #![warn(missing_docs)]
 
 mod ddl;
 mod script;
+mod vector_search;
 
 pub use ddl::{RiffleStatement, parse_statement};
 pub use script::{ScriptStatement, split_statements};
