@@ -2,7 +2,7 @@
 //! DataFrame API and (later) Python call the same functions by the same names.
 //!
 //! Entry point: [`all_functions`], which the session registers. So far: the vector
-//! functions in [`vector`].
+//! functions in [`vector`] and the image functions in [`image`].
 
 #![warn(missing_docs)]
 
@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 use datafusion::logical_expr::ScalarUDF;
 
+pub mod image;
 pub mod vector;
 
 /// Every built-in function.
 pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
-    vector::functions()
+    let mut functions = vector::functions();
+    functions.extend(image::functions());
+    functions
 }

@@ -158,6 +158,11 @@ impl RiffleSession {
             .with_type_planner(Arc::new(RiffleTypePlanner))
             .build();
         let context = SessionContext::new_with_state(state);
+        // These rules move struct field access (`image_decode(bytes)['width']`) below filters,
+        // which runs expensive and fallible multimodal functions on rows the filter drops.
+        for rule in ["extract_leaf_expressions", "push_down_leaf_projections"] {
+            context.remove_optimizer_rule(rule);
+        }
         for function in riffle_functions::all_functions() {
             context.register_udf(function.as_ref().clone());
         }

@@ -21,7 +21,7 @@ mod tensor;
 
 pub use element::ElementType;
 pub use planner::RiffleTypePlanner;
-pub use tensor::{TensorType, VectorType};
+pub use tensor::{TensorType, VariableShapeTensorType, VectorType};
 
 use datafusion::arrow::datatypes::Field;
 

@@ -168,3 +168,57 @@ mod tests {
         assert_eq!(vector.to_string(), "VECTOR(FLOAT, 384)");
     }
 }
+
+/// The canonical Arrow extension name of tensors whose shape varies by row.
+pub const VARIABLE_SHAPE_TENSOR: &str = "arrow.variable_shape_tensor";
+
+/// Tensors of `ndim` dimensions whose shape varies by row (decoded images of different
+/// sizes), stored as Arrow's canonical `arrow.variable_shape_tensor`: a struct of the values
+/// (`data`, a list) and the shape (`shape`, `ndim` int32s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VariableShapeTensorType {
+    /// Element type.
+    pub element: ElementType,
+    /// Number of dimensions.
+    pub ndim: usize,
+}
+
+impl VariableShapeTensorType {
+    /// The storage type.
+    pub fn storage_type(&self) -> DataType {
+        DataType::Struct(
+            vec![
+                Field::new(
+                    "data",
+                    DataType::List(Arc::new(Field::new(
+                        "item",
+                        self.element.arrow_type(),
+                        false,
+                    ))),
+                    false,
+                ),
+                Field::new(
+                    "shape",
+                    DataType::FixedSizeList(
+                        Arc::new(Field::new("item", DataType::Int32, false)),
+                        self.ndim as i32,
+                    ),
+                    false,
+                ),
+            ]
+            .into(),
+        )
+    }
+
+    /// A field of this type, with the extension metadata.
+    pub fn field(&self, name: &str, nullable: bool) -> Field {
+        let metadata = HashMap::from([
+            (
+                EXTENSION_NAME_KEY.to_string(),
+                VARIABLE_SHAPE_TENSOR.to_string(),
+            ),
+            (EXTENSION_METADATA_KEY.to_string(), "{}".to_string()),
+        ]);
+        Field::new(name, self.storage_type(), nullable).with_metadata(metadata)
+    }
+}

@@ -594,3 +594,100 @@ async fn pyarrow_reads_vector_and_tensor_columns_with_their_types() {
     );
     assert!(stdout.contains("[[1.0, 2.0, 3.0, 4.0]]"), "{stdout}");
 }
+
+/// A 64x48 RGB test picture encoded as `format`.
+fn picture(format: image::ImageFormat) -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 128])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(picture)
+        .write_to(&mut bytes, format)
+        .unwrap();
+    bytes.into_inner()
+}
+
+fn image_session() -> Session {
+    use datafusion::arrow::array::{BinaryArray, StringArray};
+    let png = picture(image::ImageFormat::Png);
+    let jpeg = picture(image::ImageFormat::Jpeg);
+    let truncated = png[..png.len() / 2].to_vec();
+    let html = b"<html><body>not found</body></html>".to_vec();
+    let names = StringArray::from(vec!["png", "jpeg", "truncated", "html", "empty", "missing"]);
+    let bytes = BinaryArray::from_iter(vec![
+        Some(png),
+        Some(jpeg),
+        Some(truncated),
+        Some(html),
+        Some(Vec::new()),
+        None,
+    ]);
+    let batch = RecordBatch::try_from_iter(vec![
+        ("name", std::sync::Arc::new(names) as _),
+        ("bytes", std::sync::Arc::new(bytes) as _),
+    ])
+    .unwrap();
+    let session = session(2);
+    session.register_batches("pictures", vec![batch]).unwrap();
+    session
+}
+
+async fn rows(session: &Session, sql: &str) -> String {
+    let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_decode_resize_and_become_tensors() {
+    let session = image_session();
+    let table = rows(
+        &session,
+        "SELECT name, is_valid_image(bytes) AS valid, image_metadata(bytes)['format'] AS format, \
+         image_decode(bytes, 'null')['width'] AS width FROM pictures ORDER BY name",
+    )
+    .await;
+    for line in [
+        "| empty     | false | ",
+        "| html      | false | ",
+        "| jpeg      | true  | jpeg   | 64    |",
+        "| missing   |       |        |       |",
+        "| png       | true  | png    | 64    |",
+        "| truncated | false | png    |       |",
+    ] {
+        assert!(table.contains(line), "{line}\n{table}");
+    }
+
+    let error = session
+        .sql("SELECT image_decode(bytes) FROM pictures WHERE name = 'html'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("image_decode: row 0 of the batch: not a JPEG/PNG/WebP/GIF/BMP/TIFF image (starts with 0x3c68746d)"), "{error}");
+    assert!(error.contains("on_error 'null'"), "{error}");
+
+    let table = rows(
+        &session,
+        "SELECT name, image_resize(image_decode(bytes), 224, 224, 'lanczos3')['width'] AS w, \
+         arrow_typeof(image_to_tensor(image_center_crop(image_decode(bytes), 32, 32))) AS t, \
+         image_to_tensor(image_center_crop(image_decode(bytes), 32, 32))['shape'] AS shape, \
+         image_convert(image_decode(bytes), 'L')['mode'] AS mode \
+         FROM pictures WHERE name IN ('png', 'jpeg') ORDER BY name",
+    )
+    .await;
+    assert!(table.contains("| png  | 224 |"), "{table}");
+    assert!(table.contains("[3, 32, 32]"), "{table}");
+    assert!(table.contains("| L    |"), "{table}");
+
+    // PNG is lossless: decode -> encode -> decode gives the same pixels back.
+    let same = rows(
+        &session,
+        "SELECT image_decode(image_encode(image_decode(bytes), 'png'))['pixels'] = image_decode(bytes)['pixels'] AS same FROM pictures WHERE name = 'png'",
+    )
+    .await;
+    assert!(same.contains("| true |"), "{same}");
+}

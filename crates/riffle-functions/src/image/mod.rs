@@ -1,0 +1,127 @@
+//! Image functions over `IMAGE` values (decoded pixels) and encoded bytes.
+//!
+//! | function | does |
+//! |---|---|
+//! | `image_decode(bytes [, on_error])` | JPEG, PNG, WebP, GIF (first frame), BMP, TIFF -> `IMAGE` |
+//! | `image_encode(image, format [, quality])` | `IMAGE` -> bytes (`'png'`, `'jpeg'`, `'webp'` (lossless), `'bmp'`, `'tiff'`) |
+//! | `image_resize(image, width, height [, filter])` | SIMD resize (`'nearest'`, `'bilinear'`, `'bicubic'`, `'lanczos3'`) |
+//! | `image_crop(image, x, y, width, height)` | a rectangle of the image |
+//! | `image_center_crop(image, width, height)` | the centered rectangle |
+//! | `image_convert(image, mode)` | to `'L'`, `'LA'`, `'RGB'` or `'RGBA'` |
+//! | `image_to_tensor(image [, layout])` | float32 values in [0, 1], `'CHW'` (default) or `'HWC'` |
+//! | `image_metadata(bytes)` | format, width, height, color type, read from the header only |
+//! | `is_valid_image(bytes)` | whether the bytes decode |
+//!
+//! Functions that can fail on one row take a last argument `on_error`: `'raise'` (the
+//! default) stops the job with an error naming the function and what was wrong; `'null'`
+//! yields NULL for that row. Rows of a batch are processed on several threads.
+
+mod codec;
+mod pixels;
+mod transform;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
+
+pub(crate) use pixels::Mode;
+
+/// The image functions.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    let mut functions = codec::functions();
+    functions.extend(transform::functions());
+    functions
+}
+
+/// What a function does with a row it cannot process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    Raise,
+    Null,
+}
+
+/// Reads an `on_error` argument (`'raise'` or `'null'`).
+pub(crate) fn on_error(function: &str, arg: Option<&ColumnarValue>) -> Result<OnError> {
+    match arg {
+        None => Ok(OnError::Raise),
+        Some(ColumnarValue::Scalar(value)) => match string_literal(value).as_deref() {
+            Some(s) if s.eq_ignore_ascii_case("raise") => Ok(OnError::Raise),
+            Some(s) if s.eq_ignore_ascii_case("null") => Ok(OnError::Null),
+            _ => Err(DataFusionError::Plan(format!(
+                "{function}: on_error must be 'raise' or 'null', not {value}"
+            ))),
+        },
+        Some(_) => Err(DataFusionError::Plan(format!(
+            "{function}: on_error must be a constant, 'raise' or 'null'"
+        ))),
+    }
+}
+
+/// A string constant's value.
+pub(crate) fn string_literal(value: &ScalarValue) -> Option<String> {
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// An argument as an array of `rows` rows (constants repeated).
+pub(crate) fn as_array(arg: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
+    arg.clone().into_array(rows)
+}
+
+/// Runs `work` on every row, spreading the rows of a large batch over the machine's cores.
+pub(crate) fn par_rows<T: Send>(rows: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if rows < 8 || threads == 1 {
+        return (0..rows).map(&work).collect();
+    }
+    let chunk = rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..rows)
+            .step_by(chunk)
+            .map(|start| {
+                let work = &work;
+                scope.spawn(move || {
+                    (start..(start + chunk).min(rows))
+                        .map(work)
+                        .collect::<Vec<T>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Applies the `on_error` policy to per-row results: the first error, or NULLs.
+pub(crate) fn settle<T>(
+    function: &str,
+    policy: OnError,
+    results: Vec<std::result::Result<Option<T>, String>>,
+) -> Result<Vec<Option<T>>> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(row, result)| match (result, policy) {
+            (Ok(value), _) => Ok(value),
+            (Err(_), OnError::Null) => Ok(None),
+            (Err(reason), OnError::Raise) => Err(DataFusionError::Execution(format!(
+                "{function}: row {row} of the batch: {reason}; pass on_error 'null' as the last argument to skip bad rows"
+            ))),
+        })
+        .collect()
+}
