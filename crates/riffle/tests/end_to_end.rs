@@ -691,3 +691,78 @@ async fn images_decode_resize_and_become_tensors() {
     .await;
     assert!(same.contains("| true |"), "{same}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_matches_pillow_within_40_db() {
+    use datafusion::arrow::array::{AsArray, BinaryArray};
+    // A 640x480 picture with detail at several scales.
+    let picture = image::RgbImage::from_fn(640, 480, |x, y| {
+        let (fx, fy) = (x as f32, y as f32);
+        image::Rgb([
+            (128.0 + 100.0 * (fx / 17.0).sin() * (fy / 23.0).cos()) as u8,
+            ((x * 7 + y * 3) % 256) as u8,
+            (255.0 * fx / 640.0 * fy / 480.0) as u8,
+        ])
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.png");
+    picture.save(&source).unwrap();
+    let session = session(1);
+    let bytes = std::fs::read(&source).unwrap();
+    let batch = RecordBatch::try_from_iter(vec![(
+        "bytes",
+        std::sync::Arc::new(BinaryArray::from_iter_values([bytes])) as _,
+    )])
+    .unwrap();
+    session.register_batches("source", vec![batch]).unwrap();
+    for (filter, pillow_filter) in [
+        ("bilinear", "BILINEAR"),
+        ("bicubic", "BICUBIC"),
+        ("lanczos3", "LANCZOS"),
+    ] {
+        let batches = session
+            .sql(&format!(
+                "SELECT image_resize(image_decode(bytes), 224, 224, '{filter}')['pixels'] AS pixels FROM source"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let ours = batches[0].column(0).as_binary::<i32>().value(0).to_vec();
+        let pillow_out = dir.path().join(format!("{filter}.raw"));
+        let script = format!(
+            "from PIL import Image\n\
+             resized = Image.open('{}').convert('RGB').resize((224, 224), Image.Resampling.{pillow_filter})\n\
+             open('{}', 'wb').write(resized.tobytes())\n",
+            source.display(),
+            pillow_out.display(),
+        );
+        let status = Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .expect("python3 runs");
+        assert!(
+            status.success(),
+            "Pillow must be installed (.ci/run installs it)"
+        );
+        let theirs = std::fs::read(&pillow_out).unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        let mse = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>()
+            / ours.len() as f64;
+        let psnr = if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (255.0f64 * 255.0 / mse).log10()
+        };
+        println!("{filter}: PSNR against Pillow {psnr:.1} dB");
+        assert!(
+            psnr >= 40.0,
+            "{filter}: PSNR against Pillow is {psnr:.1} dB"
+        );
+    }
+}
