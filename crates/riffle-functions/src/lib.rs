@@ -2,7 +2,8 @@
 //! DataFrame API and (later) Python call the same functions by the same names.
 //!
 //! Entry point: [`all_functions`], which the session registers. So far: the vector
-//! functions in [`vector`] and the image functions in [`image`].
+//! functions in [`vector`], the image functions in [`image`] and the text functions in
+//! [`text`].
 
 #![warn(missing_docs)]
 
@@ -11,11 +12,13 @@ use std::sync::Arc;
 use datafusion::logical_expr::ScalarUDF;
 
 pub mod image;
+pub mod text;
 pub mod vector;
 
 /// Every built-in function.
 pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = vector::functions();
     functions.extend(image::functions());
+    functions.extend(text::functions());
     functions
 }

@@ -1,0 +1,195 @@
+//! Text functions: `text_chunk` and `text_normalize`.
+//!
+//! `text_chunk(text, size [, overlap])` cuts a text into pieces of at most `size` characters,
+//! each starting `size - overlap` characters after the previous one, and returns them as a
+//! list; `UNNEST` turns the list into rows (`SELECT unnest(text_chunk(body, 512, 64)) AS
+//! chunk FROM docs`). Token-based chunking (`unit => 'tokens'`) needs a tokenizer and comes
+//! with `token_count`.
+//!
+//! `text_normalize(text [, lowercase])` applies Unicode NFKC normalization, turns every run of
+//! whitespace into one space and trims the ends; `lowercase` (default false) also lowercases.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, ListBuilder, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use unicode_normalization::UnicodeNormalization;
+
+/// The text functions.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    vec![
+        Arc::new(ScalarUDF::from(TextFunction::new("text_chunk", 2..=3))),
+        Arc::new(ScalarUDF::from(TextFunction::new("text_normalize", 1..=2))),
+    ]
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TextFunction {
+    name: &'static str,
+    arity: std::ops::RangeInclusive<usize>,
+    signature: Signature,
+}
+
+impl TextFunction {
+    fn new(name: &'static str, arity: std::ops::RangeInclusive<usize>) -> Self {
+        Self {
+            name,
+            arity,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+fn constant_number(
+    function: &str,
+    what: &str,
+    arg: Option<&ColumnarValue>,
+    default: i64,
+) -> Result<i64> {
+    match arg {
+        None => Ok(default),
+        Some(ColumnarValue::Scalar(value)) => match value.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(Some(n)) => Ok(n),
+            _ => Err(DataFusionError::Plan(format!(
+                "{function}: {what} must be a number"
+            ))),
+        },
+        Some(_) => Err(DataFusionError::Plan(format!(
+            "{function}: {what} must be a constant"
+        ))),
+    }
+}
+
+/// Pieces of `size` characters, each `step` after the previous; the last piece ends the text.
+pub(crate) fn chunk(text: &str, size: usize, step: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        let end = (start + size).min(chars.len());
+        pieces.push(chars[start..end].iter().collect());
+        if end == chars.len() {
+            break;
+        }
+        start += step;
+    }
+    pieces
+}
+
+pub(crate) fn normalize(text: &str, lowercase: bool) -> String {
+    let normalized: String = text.nfkc().collect();
+    let joined = normalized.split_whitespace().collect::<Vec<_>>().join(" ");
+    if lowercase {
+        joined.to_lowercase()
+    } else {
+        joined
+    }
+}
+
+impl ScalarUDFImpl for TextFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        if !self.arity.contains(&arg_types.len()) {
+            return Err(DataFusionError::Plan(format!(
+                "{} takes {} to {} arguments, not {}",
+                self.name,
+                self.arity.start(),
+                self.arity.end(),
+                arg_types.len()
+            )));
+        }
+        if !matches!(
+            arg_types[0],
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+        ) {
+            return Err(DataFusionError::Plan(format!(
+                "{}: expected text, got {}",
+                self.name, arg_types[0]
+            )));
+        }
+        Ok(match self.name {
+            "text_chunk" => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let name = self.name;
+        let rows = args.number_rows;
+        let texts = datafusion::arrow::compute::cast(
+            &args.args[0].clone().into_array(rows)?,
+            &DataType::Utf8,
+        )?;
+        let texts = texts.as_string::<i32>();
+        if name == "text_chunk" {
+            let size = constant_number(name, "size", args.args.get(1), 0)?;
+            let overlap = constant_number(name, "overlap", args.args.get(2), 0)?;
+            if size <= 0 || overlap < 0 || overlap >= size {
+                return Err(DataFusionError::Plan(format!(
+                    "{name}: size must be above 0 and overlap from 0 to size - 1 (size {size}, overlap {overlap})"
+                )));
+            }
+            let mut out = ListBuilder::new(StringBuilder::new());
+            for row in 0..rows {
+                if texts.is_null(row) {
+                    out.append(false);
+                    continue;
+                }
+                for piece in chunk(texts.value(row), size as usize, (size - overlap) as usize) {
+                    out.values().append_value(piece);
+                }
+                out.append(true);
+            }
+            return Ok(ColumnarValue::Array(Arc::new(out.finish())));
+        }
+        let lowercase = match args.args.get(1) {
+            None => false,
+            Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(flag)))) => *flag,
+            Some(_) => {
+                return Err(DataFusionError::Plan(format!(
+                    "{name}: lowercase must be true or false"
+                )));
+            }
+        };
+        let mut out = StringBuilder::new();
+        for row in 0..rows {
+            if texts.is_null(row) {
+                out.append_null();
+            } else {
+                out.append_value(normalize(texts.value(row), lowercase));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_overlap_and_cover_the_text() {
+        assert_eq!(chunk("abcdefghij", 4, 3), vec!["abcd", "defg", "ghij"]);
+        assert_eq!(chunk("abcdefghij", 4, 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(chunk("héllo wörld", 6, 6), vec!["héllo ", "wörld"]);
+        assert!(chunk("", 4, 2).is_empty());
+    }
+
+    #[test]
+    fn normalize_folds_compatibility_forms_and_whitespace() {
+        assert_eq!(normalize("  ﬁne\u{00A0}\t TEXT  ", false), "fine TEXT");
+        assert_eq!(normalize("Ｒｉｆｆｌｅ", true), "riffle");
+    }
+}
