@@ -132,7 +132,7 @@ impl LocalExecutor {
         let config = context
             .session_config()
             .clone()
-            .with_extension(Arc::new(ExchangeRegistry(inputs)));
+            .with_extension(Arc::new(ExchangeRegistry(Arc::clone(&inputs) as _)));
         let context = Arc::new(TaskContext::new(
             context.task_id(),
             context.session_id(),
@@ -148,6 +148,7 @@ impl LocalExecutor {
         // job before it writes anything.
         let mut tasks = JoinSet::new();
         for vertex in &graph.vertices {
+            let running = Arc::new(std::sync::atomic::AtomicUsize::new(vertex.parallelism));
             let mut partitioners = outputs.remove(&vertex.id);
             for subtask in (0..vertex.parallelism).rev() {
                 let stream = vertex.fragment.execute(subtask, Arc::clone(&context))?;
@@ -165,7 +166,17 @@ impl LocalExecutor {
                     .remove(&(vertex.id, subtask))
                     .ok_or_else(|| RiffleError::internal("missing mailbox"))?;
                 let name = format!("vertex {} ({}) subtask {subtask}", vertex.id, vertex.name);
-                tasks.spawn(run_task(name, stream, output, mailbox));
+                let (inputs, running, id) = (Arc::clone(&inputs), Arc::clone(&running), vertex.id);
+                tasks.spawn(async move {
+                    let outcome = run_task(name, stream, output, mailbox).await;
+                    // A fragment need not open every input partition (a LIMIT can end it
+                    // first). Once the whole vertex is done, close what it left unopened, so
+                    // that producers waiting for credit there stop instead of waiting forever.
+                    if running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                        inputs.close_vertex(id);
+                    }
+                    outcome
+                });
             }
         }
 
@@ -521,6 +532,15 @@ struct ChannelInputs {
 impl fmt::Debug for ChannelInputs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelInputs").finish_non_exhaustive()
+    }
+}
+
+impl ChannelInputs {
+    /// Drops the receivers of `vertex` that were never opened.
+    fn close_vertex(&self, vertex: VertexId) {
+        if let Ok(mut receivers) = self.receivers.lock() {
+            receivers.retain(|(to, _, _), _| *to != vertex);
+        }
     }
 }
 

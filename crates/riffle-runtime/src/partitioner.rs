@@ -79,15 +79,27 @@ impl OutputPartitioner {
         }
     }
 
-    /// Sends a batch, split or copied as the partitioning says.
+    /// Sends a batch, split or copied as the partitioning says. A partition whose consumer
+    /// has gone (it needs no more rows, as after a LIMIT) is skipped from then on; the
+    /// producer is told to stop only when every partition it feeds is gone.
     pub(crate) async fn send_batch(&mut self, batch: RecordBatch) -> Result<(), SendError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         match &self.partitioning {
             EdgePartitioning::Forward | EdgePartitioning::Rescale | EdgePartitioning::Rebalance => {
-                let partition = self.targets[self.next % self.targets.len()];
-                self.next = self.next.wrapping_add(1);
+                let open = self.targets.iter().filter(|p| self.is_open(**p)).count();
+                if open == 0 {
+                    return Err(SendError::Disconnected);
+                }
+                // The next target that still has a consumer.
+                let partition = loop {
+                    let candidate = self.targets[self.next % self.targets.len()];
+                    self.next = self.next.wrapping_add(1);
+                    if self.is_open(candidate) {
+                        break candidate;
+                    }
+                };
                 self.send_to(partition, Message::Batch(batch)).await
             }
             EdgePartitioning::Broadcast => self.send_all(Message::Batch(batch)).await,
@@ -102,23 +114,31 @@ impl OutputPartitioner {
         }
     }
 
-    /// Sends a control message to every partition this producer feeds.
+    /// Sends a message to every partition this producer feeds.
     pub(crate) async fn send_all(&mut self, message: Message) -> Result<(), SendError> {
-        for sender in self.senders.iter_mut().flatten() {
-            sender.send(message.clone()).await?;
+        for partition in 0..self.senders.len() {
+            if self.is_open(partition) {
+                self.send_to(partition, message.clone()).await?;
+            }
         }
         Ok(())
     }
 
+    fn is_open(&self, partition: usize) -> bool {
+        self.senders.get(partition).is_some_and(Option::is_some)
+    }
+
     async fn send_to(&mut self, partition: usize, message: Message) -> Result<(), SendError> {
-        match self.senders.get_mut(partition).and_then(Option::as_mut) {
-            Some(sender) => Ok(sender.send(message).await?),
-            None => Err(SendError::Compute(
-                datafusion::error::DataFusionError::Internal(format!(
-                    "producer has no channel to partition {partition}"
-                )),
-            )),
+        if let Some(sender) = self.senders.get_mut(partition).and_then(Option::as_mut)
+            && sender.send(message).await.is_err()
+        {
+            // That consumer is gone; rows for it are no longer needed.
+            self.senders[partition] = None;
         }
+        if self.senders.iter().all(Option::is_none) {
+            return Err(SendError::Disconnected);
+        }
+        Ok(())
     }
 }
 

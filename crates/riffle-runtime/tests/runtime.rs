@@ -446,3 +446,214 @@ async fn dropping_the_handle_cancels_the_job() {
         "the source must stop"
     );
 }
+
+/// Reads partition 0 of its input only, as a plan may do when a limit is reached early.
+#[derive(Debug)]
+struct FirstPartitionExec {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for FirstPartitionExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "FirstPartitionExec")
+    }
+}
+
+impl ExecutionPlan for FirstPartitionExec {
+    riffle_plan::plan_node_defaults!();
+
+    fn name(&self) -> &str {
+        "FirstPartitionExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(0, context)?;
+        let limited = input.take(3);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema(), limited)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_leaves_an_input_partition_unread_does_not_hang_the_job() {
+    // The consumer reads three batches of partition 0; partition 1 is never opened.
+    let source = Arc::new(TestSource::new(2, None, 10));
+    let reader_properties = PlanProperties::new(
+        EquivalenceProperties::new(schema()),
+        Partitioning::UnknownPartitioning(2),
+        EmissionType::Incremental,
+        Boundedness::Unbounded {
+            requires_infinite_memory: false,
+        },
+    );
+    let reader = Arc::new(ExchangeReadExec::new(
+        0,
+        0,
+        &reader_properties,
+        Partitioning::UnknownPartitioning(2),
+    ));
+    let single = PlanProperties::new(
+        EquivalenceProperties::new(schema()),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    );
+    let limit: Arc<dyn ExecutionPlan> = Arc::new(FirstPartitionExec {
+        input: reader,
+        properties: Arc::new(single),
+    });
+    let graph = JobGraph {
+        vertices: vec![
+            Vertex {
+                id: 0,
+                name: "limit".into(),
+                parallelism: 1,
+                fragment: limit,
+            },
+            Vertex {
+                id: 1,
+                name: "source".into(),
+                parallelism: 2,
+                fragment: source,
+            },
+        ],
+        edges: vec![Edge {
+            from: 1,
+            to: 0,
+            input: 0,
+            partitions: 2,
+            partitioning: EdgePartitioning::Rebalance,
+        }],
+        sinks: vec![],
+    };
+    let handle = executor(2, 1 << 20)
+        .execute(graph, &TaskContext::default())
+        .unwrap();
+    let batches = tokio::time::timeout(Duration::from_secs(20), handle.collect())
+        .await
+        .expect("the job must end once its only consumer is done")
+        .unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 30);
+}
+
+/// Partition `i` reads partition `i` of its input and stops after `take[i]` batches.
+#[derive(Debug)]
+struct TakeExec {
+    input: Arc<dyn ExecutionPlan>,
+    take: Vec<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for TakeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "TakeExec")
+    }
+}
+
+impl ExecutionPlan for TakeExec {
+    riffle_plan::plan_node_defaults!();
+
+    fn name(&self) -> &str {
+        "TakeExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema(),
+            input.take(self.take[partition]),
+        )))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_early_leaves_the_rows_to_the_others() {
+    // Partition 0 stops after 2 batches (as a LIMIT does); partition 1 reads to the end.
+    let source = Arc::new(TestSource::new(2, Some(50), 10));
+    let properties = PlanProperties::new(
+        EquivalenceProperties::new(schema()),
+        Partitioning::UnknownPartitioning(2),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    );
+    let reader = Arc::new(ExchangeReadExec::new(
+        0,
+        0,
+        &properties,
+        Partitioning::UnknownPartitioning(2),
+    ));
+    let take: Arc<dyn ExecutionPlan> = Arc::new(TakeExec {
+        input: reader,
+        take: vec![2, usize::MAX],
+        properties: Arc::new(properties),
+    });
+    let graph = JobGraph {
+        vertices: vec![
+            Vertex {
+                id: 0,
+                name: "take".into(),
+                parallelism: 2,
+                fragment: take,
+            },
+            Vertex {
+                id: 1,
+                name: "source".into(),
+                parallelism: 2,
+                fragment: source,
+            },
+        ],
+        edges: vec![Edge {
+            from: 1,
+            to: 0,
+            input: 0,
+            partitions: 2,
+            partitioning: EdgePartitioning::Rebalance,
+        }],
+        sinks: vec![],
+    };
+    let handle = executor(2, 1 << 20)
+        .execute(graph, &TaskContext::default())
+        .unwrap();
+    let batches = tokio::time::timeout(Duration::from_secs(20), handle.collect())
+        .await
+        .expect("the job must end")
+        .expect("an early stop downstream is not a failure");
+    // Every batch goes to partition 1 once partition 0 has stopped.
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert!(
+        rows > 500,
+        "partition 1 must receive the rest of the rows, got {rows}"
+    );
+}
