@@ -290,6 +290,27 @@ async fn in_memory_tables_and_unbounded_limits() {
     .await
     .unwrap();
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
+
+    // A LIMIT over a filtered, rebalanced input stops some consumers early; the job still
+    // succeeds with exactly the rows asked for.
+    session.sql(GENERATED).await.unwrap();
+    for sql in [
+        "SELECT id FROM gen WHERE val > 0.1 LIMIT 7",
+        "SELECT grp, count(*) FROM gen GROUP BY grp LIMIT 3",
+        "SELECT id FROM endless WHERE id % 3 = 0 LIMIT 11",
+    ] {
+        let batches = tokio::time::timeout(Duration::from_secs(30), async {
+            session.sql(sql).await.unwrap().collect().await.unwrap()
+        })
+        .await
+        .unwrap();
+        let expected = sql.rsplit(' ').next().unwrap().parse::<usize>().unwrap();
+        assert_eq!(
+            batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            expected,
+            "{sql}"
+        );
+    }
 }
 
 /// A moto S3 server on a free loopback port, stopped on drop.
