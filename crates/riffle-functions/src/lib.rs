@@ -15,6 +15,22 @@ pub mod image;
 pub mod text;
 pub mod vector;
 
+/// Checks the number of arguments a function was called with.
+pub(crate) fn check_arity(
+    name: &str,
+    arity: &std::ops::RangeInclusive<usize>,
+    given: usize,
+) -> datafusion::error::Result<()> {
+    if arity.contains(&given) {
+        return Ok(());
+    }
+    Err(datafusion::error::DataFusionError::Plan(format!(
+        "{name} takes {} to {} arguments, not {given}",
+        arity.start(),
+        arity.end()
+    )))
+}
+
 /// Every built-in function.
 pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = vector::functions();

@@ -101,15 +101,7 @@ impl ScalarUDFImpl for TextFunction {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        if !self.arity.contains(&arg_types.len()) {
-            return Err(DataFusionError::Plan(format!(
-                "{} takes {} to {} arguments, not {}",
-                self.name,
-                self.arity.start(),
-                self.arity.end(),
-                arg_types.len()
-            )));
-        }
+        crate::check_arity(self.name, &self.arity, arg_types.len())?;
         if !matches!(
             arg_types[0],
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null

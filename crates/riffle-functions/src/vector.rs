@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Float64Builder,
+    GenericListArray, OffsetSizeTrait,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
@@ -53,28 +54,8 @@ impl Vectors {
                     .collect();
                 (Arc::clone(list.values()), ranges)
             }
-            DataType::List(_) => {
-                let list = array.as_list::<i32>();
-                let offsets = list.value_offsets();
-                let ranges = (0..list.len())
-                    .map(|i| {
-                        list.is_valid(i)
-                            .then(|| (offsets[i] as usize, (offsets[i + 1] - offsets[i]) as usize))
-                    })
-                    .collect();
-                (Arc::clone(list.values()), ranges)
-            }
-            DataType::LargeList(_) => {
-                let list = array.as_list::<i64>();
-                let offsets = list.value_offsets();
-                let ranges = (0..list.len())
-                    .map(|i| {
-                        list.is_valid(i)
-                            .then(|| (offsets[i] as usize, (offsets[i + 1] - offsets[i]) as usize))
-                    })
-                    .collect();
-                (Arc::clone(list.values()), ranges)
-            }
+            DataType::List(_) => list_ranges(array.as_list::<i32>()),
+            DataType::LargeList(_) => list_ranges(array.as_list::<i64>()),
             DataType::Null => (
                 Arc::new(Float64Array::from(Vec::<f64>::new())) as ArrayRef,
                 vec![None; array.len()],
@@ -113,6 +94,22 @@ impl Vectors {
     fn row(&self, row: usize) -> Option<&[f64]> {
         self.rows[row].map(|(start, len)| &self.values.values()[start..start + len])
     }
+}
+
+/// The values of a list array and each row's `(start, len)`, `None` for NULL rows.
+fn list_ranges<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+) -> (ArrayRef, Vec<Option<(usize, usize)>>) {
+    let offsets = list.value_offsets();
+    let ranges = (0..list.len())
+        .map(|i| {
+            list.is_valid(i).then(|| {
+                let start = offsets[i].as_usize();
+                (start, offsets[i + 1].as_usize() - start)
+            })
+        })
+        .collect();
+    (Arc::clone(list.values()), ranges)
 }
 
 fn check_vector_type(function: &str, data_type: &DataType) -> Result<()> {

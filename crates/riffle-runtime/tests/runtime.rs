@@ -447,49 +447,6 @@ async fn dropping_the_handle_cancels_the_job() {
     );
 }
 
-/// Reads partition 0 of its input only, as a plan may do when a limit is reached early.
-#[derive(Debug)]
-struct FirstPartitionExec {
-    input: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
-}
-
-impl DisplayAs for FirstPartitionExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "FirstPartitionExec")
-    }
-}
-
-impl ExecutionPlan for FirstPartitionExec {
-    riffle_plan::plan_node_defaults!();
-
-    fn name(&self) -> &str {
-        "FirstPartitionExec"
-    }
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-    fn execute(
-        &self,
-        _partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(0, context)?;
-        let limited = input.take(3);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema(), limited)))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_leaves_an_input_partition_unread_does_not_hang_the_job() {
     // The consumer reads three batches of partition 0; partition 1 is never opened.
@@ -514,8 +471,9 @@ async fn a_consumer_that_leaves_an_input_partition_unread_does_not_hang_the_job(
         EmissionType::Incremental,
         Boundedness::Bounded,
     );
-    let limit: Arc<dyn ExecutionPlan> = Arc::new(FirstPartitionExec {
+    let limit: Arc<dyn ExecutionPlan> = Arc::new(TakeExec {
         input: reader,
+        reads: vec![(0, 3)],
         properties: Arc::new(single),
     });
     let graph = JobGraph {
@@ -552,11 +510,12 @@ async fn a_consumer_that_leaves_an_input_partition_unread_does_not_hang_the_job(
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 30);
 }
 
-/// Partition `i` reads partition `i` of its input and stops after `take[i]` batches.
+/// Output partition `i` reads input partition `reads[i].0` and stops after `reads[i].1`
+/// batches, as a plan does when a limit is reached early.
 #[derive(Debug)]
 struct TakeExec {
     input: Arc<dyn ExecutionPlan>,
-    take: Vec<usize>,
+    reads: Vec<(usize, usize)>,
     properties: Arc<PlanProperties>,
 }
 
@@ -590,10 +549,11 @@ impl ExecutionPlan for TakeExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
+        let (input_partition, batches) = self.reads[partition];
+        let input = self.input.execute(input_partition, context)?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema(),
-            input.take(self.take[partition]),
+            input.take(batches),
         )))
     }
 }
@@ -616,7 +576,7 @@ async fn a_consumer_that_stops_early_leaves_the_rows_to_the_others() {
     ));
     let take: Arc<dyn ExecutionPlan> = Arc::new(TakeExec {
         input: reader,
-        take: vec![2, usize::MAX],
+        reads: vec![(0, 2), (1, usize::MAX)],
         properties: Arc::new(properties),
     });
     let graph = JobGraph {

@@ -138,15 +138,7 @@ impl ScalarUDFImpl for BytesFunction {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        if !self.arity.contains(&arg_types.len()) {
-            return Err(DataFusionError::Plan(format!(
-                "{} takes {} to {} arguments, not {}",
-                self.name,
-                self.arity.start(),
-                self.arity.end(),
-                arg_types.len()
-            )));
-        }
+        crate::check_arity(self.name, &self.arity, arg_types.len())?;
         Ok(match self.name {
             "image_decode" => riffle_types::media::image_type(),
             "image_metadata" => metadata_type(),

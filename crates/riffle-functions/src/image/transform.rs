@@ -304,15 +304,7 @@ impl ScalarUDFImpl for ImageFunction {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        if !self.arity.contains(&arg_types.len()) {
-            return Err(DataFusionError::Plan(format!(
-                "{} takes {} to {} arguments, not {}",
-                self.name,
-                self.arity.start(),
-                self.arity.end(),
-                arg_types.len()
-            )));
-        }
+        crate::check_arity(self.name, &self.arity, arg_types.len())?;
         Ok(if self.name == "image_to_tensor" {
             tensor_type().storage_type()
         } else {
