@@ -8,6 +8,10 @@
 //!
 //! `text_normalize(text [, lowercase])` applies Unicode NFKC normalization, turns every run of
 //! whitespace into one space and trims the ends; `lowercase` (default false) also lowercases.
+//!
+//! `token_count(text, tokenizer)` counts the tokens of a HuggingFace tokenizer loaded from a
+//! local `tokenizer.json` (padding and truncation off, no special tokens). Each tokenizer is
+//! loaded once per process.
 
 use std::sync::Arc;
 
@@ -25,6 +29,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ScalarUDF::from(TextFunction::new("text_chunk", 2..=3))),
         Arc::new(ScalarUDF::from(TextFunction::new("text_normalize", 1..=2))),
+        Arc::new(ScalarUDF::from(TextFunction::new("token_count", 2..=2))),
     ]
 }
 
@@ -113,6 +118,7 @@ impl ScalarUDFImpl for TextFunction {
         }
         Ok(match self.name {
             "text_chunk" => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            "token_count" => DataType::Int64,
             _ => DataType::Utf8,
         })
     }
@@ -146,6 +152,30 @@ impl ScalarUDFImpl for TextFunction {
             }
             return Ok(ColumnarValue::Array(Arc::new(out.finish())));
         }
+        if name == "token_count" {
+            let path = match &args.args[1] {
+                ColumnarValue::Scalar(value) => crate::image::string_literal(value),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "{name}: the tokenizer must be a constant path to a tokenizer.json"
+                ))
+            })?;
+            let tokenizer = load_tokenizer(&path)?;
+            let mut out = datafusion::arrow::array::Int64Builder::with_capacity(rows);
+            for row in 0..rows {
+                if texts.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let encoding = tokenizer.encode(texts.value(row), false).map_err(|e| {
+                    DataFusionError::Execution(format!("{name}: row {row} of the batch: {e}"))
+                })?;
+                out.append_value(encoding.len() as i64);
+            }
+            return Ok(ColumnarValue::Array(Arc::new(out.finish())));
+        }
         let lowercase = match args.args.get(1) {
             None => false,
             Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(flag)))) => *flag,
@@ -167,6 +197,30 @@ impl ScalarUDFImpl for TextFunction {
     }
 }
 
+/// The tokenizer at `path`, loaded once, with padding and truncation off so that counts are
+/// the text's own.
+fn load_tokenizer(path: &str) -> Result<Arc<tokenizers::Tokenizer>> {
+    static LOADED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokenizers::Tokenizer>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tokenizer) = loaded.get(path) {
+        return Ok(Arc::clone(tokenizer));
+    }
+    let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "token_count: cannot load the tokenizer '{path}': {e}"
+        ))
+    })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| DataFusionError::Plan(format!("token_count: tokenizer '{path}': {e}")))?;
+    let tokenizer = Arc::new(tokenizer);
+    loaded.insert(path.to_string(), Arc::clone(&tokenizer));
+    Ok(tokenizer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +231,33 @@ mod tests {
         assert_eq!(chunk("abcdefghij", 4, 4), vec!["abcd", "efgh", "ij"]);
         assert_eq!(chunk("héllo wörld", 6, 6), vec!["héllo ", "wörld"]);
         assert!(chunk("", 4, 2).is_empty());
+    }
+
+    #[test]
+    fn token_counts_come_from_the_tokenizer_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(
+            &path,
+            r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+                "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "Whitespace"},
+                "post_processor": null, "decoder": null,
+                "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1, "world": 2, ",": 3},
+                          "unk_token": "[UNK]"}}"#,
+        )
+        .unwrap();
+        let tokenizer = load_tokenizer(path.to_str().unwrap()).unwrap();
+        assert_eq!(
+            tokenizer.encode("Hello, world again", false).unwrap().len(),
+            4
+        );
+        let missing = load_tokenizer("/no/such/tokenizer.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("cannot load the tokenizer '/no/such/tokenizer.json'"),
+            "{missing}"
+        );
     }
 
     #[test]
