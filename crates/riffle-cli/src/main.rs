@@ -87,18 +87,14 @@ async fn run(cli: Cli) -> Result<(), RiffleError> {
 }
 
 async fn run_script(session: &Session, script: &str) -> Result<(), RiffleError> {
-    let statements = riffle_sql_statements(script)?;
+    let statements = Session::split_script(script)?;
     let single = statements.len() == 1;
-    for (sql, line) in statements {
+    for statement in statements {
         let started = std::time::Instant::now();
-        let outcome = run_statement(session, &sql).await;
-        let batches = match outcome {
+        let batches = match run_statement(session, &statement.sql).await {
             Ok(batches) => batches,
             Err(error) if single => return Err(error),
-            Err(error) => {
-                let first = sql.lines().next().unwrap_or_default();
-                return Err(error.context(format!("statement at line {line} ({first})")));
-            }
+            Err(error) => return Err(error.context(statement.location())),
         };
         print_result(&batches, started.elapsed())?;
     }
@@ -140,11 +136,6 @@ async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>,
     };
     interrupt.abort();
     outcome
-}
-
-fn riffle_sql_statements(script: &str) -> Result<Vec<(String, u64)>, RiffleError> {
-    let session_free = riffle::Session::split_script(script)?;
-    Ok(session_free.into_iter().map(|s| (s.sql, s.line)).collect())
 }
 
 fn print_result(batches: &[RecordBatch], elapsed: std::time::Duration) -> Result<(), RiffleError> {

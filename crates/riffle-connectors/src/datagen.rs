@@ -311,63 +311,88 @@ impl ExecutionPlan for DataGenExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let partitions = self.properties.partitioning.partition_count() as u64;
-        let spec = self.spec.clone();
-        let projection = self.projection.clone();
-        let schema = self.schema();
-        // Rows this partition generates: every `partitions`-th row, up to the total, and at
-        // most `limit` (a limit applies per partition; the plan's limit trims the rest).
-        let total = spec.rows;
-        let mut budget = self.limit.map(|l| l as u64);
-        let pace = spec.rows_per_second.map(|rate| rate / partitions as f64);
+        let pace = self
+            .spec
+            .rows_per_second
+            .map(|rate| rate / partitions as f64);
         // A paced source emits about ten batches a second, so that rows arrive steadily
         // rather than a full batch at a time.
         let batch_size = match pace {
             Some(rate) => ((rate / 10.0).ceil() as u64).clamp(1, self.batch_size as u64),
             None => self.batch_size as u64,
         };
-        let started = Instant::now();
-        let mut next_row = partition as u64;
-        let mut produced = 0u64;
-        let stream = futures::stream::poll_fn(move |_| std::task::Poll::Ready(Some(())))
-            .then(move |()| {
-                let spec = spec.clone();
-                let projection = projection.clone();
-                async move { (spec, projection) }
-            })
-            .scan((), move |(), (spec, projection)| {
-                let mut rows = Vec::with_capacity(batch_size as usize);
-                while (rows.len() as u64) < batch_size {
-                    if total.is_some_and(|total| next_row >= total) || budget == Some(0) {
-                        break;
-                    }
-                    rows.push(next_row);
-                    next_row += partitions;
-                    if let Some(budget) = budget.as_mut() {
-                        *budget -= 1;
-                    }
-                }
-                if rows.is_empty() {
-                    return futures::future::ready(None).left_future();
-                }
-                produced += rows.len() as u64;
-                let wait = pace.map(|rate| {
-                    let due = Duration::from_secs_f64(produced as f64 / rate);
-                    due.saturating_sub(started.elapsed())
-                });
-                let batch = generate(&spec, &rows, projection.as_deref());
-                async move {
-                    if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-                        tokio::time::sleep(wait).await;
-                    }
-                    Some(batch)
-                }
-                .right_future()
-            });
+        let schema = self.schema();
+        let state = Generator {
+            spec: self.spec.clone(),
+            columns: match &self.projection {
+                Some(columns) => columns.clone(),
+                None => (0..self.spec.fields.len()).collect(),
+            },
+            schema: Arc::clone(&schema),
+            next_row: partition as u64,
+            step: partitions,
+            // A limit applies per partition; the plan's limit trims the rest.
+            budget: self.limit.map(|l| l as u64),
+            batch_size,
+            pace,
+            started: Instant::now(),
+            produced: 0,
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            let rows = state.next_rows();
+            if rows.is_empty() {
+                return None;
+            }
+            let batch = generate(&state.spec, &state.schema, &state.columns, &rows);
+            if let Some(wait) = state.wait() {
+                tokio::time::sleep(wait).await;
+            }
+            Some((batch, state))
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }
 
-use futures::{FutureExt, StreamExt};
+/// One partition's progress through its rows: every `step`-th row from its first, up to the
+/// table's total and the scan's limit.
+struct Generator {
+    spec: DataGenSpec,
+    columns: Vec<usize>,
+    schema: SchemaRef,
+    next_row: u64,
+    step: u64,
+    budget: Option<u64>,
+    batch_size: u64,
+    pace: Option<f64>,
+    started: Instant,
+    produced: u64,
+}
+
+impl Generator {
+    /// The row numbers of the next batch; empty at the end.
+    fn next_rows(&mut self) -> Vec<u64> {
+        let mut rows = Vec::with_capacity(self.batch_size as usize);
+        while (rows.len() as u64) < self.batch_size
+            && self.spec.rows.is_none_or(|total| self.next_row < total)
+            && self.budget != Some(0)
+        {
+            rows.push(self.next_row);
+            self.next_row += self.step;
+            if let Some(budget) = self.budget.as_mut() {
+                *budget -= 1;
+            }
+        }
+        self.produced += rows.len() as u64;
+        rows
+    }
+
+    /// How long to wait before handing out what was produced, to keep to the pace.
+    fn wait(&self) -> Option<Duration> {
+        let rate = self.pace?;
+        let due = Duration::from_secs_f64(self.produced as f64 / rate);
+        Some(due.saturating_sub(self.started.elapsed())).filter(|w| !w.is_zero())
+    }
+}
 
 /// A fast deterministic hash of (seed, column, row), so that a row's values do not depend on
 /// which partition generates it.
@@ -386,15 +411,17 @@ fn unit(seed: u64, column: usize, row: u64) -> f64 {
     (mix(seed, column, row) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn generate(spec: &DataGenSpec, rows: &[u64], projection: Option<&[usize]>) -> Result<RecordBatch> {
-    let all: Vec<usize> = (0..spec.fields.len()).collect();
-    let columns = projection.unwrap_or(&all);
-    let schema = Arc::new(spec.schema.project(columns)?);
+fn generate(
+    spec: &DataGenSpec,
+    schema: &SchemaRef,
+    columns: &[usize],
+    rows: &[u64],
+) -> Result<RecordBatch> {
     let arrays = columns
         .iter()
         .map(|&column| generate_column(spec, column, rows))
         .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema, arrays)?)
+    Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
 }
 
 fn generate_column(spec: &DataGenSpec, column: usize, rows: &[u64]) -> Result<ArrayRef> {

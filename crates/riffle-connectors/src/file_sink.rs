@@ -191,10 +191,7 @@ impl FileSink {
                 )));
             }
         };
-        let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
-            &url[..url::Position::BeforePath],
-        )?;
-        let store = ctx.runtime_env().object_store(&store_url)?;
+        let store = crate::object_stores::registered_store(&ctx.runtime_env(), &url)?;
         let delimiter = u8::try_from(node.csv_delimiter)
             .map_err(|_| DataFusionError::Internal("malformed CSV delimiter".into()))?;
         let mut sink = FileSink::new(node.table, store, &url, format, node.csv_header, delimiter)?

@@ -25,16 +25,15 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::context::SessionState;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use futures::StreamExt;
+use datafusion::physical_plan::empty::EmptyExec;
 use riffle_common::{Result, RiffleError};
 use riffle_plan::{FixedParallelismExec, Sink, TableDefinition, TableFactory, WriteMode};
 
 use crate::file_sink::FileSink;
 use crate::format::FileFormatKind;
-use crate::object_stores::{parse_location, register_object_store};
+use crate::object_stores::{parse_location, register_object_store, registered_store};
 
 /// Serves `'connector' = 'filesystem'`.
 #[derive(Debug, Default)]
@@ -150,8 +149,7 @@ impl TableFactory for FileSystemFactory {
         }
         let url = parse_location(path)?;
         register_object_store(session.runtime_env(), &url, &definition.options)?;
-        let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
-        let store = session.runtime_env().object_store(&store_url)?;
+        let store = registered_store(session.runtime_env(), &url)?;
         let sink = FileSink::new(
             definition.name.clone(),
             store,
@@ -204,40 +202,31 @@ impl TableProvider for FileTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let store = state.runtime_env().object_store(&self.location.url)?;
-        let mut files = self
-            .location
-            .url
-            .list_all_files(state, store.as_ref(), &self.location.extension)
+        let scan = self
+            .inner
+            .scan(state, projection, filters, limit)
             .await
             .map_err(|e| {
                 RiffleError::from(e)
                     .context(format!("table {}: listing '{}'", self.name, self.path))
             })?;
-        match files.next().await {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                return Err(RiffleError::from(e)
-                    .context(format!("table {}: listing '{}'", self.name, self.path))
-                    .into());
-            }
-            None => {
-                return Err(RiffleError::user(format!(
-                    "table {}: no files found at '{}'",
-                    self.name, self.path
-                ))
-                .with_hint(format!(
-                    "check the path; a directory is read for files ending in '{}'",
-                    if self.location.extension.is_empty() {
-                        "(any)"
-                    } else {
-                        &self.location.extension
-                    }
-                ))
-                .into());
-            }
+        // The listing table plans an empty scan when the path matches no file; a table with no
+        // files is almost always a wrong path, so say so instead of returning no rows.
+        if scan.is::<EmptyExec>() {
+            return Err(RiffleError::user(format!(
+                "table {}: no files found at '{}'",
+                self.name, self.path
+            ))
+            .with_hint(format!(
+                "check the path; a directory is read for files ending in '{}'",
+                if self.location.extension.is_empty() {
+                    "(any)"
+                } else {
+                    &self.location.extension
+                }
+            ))
+            .into());
         }
-        let scan = self.inner.scan(state, projection, filters, limit).await?;
         match self.scan_parallelism {
             Some(readers) => Ok(Arc::new(FixedParallelismExec::new(
                 scan,

@@ -23,7 +23,7 @@ pub use datagen::{DataGenExec, DataGenFactory};
 pub use file_sink::FileSink;
 pub use filesystem::FileSystemFactory;
 pub use format::FileFormatKind;
-pub use object_stores::{parse_location, register_object_store};
+pub use object_stores::{parse_location, register_object_store, registered_store};
 use riffle_plan::TableFactory;
 
 /// Every connector this crate provides.

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use std::time::Duration;
 
@@ -76,6 +77,13 @@ pub fn register_object_store(
 
 /// Keys Riffle reads itself rather than passing to the store's builder.
 const RETRY_KEYS: [&str; 2] = ["max_retries", "retry_timeout"];
+
+/// The store `runtime` holds for `url` (registered by [`register_object_store`], or the local
+/// file system).
+pub fn registered_store(runtime: &RuntimeEnv, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+    let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    Ok(runtime.object_store(&store_url)?)
+}
 
 /// The options for `scheme`, with the prefix removed and dashes turned into underscores.
 fn scheme_options(options: &BTreeMap<String, String>, scheme: &str) -> Vec<(String, String)> {

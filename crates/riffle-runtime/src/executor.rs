@@ -188,7 +188,6 @@ impl LocalExecutor {
             results,
             cancel,
             driver: Some(driver),
-            outcome: None,
             channel_stats,
         })
     }
@@ -214,7 +213,6 @@ pub struct JobHandle {
     results: Receiver,
     cancel: Arc<Notify>,
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
-    outcome: Option<Result<(), String>>,
     channel_stats: Vec<ChannelInfo>,
 }
 
@@ -240,7 +238,8 @@ impl JobHandle {
     /// The next batch of the result; `None` once the job has finished and committed. If the
     /// job failed, its first error.
     pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        if self.outcome.is_none() {
+        // The driver is taken once the job's outcome is known.
+        if self.driver.is_some() {
             loop {
                 match self.results.recv().await {
                     Some(Received::Message(Message::Batch(batch))) => return Ok(Some(batch)),
@@ -261,7 +260,6 @@ impl JobHandle {
                 Ok(outcome) => outcome,
                 Err(error) => Err(RiffleError::internal(format!("job driver failed: {error}"))),
             };
-            self.outcome = Some(Ok(()));
             outcome?;
         }
         Ok(())

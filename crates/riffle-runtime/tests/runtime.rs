@@ -188,34 +188,43 @@ impl Sink for RecordingSink {
     }
 }
 
-/// source (vertex 1) --edge--> sink over an exchange reader with `partitions` partitions (vertex 0).
-fn two_vertex_job(
-    source: Arc<TestSource>,
-    sink: Arc<RecordingSink>,
-    partitioning: EdgePartitioning,
-    partitions: usize,
-) -> JobGraph {
-    let producers = source.properties().partitioning.partition_count();
-    let reader_properties = PlanProperties::new(
+fn properties(partitions: usize, boundedness: Boundedness) -> PlanProperties {
+    PlanProperties::new(
         EquivalenceProperties::new(schema()),
         Partitioning::UnknownPartitioning(partitions),
         EmissionType::Incremental,
-        source.properties().boundedness,
-    );
-    let reader = Arc::new(ExchangeReadExec::new(
+        boundedness,
+    )
+}
+
+/// The reader of input 0 of vertex 0, with `partitions` partitions.
+fn reader(partitions: usize, boundedness: Boundedness) -> Arc<ExchangeReadExec> {
+    Arc::new(ExchangeReadExec::new(
         0,
         0,
-        &reader_properties,
+        &properties(partitions, boundedness),
         Partitioning::UnknownPartitioning(partitions),
-    ));
-    let sink_fragment: Arc<dyn ExecutionPlan> = Arc::new(SinkExec::new(reader, sink.clone()));
+    ))
+}
+
+/// `source` (vertex 1) --edge--> `consumer` (vertex 0), whose reader has `partitions`
+/// partitions.
+fn job(
+    consumer: Arc<dyn ExecutionPlan>,
+    source: Arc<TestSource>,
+    partitioning: EdgePartitioning,
+    partitions: usize,
+    sinks: Vec<Arc<dyn Sink>>,
+) -> JobGraph {
+    let producers = source.properties().partitioning.partition_count();
+    let consumers = consumer.properties().partitioning.partition_count();
     JobGraph {
         vertices: vec![
             Vertex {
                 id: 0,
-                name: "sink".into(),
-                parallelism: partitions,
-                fragment: sink_fragment,
+                name: "consumer".into(),
+                parallelism: consumers,
+                fragment: consumer,
             },
             Vertex {
                 id: 1,
@@ -231,8 +240,20 @@ fn two_vertex_job(
             partitions,
             partitioning,
         }],
-        sinks: vec![sink],
+        sinks,
     }
+}
+
+/// source (vertex 1) --edge--> sink over an exchange reader with `partitions` partitions (vertex 0).
+fn two_vertex_job(
+    source: Arc<TestSource>,
+    sink: Arc<RecordingSink>,
+    partitioning: EdgePartitioning,
+    partitions: usize,
+) -> JobGraph {
+    let reader = reader(partitions, source.properties().boundedness);
+    let consumer: Arc<dyn ExecutionPlan> = Arc::new(SinkExec::new(reader, sink.clone()));
+    job(consumer, source, partitioning, partitions, vec![sink])
 }
 
 fn executor(credit_batches: usize, credit_bytes: usize) -> LocalExecutor {
@@ -451,55 +472,15 @@ async fn dropping_the_handle_cancels_the_job() {
 async fn a_consumer_that_leaves_an_input_partition_unread_does_not_hang_the_job() {
     // The consumer reads three batches of partition 0; partition 1 is never opened.
     let source = Arc::new(TestSource::new(2, None, 10));
-    let reader_properties = PlanProperties::new(
-        EquivalenceProperties::new(schema()),
-        Partitioning::UnknownPartitioning(2),
-        EmissionType::Incremental,
-        Boundedness::Unbounded {
-            requires_infinite_memory: false,
-        },
-    );
-    let reader = Arc::new(ExchangeReadExec::new(
-        0,
-        0,
-        &reader_properties,
-        Partitioning::UnknownPartitioning(2),
-    ));
-    let single = PlanProperties::new(
-        EquivalenceProperties::new(schema()),
-        Partitioning::UnknownPartitioning(1),
-        EmissionType::Incremental,
-        Boundedness::Bounded,
-    );
-    let limit: Arc<dyn ExecutionPlan> = Arc::new(TakeExec {
-        input: reader,
-        reads: vec![(0, 3)],
-        properties: Arc::new(single),
-    });
-    let graph = JobGraph {
-        vertices: vec![
-            Vertex {
-                id: 0,
-                name: "limit".into(),
-                parallelism: 1,
-                fragment: limit,
-            },
-            Vertex {
-                id: 1,
-                name: "source".into(),
-                parallelism: 2,
-                fragment: source,
-            },
-        ],
-        edges: vec![Edge {
-            from: 1,
-            to: 0,
-            input: 0,
-            partitions: 2,
-            partitioning: EdgePartitioning::Rebalance,
-        }],
-        sinks: vec![],
+    let unbounded = Boundedness::Unbounded {
+        requires_infinite_memory: false,
     };
+    let limit: Arc<dyn ExecutionPlan> = Arc::new(TakeExec {
+        input: reader(2, unbounded),
+        reads: vec![(0, 3)],
+        properties: Arc::new(properties(1, Boundedness::Bounded)),
+    });
+    let graph = job(limit, source, EdgePartitioning::Rebalance, 2, vec![]);
     let handle = executor(2, 1 << 20)
         .execute(graph, &TaskContext::default())
         .unwrap();
@@ -562,47 +543,12 @@ impl ExecutionPlan for TakeExec {
 async fn a_consumer_that_stops_early_leaves_the_rows_to_the_others() {
     // Partition 0 stops after 2 batches (as a LIMIT does); partition 1 reads to the end.
     let source = Arc::new(TestSource::new(2, Some(50), 10));
-    let properties = PlanProperties::new(
-        EquivalenceProperties::new(schema()),
-        Partitioning::UnknownPartitioning(2),
-        EmissionType::Incremental,
-        Boundedness::Bounded,
-    );
-    let reader = Arc::new(ExchangeReadExec::new(
-        0,
-        0,
-        &properties,
-        Partitioning::UnknownPartitioning(2),
-    ));
     let take: Arc<dyn ExecutionPlan> = Arc::new(TakeExec {
-        input: reader,
+        input: reader(2, Boundedness::Bounded),
         reads: vec![(0, 2), (1, usize::MAX)],
-        properties: Arc::new(properties),
+        properties: Arc::new(properties(2, Boundedness::Bounded)),
     });
-    let graph = JobGraph {
-        vertices: vec![
-            Vertex {
-                id: 0,
-                name: "take".into(),
-                parallelism: 2,
-                fragment: take,
-            },
-            Vertex {
-                id: 1,
-                name: "source".into(),
-                parallelism: 2,
-                fragment: source,
-            },
-        ],
-        edges: vec![Edge {
-            from: 1,
-            to: 0,
-            input: 0,
-            partitions: 2,
-            partitioning: EdgePartitioning::Rebalance,
-        }],
-        sinks: vec![],
-    };
+    let graph = job(take, source, EdgePartitioning::Rebalance, 2, vec![]);
     let handle = executor(2, 1 << 20)
         .execute(graph, &TaskContext::default())
         .unwrap();

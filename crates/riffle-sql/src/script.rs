@@ -13,6 +13,14 @@ pub struct ScriptStatement {
     pub line: u64,
 }
 
+impl ScriptStatement {
+    /// Where the statement is, for error messages: `statement at line 3 (SELECT ...)`.
+    pub fn location(&self) -> String {
+        let first_line = self.sql.lines().next().unwrap_or_default();
+        format!("statement at line {} ({first_line})", self.line)
+    }
+}
+
 /// Tokenizes SQL text, with a clear error for unterminated strings and the like.
 pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
     Tokenizer::new(&GenericDialect {}, sql)

@@ -7,7 +7,9 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, SortExpr};
 use riffle_common::{Result, RiffleError};
-use riffle_connectors::{FileFormatKind, FileSink, parse_location, register_object_store};
+use riffle_connectors::{
+    FileFormatKind, FileSink, parse_location, register_object_store, registered_store,
+};
 use riffle_plan::WriteMode;
 use riffle_runtime::JobHandle;
 
@@ -185,10 +187,7 @@ impl DataFrame {
         let context = self.session.planner().context();
         let runtime = context.runtime_env();
         register_object_store(&runtime, &url, &Default::default())?;
-        let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
-            &url[..url::Position::BeforePath],
-        )?;
-        let store = runtime.object_store(&store_url)?;
+        let store = registered_store(&runtime, &url)?;
         let sink = FileSink::new(path.to_string(), store, &url, format, true, b',')?
             .with_mode(WriteMode::Append);
         let graph = self

@@ -155,14 +155,7 @@ impl Session {
                 ])
             }
             RiffleStatement::Explain(inner) => {
-                let text = match *inner {
-                    RiffleStatement::Plan(plan) => self.explain_plan(&plan).await?,
-                    _ => {
-                        return Err(RiffleError::user(
-                            "EXPLAIN shows queries and INSERT statements only",
-                        ));
-                    }
-                };
+                let text = self.explain_statement(*inner).await?;
                 let lines: Vec<String> = text.lines().map(str::to_string).collect();
                 self.strings(&[("plan", lines)])
             }
@@ -199,13 +192,7 @@ impl Session {
             let outcome = async { self.sql(&statement.sql).await?.collect().await }.await;
             match outcome {
                 Ok(batches) => results.push(ScriptResult { statement, batches }),
-                Err(error) => {
-                    let first_line = statement.sql.lines().next().unwrap_or_default();
-                    return Err(error.context(format!(
-                        "statement at line {} ({first_line})",
-                        statement.line
-                    )));
-                }
+                Err(error) => return Err(error.context(statement.location())),
             }
         }
         Ok(results)
@@ -213,17 +200,16 @@ impl Session {
 
     /// The optimized logical plan and the job graph of one statement, as text.
     pub async fn explain(&self, sql: &str) -> Result<String> {
-        match parse_statement(&self.inner.planner, sql).await? {
+        let statement = parse_statement(&self.inner.planner, sql).await?;
+        self.explain_statement(statement).await
+    }
+
+    /// Explains a query or an INSERT (written with or without the EXPLAIN keyword).
+    async fn explain_statement(&self, statement: RiffleStatement) -> Result<String> {
+        match statement {
             RiffleStatement::Plan(plan) => self.explain_plan(&plan).await,
-            RiffleStatement::Explain(inner) => match *inner {
-                RiffleStatement::Plan(plan) => self.explain_plan(&plan).await,
-                _ => Err(RiffleError::user(
-                    "EXPLAIN shows queries and INSERT statements only",
-                )),
-            },
-            _ => Err(RiffleError::user(
-                "EXPLAIN shows queries and INSERT statements only",
-            )),
+            RiffleStatement::Explain(inner) => Box::pin(self.explain_statement(*inner)).await,
+            _ => Err(not_explainable()),
         }
     }
 
@@ -232,9 +218,7 @@ impl Session {
             plan,
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)
         ) {
-            return Err(RiffleError::user(
-                "EXPLAIN shows queries and INSERT statements only",
-            ));
+            return Err(not_explainable());
         }
         let optimized = self.inner.planner.optimize(plan)?;
         let graph = self.job_graph(plan).await?;
@@ -310,4 +294,8 @@ impl Session {
         let frame = self.inner.planner.context().read_batch(batch)?;
         Ok(DataFrame::new(self.clone(), frame))
     }
+}
+
+fn not_explainable() -> RiffleError {
+    RiffleError::user("EXPLAIN shows queries and INSERT statements only")
 }

@@ -56,11 +56,7 @@ fn metadata_type() -> DataType {
 /// The bytes of a binary argument.
 fn binary(function: &str, array: &ArrayRef) -> Result<BinaryArray> {
     match array.data_type() {
-        DataType::Binary | DataType::Null => {
-            let cast = datafusion::arrow::compute::cast(array, &DataType::Binary)?;
-            Ok(cast.as_binary::<i32>().clone())
-        }
-        DataType::LargeBinary | DataType::BinaryView => {
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null => {
             let cast = datafusion::arrow::compute::cast(array, &DataType::Binary)?;
             Ok(cast.as_binary::<i32>().clone())
         }
