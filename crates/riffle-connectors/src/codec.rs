@@ -11,8 +11,13 @@ use riffle_plan::{ConnectorCodec, Sink};
 
 use crate::datagen::{DataGenExec, DataGenNode};
 use crate::file_sink::{FileSink, FileSinkNode};
+use crate::files::{FilesListExec, FilesListNode};
 
-/// Encodes [`DataGenExec`] scans and [`FileSink`]s; file scans are DataFusion's own and
+/// The first byte of an encoded scan: which connector's node follows.
+const DATAGEN: u8 = 0;
+const FILES: u8 = 1;
+
+/// Encodes [`DataGenExec`] and [`FilesListExec`] scans and [`FileSink`]s; file scans are DataFusion's own and
 /// need nothing from here.
 #[derive(Debug, Default)]
 pub struct ConnectorsCodec;
@@ -27,12 +32,21 @@ impl PhysicalExtensionCodec for ConnectorsCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if !inputs.is_empty() {
             return Err(DataFusionError::Internal(
-                "a datagen scan has no inputs".into(),
+                "a connector scan has no inputs".into(),
             ));
         }
-        let node = DataGenNode::decode(buf)
-            .map_err(|e| DataFusionError::Internal(format!("malformed connector node: {e}")))?;
-        Ok(Arc::new(DataGenExec::from_node(node)?))
+        let malformed = |e: prost::DecodeError| {
+            DataFusionError::Internal(format!("malformed connector node: {e}"))
+        };
+        match buf.split_first() {
+            Some((&DATAGEN, node)) => Ok(Arc::new(DataGenExec::from_node(
+                DataGenNode::decode(node).map_err(malformed)?,
+            )?)),
+            Some((&FILES, node)) => Ok(Arc::new(FilesListExec::from_node(
+                FilesListNode::decode(node).map_err(malformed)?,
+            )?)),
+            _ => Err(DataFusionError::Internal("unknown connector node".into())),
+        }
     }
 
     fn try_encode(
@@ -41,16 +55,19 @@ impl PhysicalExtensionCodec for ConnectorsCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(datagen) = node.downcast_ref::<DataGenExec>() else {
+        let encoded = if let Some(datagen) = node.downcast_ref::<DataGenExec>() {
+            buf.push(DATAGEN);
+            datagen.to_node()?.encode(buf)
+        } else if let Some(files) = node.downcast_ref::<FilesListExec>() {
+            buf.push(FILES);
+            files.to_node().encode(buf)
+        } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "{} cannot be sent to another process yet",
                 node.name()
             )));
         };
-        datagen
-            .to_node()?
-            .encode(buf)
-            .map_err(|e| DataFusionError::Internal(e.to_string()))
+        encoded.map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 }
 

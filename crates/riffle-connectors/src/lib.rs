@@ -2,8 +2,9 @@
 //!
 //! Each connector is a [`TableFactory`](riffle_plan::TableFactory) that `CREATE TABLE ...
 //! WITH ('connector' = ...)` selects: [`FileSystemFactory`] (`filesystem`: Parquet, CSV and
-//! JSON on local paths and object stores) and [`DataGenFactory`] (`datagen`: generated rows,
-//! bounded or not). In-memory tables need no connector: the `riffle` crate registers Arrow
+//! JSON on local paths and object stores), [`DataGenFactory`] (`datagen`: generated rows,
+//! bounded or not) and [`FilesFactory`] (`files`: the files under a location, as references,
+//! the same as the `files()` table function). In-memory tables need no connector: the `riffle` crate registers Arrow
 //! batches directly. [`default_factories`] lists them all.
 
 #![warn(missing_docs)]
@@ -11,6 +12,7 @@
 mod codec;
 mod datagen;
 mod file_sink;
+mod files;
 mod filesystem;
 mod format;
 mod object_stores;
@@ -18,9 +20,14 @@ mod parquet_encoder;
 
 use std::sync::Arc;
 
+use datafusion::execution::context::SessionContext;
+
 pub use codec::ConnectorsCodec;
 pub use datagen::{DataGenExec, DataGenFactory};
 pub use file_sink::FileSink;
+pub use files::{
+    FileReadFunction, FilesFactory, FilesFunction, FilesListExec, UrlDownloadFunction, files_schema,
+};
 pub use filesystem::FileSystemFactory;
 pub use format::FileFormatKind;
 pub use object_stores::{parse_location, register_object_store, registered_store};
@@ -28,5 +35,18 @@ use riffle_plan::TableFactory;
 
 /// Every connector this crate provides.
 pub fn default_factories() -> Vec<Arc<dyn TableFactory>> {
-    vec![Arc::new(FileSystemFactory), Arc::new(DataGenFactory)]
+    vec![
+        Arc::new(FileSystemFactory),
+        Arc::new(DataGenFactory),
+        Arc::new(FilesFactory),
+    ]
+}
+
+/// Registers the functions that reach object stores and the network: the table function
+/// `files(location)` and the byte-fetching `file_read` and `url_download`.
+pub fn register_functions(context: &SessionContext) {
+    context.register_udtf("files", Arc::new(FilesFunction));
+    for function in files::functions(&context.runtime_env()) {
+        context.register_udf(function);
+    }
 }

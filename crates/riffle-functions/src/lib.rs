@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::ScalarUDF;
 
 pub mod image;
+pub mod row_errors;
 pub mod text;
 pub mod vector;
 
@@ -29,6 +31,16 @@ pub(crate) fn check_arity(
         arity.start(),
         arity.end()
     )))
+}
+
+/// A string constant's value.
+pub fn string_literal(value: &ScalarValue) -> Option<String> {
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// Every built-in function.

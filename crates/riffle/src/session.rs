@@ -50,6 +50,7 @@ impl Session {
         for factory in riffle_connectors::default_factories() {
             planner.register_factory(factory);
         }
+        riffle_connectors::register_functions(planner.context());
         Ok(Self {
             inner: Arc::new(Inner { planner, executor }),
         })

@@ -11,6 +11,9 @@ use datafusion::prelude::{col, lit};
 use riffle::datafusion::functions_aggregate::expr_fn::{count, sum};
 use riffle::{ErrorKind, JobConfig, Session};
 
+#[path = "end_to_end/files.rs"]
+mod files;
+
 fn session(parallelism: usize) -> Session {
     Session::with_config(JobConfig::default().with_parallelism(parallelism)).unwrap()
 }
@@ -532,8 +535,13 @@ async fn job_graphs_survive_a_trip_through_bytes() {
         "the decoded sink must publish its files"
     );
 
+    let listed = format!(
+        "SELECT count(*), count(DISTINCT md5(file_read(file))) FROM files('{}/')",
+        path.display()
+    );
     for query in [
         "SELECT grp, count(*) AS n, round(sum(val), 6) AS s FROM pq GROUP BY grp ORDER BY grp",
+        listed.as_str(),
         "SELECT a.grp, count(*) FROM pq a JOIN gen b ON a.id = b.id WHERE b.val > 0.5 GROUP BY a.grp ORDER BY 1",
         "SELECT id FROM gen WHERE grp = 3 ORDER BY val DESC LIMIT 7",
         "SELECT DISTINCT grp FROM pq UNION ALL SELECT 100 ORDER BY 1",

@@ -23,10 +23,11 @@ mod transform;
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::common::ScalarValue;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
+pub(crate) use crate::row_errors::{on_error, settle};
+pub(crate) use crate::string_literal;
 pub(crate) use pixels::Mode;
 
 /// The image functions.
@@ -34,40 +35,6 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = codec::functions();
     functions.extend(transform::functions());
     functions
-}
-
-/// What a function does with a row it cannot process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnError {
-    Raise,
-    Null,
-}
-
-/// Reads an `on_error` argument (`'raise'` or `'null'`).
-pub(crate) fn on_error(function: &str, arg: Option<&ColumnarValue>) -> Result<OnError> {
-    match arg {
-        None => Ok(OnError::Raise),
-        Some(ColumnarValue::Scalar(value)) => match string_literal(value).as_deref() {
-            Some(s) if s.eq_ignore_ascii_case("raise") => Ok(OnError::Raise),
-            Some(s) if s.eq_ignore_ascii_case("null") => Ok(OnError::Null),
-            _ => Err(DataFusionError::Plan(format!(
-                "{function}: on_error must be 'raise' or 'null', not {value}"
-            ))),
-        },
-        Some(_) => Err(DataFusionError::Plan(format!(
-            "{function}: on_error must be a constant, 'raise' or 'null'"
-        ))),
-    }
-}
-
-/// A string constant's value.
-pub(crate) fn string_literal(value: &ScalarValue) -> Option<String> {
-    match value {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
-        _ => None,
-    }
 }
 
 /// An argument as an array of `rows` rows (constants repeated).
@@ -105,23 +72,4 @@ pub(crate) fn par_rows<T: Send>(rows: usize, work: impl Fn(usize) -> T + Sync) -
             })
             .collect()
     })
-}
-
-/// Applies the `on_error` policy to per-row results: the first error, or NULLs.
-pub(crate) fn settle<T>(
-    function: &str,
-    policy: OnError,
-    results: Vec<std::result::Result<Option<T>, String>>,
-) -> Result<Vec<Option<T>>> {
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(row, result)| match (result, policy) {
-            (Ok(value), _) => Ok(value),
-            (Err(_), OnError::Null) => Ok(None),
-            (Err(reason), OnError::Raise) => Err(DataFusionError::Execution(format!(
-                "{function}: row {row} of the batch: {reason}; pass on_error 'null' as the last argument to skip bad rows"
-            ))),
-        })
-        .collect()
 }

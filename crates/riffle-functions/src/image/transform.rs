@@ -359,7 +359,7 @@ impl ScalarUDFImpl for ImageFunction {
                 Some(image) => to_tensor(image, chw, &mean, &std).map(Some),
                 None => Ok(None),
             });
-            let tensors = settle(name, super::OnError::Raise, results)?;
+            let tensors = settle(name, crate::row_errors::OnError::Raise, results)?;
             return Ok(ColumnarValue::Array(build_tensors(&tensors)?));
         }
         let (results, policy) = match name {

@@ -1,0 +1,389 @@
+//! `file_read(file [, on_error])` and `url_download(url [, on_error])`: bytes from object
+//! stores and HTTP(S) servers.
+//!
+//! Both are asynchronous UDFs, which DataFusion plans into their own operator
+//! (`AsyncFuncExec`), so that waiting for the network never blocks a thread that computes.
+//! Each evaluates a batch with up to [`CONCURRENCY`] requests in flight and keeps the rows
+//! in order.
+//!
+//! Transient failures are retried with exponential backoff: object stores through their
+//! own retry settings (`'s3.max-retries'`, `'s3.retry-timeout'`, see
+//! [`crate::object_stores`]), HTTP requests here (connection errors, timeouts, 429 and 5xx,
+//! up to [`HTTP_ATTEMPTS`] attempts). A row that still fails stops the job with an error
+//! naming the function, the URI and the cause, or becomes NULL with `on_error => 'null'`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
+use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use riffle_common::RiffleError;
+use riffle_functions::row_errors::{OnError, on_error, settle};
+
+use super::store_for;
+use crate::object_stores::parse_location;
+
+/// Requests one task keeps in flight.
+pub const CONCURRENCY: usize = 32;
+/// Attempts at one HTTP request before its row fails.
+pub const HTTP_ATTEMPTS: u32 = 5;
+/// The longest one HTTP request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to fetch for one row: a URI and an optional byte range.
+struct Request {
+    uri: String,
+    range: Option<(u64, Option<u64>)>,
+}
+
+/// `file_read(file)`: the bytes a `FILE` reference (or a URI string) points at.
+#[derive(Debug)]
+pub struct FileReadFunction {
+    runtime: Arc<RuntimeEnv>,
+    signature: Signature,
+}
+
+/// `url_download(url)`: the bytes at an `http(s)://` URL (or any URI `file_read` takes).
+#[derive(Debug)]
+pub struct UrlDownloadFunction {
+    runtime: Arc<RuntimeEnv>,
+    signature: Signature,
+}
+
+fn signature() -> Signature {
+    Signature::one_of(
+        vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+        Volatility::Volatile,
+    )
+}
+
+impl FileReadFunction {
+    /// The function, reading from the stores `runtime` holds (or builds from the
+    /// environment).
+    pub fn udf(runtime: Arc<RuntimeEnv>) -> ScalarUDF {
+        AsyncScalarUDF::new(Arc::new(Self {
+            runtime,
+            signature: signature(),
+        }))
+        .into_scalar_udf()
+    }
+}
+
+impl UrlDownloadFunction {
+    /// The function; non-HTTP URIs go through the stores `runtime` holds.
+    pub fn udf(runtime: Arc<RuntimeEnv>) -> ScalarUDF {
+        AsyncScalarUDF::new(Arc::new(Self {
+            runtime,
+            signature: signature(),
+        }))
+        .into_scalar_udf()
+    }
+}
+
+/// The two functions differ only in their name and what their first argument may be.
+macro_rules! fetch_function {
+    ($type:ty, $name:literal, $requests:path) => {
+        impl PartialEq for $type {
+            fn eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.runtime, &other.runtime)
+            }
+        }
+
+        impl Eq for $type {}
+
+        impl std::hash::Hash for $type {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                $name.hash(state);
+            }
+        }
+
+        impl ScalarUDFImpl for $type {
+            fn name(&self) -> &str {
+                $name
+            }
+
+            fn signature(&self) -> &Signature {
+                &self.signature
+            }
+
+            fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+                $requests(&arg_types[0], None)?;
+                Ok(DataType::Binary)
+            }
+
+            fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+                Err(DataFusionError::Internal(format!(
+                    "{} is asynchronous and runs in its own operator",
+                    $name
+                )))
+            }
+        }
+
+        #[async_trait]
+        impl AsyncScalarUDFImpl for $type {
+            async fn invoke_async_with_args(
+                &self,
+                args: ScalarFunctionArgs,
+            ) -> Result<ColumnarValue> {
+                let policy = on_error($name, args.args.get(1))?;
+                let input = args.args[0].clone().into_array(args.number_rows)?;
+                let requests = $requests(input.data_type(), Some(&input))?;
+                fetch_all(&self.runtime, $name, policy, requests).await
+            }
+        }
+    };
+}
+
+fetch_function!(FileReadFunction, "file_read", file_requests);
+fetch_function!(UrlDownloadFunction, "url_download", url_requests);
+
+/// Requests from a `FILE` column (or URI strings); with no array, only checks the type.
+fn file_requests(data_type: &DataType, input: Option<&ArrayRef>) -> Result<Vec<Option<Request>>> {
+    match data_type {
+        DataType::Struct(fields) if fields.find("uri").is_some() => {}
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            return url_requests(data_type, input);
+        }
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "file_read takes a FILE (as files() lists) or a URI string, not {other}"
+            )));
+        }
+    }
+    let Some(input) = input else {
+        return Ok(Vec::new());
+    };
+    let files = input.as_struct();
+    let uris = files
+        .column_by_name("uri")
+        .map(|c| c.cast_to_strings())
+        .transpose()?;
+    let offsets = files
+        .column_by_name("offset")
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>().cloned());
+    let sizes = files
+        .column_by_name("size")
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>().cloned());
+    let Some(uris) = uris else {
+        return Err(DataFusionError::Plan(
+            "file_read: the FILE has no uri".into(),
+        ));
+    };
+    Ok((0..files.len())
+        .map(|row| {
+            if files.is_null(row) || uris[row].is_none() {
+                return None;
+            }
+            let value = |column: &Option<datafusion::arrow::array::UInt64Array>| {
+                column
+                    .as_ref()
+                    .filter(|c| c.is_valid(row))
+                    .map(|c| c.value(row))
+            };
+            // A size alone is the object's size, as files() reports it: read it all.
+            let range = value(&offsets).map(|offset| (offset, value(&sizes)));
+            Some(Request {
+                uri: uris[row].clone().unwrap_or_default(),
+                range,
+            })
+        })
+        .collect())
+}
+
+/// Requests from a column of URI strings; with no array, only checks the type.
+fn url_requests(data_type: &DataType, input: Option<&ArrayRef>) -> Result<Vec<Option<Request>>> {
+    if !matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    ) {
+        return Err(DataFusionError::Plan(format!(
+            "url_download takes a URL string, not {data_type}"
+        )));
+    }
+    let Some(input) = input else {
+        return Ok(Vec::new());
+    };
+    Ok(input
+        .cast_to_strings()?
+        .into_iter()
+        .map(|uri| uri.map(|uri| Request { uri, range: None }))
+        .collect())
+}
+
+/// Reading a string column of any string type.
+trait CastToStrings {
+    fn cast_to_strings(&self) -> Result<Vec<Option<String>>>;
+}
+
+impl CastToStrings for ArrayRef {
+    fn cast_to_strings(&self) -> Result<Vec<Option<String>>> {
+        let strings = datafusion::arrow::compute::cast(self, &DataType::Utf8)?;
+        Ok(strings
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.map(String::from))
+            .collect())
+    }
+}
+
+/// Fetches every row, [`CONCURRENCY`] at a time, and applies the `on_error` policy.
+async fn fetch_all(
+    runtime: &Arc<RuntimeEnv>,
+    function: &str,
+    policy: OnError,
+    requests: Vec<Option<Request>>,
+) -> Result<ColumnarValue> {
+    let results: Vec<std::result::Result<Option<Bytes>, String>> = futures::stream::iter(requests)
+        .map(|request| async move {
+            match request {
+                None => Ok(None),
+                Some(request) => fetch(runtime, &request)
+                    .await
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", request.uri)),
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let values = settle(function, policy, results)?;
+    let capacity = values.iter().flatten().map(Bytes::len).sum();
+    let mut builder = BinaryBuilder::with_capacity(values.len(), capacity);
+    for value in &values {
+        builder.append_option(value.as_deref());
+    }
+    Ok(ColumnarValue::Array(Arc::new(builder.finish())))
+}
+
+/// The bytes of one request, from an HTTP server or an object store.
+async fn fetch(runtime: &RuntimeEnv, request: &Request) -> std::result::Result<Bytes, String> {
+    let lower = request.uri.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return http_get(&request.uri, request.range).await;
+    }
+    let url = parse_location(&request.uri).map_err(|e| e.to_string())?;
+    let store: Arc<dyn ObjectStore> = store_for(runtime, &url).map_err(|e| e.to_string())?;
+    let path = Path::from_url_path(url.path()).map_err(|e| format!("invalid path: {e}"))?;
+    let options = GetOptions {
+        range: request.range.map(|(offset, size)| match size {
+            Some(size) => GetRange::Bounded(offset..offset + size),
+            None => GetRange::Offset(offset),
+        }),
+        ..GetOptions::default()
+    };
+    let result = store.get_opts(&path, options).await;
+    let bytes = match result {
+        Ok(result) => result.bytes().await,
+        Err(error) => Err(error),
+    };
+    bytes.map_err(|e| RiffleError::from(e).to_string())
+}
+
+/// One HTTP client per process: it pools connections across batches and tasks.
+fn http_client() -> std::result::Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(HTTP_TIMEOUT)
+                .user_agent(concat!("riffle/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot start an HTTP client: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// GET with retries: connection errors, timeouts, 429 and 5xx are retried with exponential
+/// backoff (honoring a `Retry-After` of a few seconds); other statuses fail at once.
+async fn http_get(
+    uri: &str,
+    range: Option<(u64, Option<u64>)>,
+) -> std::result::Result<Bytes, String> {
+    let client = http_client()?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut request = client.get(uri);
+        if let Some((offset, size)) = range {
+            let end = size.map(|s| (offset + s).saturating_sub(1).to_string());
+            request = request.header(
+                reqwest::header::RANGE,
+                format!("bytes={offset}-{}", end.unwrap_or_default()),
+            );
+        }
+        let (failure, retry_after) = match request.send().await {
+            Ok(response) if response.status().is_success() => match response.bytes().await {
+                Ok(bytes) => return Ok(bytes),
+                Err(error) => (format!("reading the body failed: {error}"), None),
+            },
+            Ok(response) => {
+                let status = response.status();
+                let transient = status.as_u16() == 429 || status.is_server_error();
+                let failure = format!("HTTP {status}");
+                if !transient {
+                    return Err(failure);
+                }
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|seconds| Duration::from_secs(seconds.min(10)));
+                (failure, retry_after)
+            }
+            Err(error) if error.is_builder() => return Err(format!("invalid URL: {error}")),
+            Err(error) => (describe(&error), None),
+        };
+        if attempt >= HTTP_ATTEMPTS {
+            return Err(format!("{failure} (after {attempt} attempts)"));
+        }
+        tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(attempt))).await;
+    }
+}
+
+/// 100 ms, 200 ms, 400 ms, ... (at most 5 s), each with up to a quarter added at random so
+/// that many tasks do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100) * 2u32.pow(attempt.saturating_sub(1).min(6));
+    let base = base.min(Duration::from_secs(5));
+    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+    base + base / 4 * jitter / 1000
+}
+
+/// A reqwest error with its cause (reqwest's own message omits it).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(
+            backoff(1) >= Duration::from_millis(100) && backoff(1) < Duration::from_millis(130)
+        );
+        assert!(backoff(3) >= Duration::from_millis(400));
+        assert!(backoff(20) <= Duration::from_millis(6250));
+    }
+}

@@ -1,0 +1,296 @@
+//! files(), file_read and url_download against local folders, a real S3 server (moto) and
+//! a real HTTP server on loopback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use object_store::ObjectStoreExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{MotoServer, picture, rows, s3_options, scalar, session};
+
+/// A folder tree of pictures: `n` PNGs spread over nested folders, one corrupt `.png`, and
+/// one text file that globs for pictures must skip.
+fn picture_tree(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let png = picture(image::ImageFormat::Png);
+    for i in 0..n {
+        let folder = dir.path().join(format!("set{}/part{}", i % 3, i % 2));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(format!("img{i}.png")), &png).unwrap();
+    }
+    std::fs::write(dir.path().join("broken.png"), &png[..png.len() / 3]).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not a picture").unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_lists_folders_globs_in_parallel_and_reads_lazily() {
+    let dir = picture_tree(40);
+    let root = dir.path().display();
+    for parallelism in [1, 4] {
+        let session = session(parallelism);
+        // Every file once, whatever the parallelism.
+        assert_eq!(
+            scalar(
+                &session,
+                &format!("SELECT count(DISTINCT file['uri']) FROM files('{root}/')")
+            )
+            .await,
+            42
+        );
+        assert_eq!(
+            scalar(
+                &session,
+                &format!("SELECT count(*) FROM files('{root}/**/*.png')")
+            )
+            .await,
+            41
+        );
+        // `*` stays in its folder.
+        assert_eq!(
+            scalar(
+                &session,
+                &format!("SELECT count(*) FROM files('{root}/*.png')")
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            scalar(
+                &session,
+                &format!("SELECT count(*) FROM files('{root}/set1/**/*.png')")
+            )
+            .await,
+            13
+        );
+        // The listing reports sizes; the bytes are only read by file_read.
+        let png_size = picture(image::ImageFormat::Png).len() as i64;
+        assert_eq!(
+            scalar(
+                &session,
+                &format!("SELECT min(size) FROM files('{root}/set*/**/*.png')")
+            )
+            .await,
+            png_size
+        );
+        let table = rows(
+            &session,
+            &format!(
+                "SELECT count(*) AS n, min(image_decode(file_read(file))['width']) AS w, \
+                 count(DISTINCT md5(file_read(file))) AS contents \
+                 FROM files('{root}/set*/**/*.png')"
+            ),
+        )
+        .await;
+        assert!(table.contains("| 40 | 64 | 1        |"), "{table}");
+    }
+
+    let session = session(2);
+    // A corrupt file: 'raise' names it, 'null' skips it.
+    let error = session
+        .sql(&format!(
+            "SELECT image_decode(file_read(file)) FROM files('{root}/*.png')"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("image_decode"), "{error}");
+    // A missing location is an error, not an empty table.
+    let error = session
+        .sql(&format!("SELECT * FROM files('{root}/nothing-here/')"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("nothing found"), "{error}");
+    // file_read of a file that disappeared names it; 'null' yields NULL.
+    let gone = format!("file://{root}/gone.png");
+    let error = session
+        .sql(&format!("SELECT file_read('{gone}')"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("file_read") && error.contains("gone.png"),
+        "{error}"
+    );
+    let table = rows(
+        &session,
+        &format!("SELECT file_read('{gone}', 'null') IS NULL AS missing"),
+    )
+    .await;
+    assert!(table.contains("| true "), "{table}");
+    // A limit stops the listing.
+    assert_eq!(
+        scalar(
+            &session,
+            &format!("SELECT count(*) FROM (SELECT * FROM files('{root}/**/*.png') LIMIT 5)")
+        )
+        .await,
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_on_s3_are_listed_and_read() {
+    let server = MotoServer::start();
+    server.create_bucket("media");
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(format!("http://127.0.0.1:{}", server.port))
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_bucket_name("media")
+        .build()
+        .unwrap();
+    let png = picture(image::ImageFormat::Png);
+    for i in 0..25 {
+        store
+            .put(
+                &format!("images/{}/pic{i}.png", i % 4).into(),
+                png.clone().into(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put(&"images/readme.txt".into(), b"text".to_vec().into())
+        .await
+        .unwrap();
+
+    let session = session(3);
+    session
+        .sql(&format!(
+            "CREATE TABLE photos WITH ('connector' = 'files', 'path' = 's3://media/images/**/*.png', {})",
+            s3_options(server.port)
+        ))
+        .await
+        .unwrap();
+    let table = rows(
+        &session,
+        "SELECT count(*) AS n, min(image_decode(file_read(file))['height']) AS h FROM photos",
+    )
+    .await;
+    assert!(table.contains("| 25 | 48 |"), "{table}");
+    // files() reaches the store the table registered.
+    assert_eq!(
+        scalar(&session, "SELECT count(*) FROM files('s3://media/images/')").await,
+        26
+    );
+    let error = session
+        .sql("SELECT file_read('s3://media/images/none.png')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("s3://media/images/none.png"), "{error}");
+    let error = session
+        .sql("INSERT INTO photos SELECT * FROM photos")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("does not write"), "{error}");
+}
+
+/// An HTTP server on loopback: `/pic.png` serves a picture, `/flaky.png` fails with 503
+/// `failures` times first, anything else is 404.
+async fn http_server(failures: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let png = Arc::new(picture(image::ImageFormat::Png));
+    let flaky_hits = Arc::clone(&hits);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let png = Arc::clone(&png);
+            let hits = Arc::clone(&flaky_hits);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, body): (&str, &[u8]) = match path.as_str() {
+                    "/pic.png" => ("200 OK", &png),
+                    "/flaky.png" if hits.fetch_add(1, Ordering::SeqCst) < failures => {
+                        ("503 Service Unavailable", b"busy")
+                    }
+                    "/flaky.png" => ("200 OK", &png),
+                    _ => ("404 Not Found", b"no such thing"),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_download_retries_transient_failures_and_names_bad_urls() {
+    let (port, hits) = http_server(2).await;
+    let session = session(2);
+    let base = format!("http://127.0.0.1:{port}");
+    let table = rows(
+        &session,
+        &format!(
+            "SELECT image_decode(url_download(url))['width'] AS w FROM \
+             (VALUES ('{base}/pic.png'), ('{base}/flaky.png')) AS t(url)"
+        ),
+    )
+    .await;
+    assert_eq!(table.matches("| 64 |").count(), 2, "{table}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "two 503s, then success");
+
+    let error = session
+        .sql(&format!("SELECT url_download('{base}/missing.png')"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("url_download") && error.contains("/missing.png") && error.contains("404"),
+        "{error}"
+    );
+    let table = rows(
+        &session,
+        &format!(
+            "SELECT url, url_download(url, 'null') IS NULL AS failed FROM \
+             (VALUES ('{base}/pic.png'), ('{base}/missing.png'), ('http://127.0.0.1:1/x')) AS t(url) ORDER BY url"
+        ),
+    )
+    .await;
+    assert!(table.contains("/pic.png     | false"), "{table}");
+    assert!(table.contains("/missing.png | true"), "{table}");
+    assert!(table.contains("127.0.0.1:1/x"), "{table}");
+}
