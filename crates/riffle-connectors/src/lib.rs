@@ -25,9 +25,7 @@ use datafusion::execution::context::SessionContext;
 pub use codec::ConnectorsCodec;
 pub use datagen::{DataGenExec, DataGenFactory};
 pub use file_sink::FileSink;
-pub use files::{
-    FileReadFunction, FilesFactory, FilesFunction, FilesListExec, UrlDownloadFunction, files_schema,
-};
+pub use files::{FetchFunction, FilesFactory, FilesFunction, FilesListExec, files_schema};
 pub use filesystem::FileSystemFactory;
 pub use format::FileFormatKind;
 pub use object_stores::{parse_location, register_object_store, registered_store};

@@ -13,6 +13,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::ScalarUDF;
 
 pub mod image;
+pub mod parameters;
 pub mod row_errors;
 pub mod text;
 pub mod vector;
@@ -48,5 +49,11 @@ pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = vector::functions();
     functions.extend(image::functions());
     functions.extend(text::functions());
+    let twins: Vec<Arc<ScalarUDF>> = functions
+        .iter()
+        .filter(|f| parameters::takes_on_error(f.name()))
+        .map(|f| Arc::new(row_errors::try_function(Arc::clone(f))))
+        .collect();
+    functions.extend(twins);
     functions
 }

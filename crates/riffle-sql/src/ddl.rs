@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use riffle_common::{Result, RiffleError};
 use riffle_plan::{RiffleSession, TableDefinition};
 
+use crate::named_args::resolve_named_arguments;
 use crate::script::{render, tokenize};
 use crate::vector_search::rewrite_vector_search;
 
@@ -57,7 +58,9 @@ fn is_keyword(token: Option<&&TokenWithSpan>, keyword: Keyword) -> bool {
 
 /// Plans one statement of SQL.
 pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<RiffleStatement> {
-    let tokens = rewrite_vector_search(unbracket_tensor_shapes(tokenize(sql)?))?;
+    let tokens = resolve_named_arguments(rewrite_vector_search(unbracket_tensor_shapes(
+        tokenize(sql)?,
+    ))?)?;
     let rewritten = render(&tokens);
     let sql = rewritten.as_str();
     let words = significant(&tokens);

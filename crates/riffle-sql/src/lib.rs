@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod ddl;
+mod named_args;
 mod script;
 mod vector_search;
 

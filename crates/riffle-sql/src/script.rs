@@ -28,6 +28,48 @@ pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
         .map_err(|e| RiffleError::user(format!("SQL syntax error: {e}")))
 }
 
+/// The arguments of the call whose `(` is at `open`, split on the commas at its own depth,
+/// and the position of its `)`; `None` if the call is not closed.
+pub(crate) fn call_arguments(
+    tokens: &[TokenWithSpan],
+    open: usize,
+) -> Option<(Vec<Vec<TokenWithSpan>>, usize)> {
+    let mut depth = 0;
+    let mut args: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
+    for (j, token) in tokens.iter().enumerate().skip(open) {
+        match token.token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                depth += 1;
+                if depth == 1 {
+                    continue;
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                depth -= 1;
+                if depth == 0 {
+                    let empty = args.len() == 1
+                        && args[0]
+                            .iter()
+                            .all(|t| matches!(t.token, Token::Whitespace(_)));
+                    if empty {
+                        args.clear();
+                    }
+                    return Some((args, j));
+                }
+            }
+            Token::Comma if depth == 1 => {
+                args.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(current) = args.last_mut() {
+            current.push(token.clone());
+        }
+    }
+    None
+}
+
 /// Renders tokens back into SQL text.
 pub(crate) fn render(tokens: &[TokenWithSpan]) -> String {
     tokens

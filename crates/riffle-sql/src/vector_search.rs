@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use riffle_common::{Result, RiffleError};
 
-use crate::script::{render, tokenize};
+use crate::script::{call_arguments, render, tokenize};
 
 fn usage(detail: &str) -> RiffleError {
     RiffleError::user(format!("VECTOR_SEARCH: {detail}")).with_hint(
@@ -39,42 +39,14 @@ pub(crate) fn rewrite_vector_search(tokens: Vec<TokenWithSpan>) -> Result<Vec<To
             i += 1;
             continue;
         }
-        // Collect the arguments: split on commas at depth 1 of the call's parentheses.
         let open = i
             + 1
             + tokens[i + 1..]
                 .iter()
                 .position(|t| t.token == Token::LParen)
                 .unwrap_or(0);
-        let mut depth = 0;
-        let mut args: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
-        let mut end = None;
-        for (j, token) in tokens.iter().enumerate().skip(open) {
-            match token.token {
-                Token::LParen | Token::LBracket => {
-                    depth += 1;
-                    if depth == 1 {
-                        continue;
-                    }
-                }
-                Token::RParen | Token::RBracket => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(j);
-                        break;
-                    }
-                }
-                Token::Comma if depth == 1 => {
-                    args.push(Vec::new());
-                    continue;
-                }
-                _ => {}
-            }
-            if let Some(current) = args.last_mut() {
-                current.push(token.clone());
-            }
-        }
-        let end = end.ok_or_else(|| usage("the call is not closed"))?;
+        let (args, end) =
+            call_arguments(&tokens, open).ok_or_else(|| usage("the call is not closed"))?;
         let subquery = rewrite_call(&args)?;
         out.extend(tokenize(&subquery)?);
         i = end + 1;

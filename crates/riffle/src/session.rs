@@ -4,11 +4,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::datasource::MemTable;
+use datafusion::execution::FunctionRegistry;
+use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::prelude::{col, lit};
 use riffle_common::{JobConfig, Result, RiffleError};
-use riffle_connectors::ConnectorsCodec;
+use riffle_connectors::{ConnectorsCodec, FilesFunction};
 use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, WriteMode};
 use riffle_runtime::{JobHandle, LocalExecutor};
 use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
@@ -92,6 +97,50 @@ impl Session {
     pub async fn table(&self, name: &str) -> Result<DataFrame> {
         let frame = self.inner.planner.context().table(name).await?;
         Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// The files under `location` (a folder, one object or a glob such as
+    /// `s3://bucket/images/**/*.jpg`) as rows of `(file, size, last_modified)`: the same as
+    /// SQL's `files(location)`. `file` is a reference; the bytes stay in the store.
+    pub fn files(&self, location: &str) -> Result<DataFrame> {
+        let context = self.inner.planner.context();
+        let state = context.state();
+        let provider =
+            FilesFunction.call_with_args(TableFunctionArgs::new(&[lit(location)], &state))?;
+        let frame = context.read_table(provider)?;
+        Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// The images under `location`, listed, read and decoded: rows of `(file, image)`.
+    ///
+    /// A file that cannot be read or decoded stops the job with an error, unless
+    /// `ignore_corrupt`: then the job goes on, and the rows get a third column, `error`,
+    /// NULL for the images that decoded and the reason for the files skipped (whose `image`
+    /// is NULL). Nothing is dropped silently: filter on `error IS NULL` to keep the good
+    /// images, on `error IS NOT NULL` for the report of the skipped files.
+    pub fn read_images(&self, location: &str, ignore_corrupt: bool) -> Result<DataFrame> {
+        let context = self.inner.planner.context();
+        let call =
+            |name: &str, args: Vec<Expr>| -> Result<Expr> { Ok(context.udf(name)?.call(args)) };
+        let files = self.files(location)?;
+        if !ignore_corrupt {
+            let image = call("image_decode", vec![call("file_read", vec![col("file")])?])?;
+            return files.select(vec![col("file"), image.alias("image")]);
+        }
+        let read = call("try_file_read", vec![col("file")])?;
+        let frame = files.select(vec![col("file"), read.alias("read")])?;
+        let decoded = call("try_image_decode", vec![get_field(col("read"), "value")])?;
+        frame
+            .select(vec![col("file"), col("read"), decoded.alias("decoded")])?
+            .select(vec![
+                col("file"),
+                get_field(col("decoded"), "value").alias("image"),
+                coalesce(vec![
+                    get_field(col("read"), "error"),
+                    get_field(col("decoded"), "error"),
+                ])
+                .alias("error"),
+            ])
     }
 
     /// Runs one SQL statement. Queries and inserts come back as a lazy [`DataFrame`] (run

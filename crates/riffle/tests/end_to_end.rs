@@ -697,7 +697,7 @@ async fn images_decode_resize_and_become_tensors() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("image_decode: row 0 of the batch: not a JPEG/PNG/WebP/GIF/BMP/TIFF image (starts with 0x3c68746d)"), "{error}");
-    assert!(error.contains("on_error 'null'"), "{error}");
+    assert!(error.contains("on_error => 'null'"), "{error}");
 
     let table = rows(
         &session,

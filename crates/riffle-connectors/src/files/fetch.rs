@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
-use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, StringArray, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, UInt64Type};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
@@ -48,113 +48,139 @@ struct Request {
     range: Option<(u64, Option<u64>)>,
 }
 
-/// `file_read(file)`: the bytes a `FILE` reference (or a URI string) points at.
+/// `file_read(file)` (the bytes a `FILE` reference or a URI string points at),
+/// `url_download(url)` (the bytes at an `http(s)://` URL, or any URI `file_read` takes), and
+/// their `try_` twins, which return `{value, error}` instead of failing.
 #[derive(Debug)]
-pub struct FileReadFunction {
+pub struct FetchFunction {
+    name: &'static str,
+    /// Whether the first argument may be a `FILE` (`file_read`) or only a string.
+    files: bool,
+    /// Whether failures go into an `error` field (the `try_` twins).
+    capture: bool,
     runtime: Arc<RuntimeEnv>,
     signature: Signature,
 }
 
-/// `url_download(url)`: the bytes at an `http(s)://` URL (or any URI `file_read` takes).
-#[derive(Debug)]
-pub struct UrlDownloadFunction {
-    runtime: Arc<RuntimeEnv>,
-    signature: Signature,
-}
+impl FetchFunction {
+    /// `file_read`, `url_download`, `try_file_read` and `try_url_download`, reading from
+    /// the stores `runtime` holds (or builds from the environment).
+    pub fn all(runtime: &Arc<RuntimeEnv>) -> Vec<ScalarUDF> {
+        [
+            ("file_read", true, false),
+            ("url_download", false, false),
+            ("try_file_read", true, true),
+            ("try_url_download", false, true),
+        ]
+        .into_iter()
+        .map(|(name, files, capture)| {
+            AsyncScalarUDF::new(Arc::new(Self {
+                name,
+                files,
+                capture,
+                runtime: Arc::clone(runtime),
+                signature: Signature::one_of(
+                    vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                    Volatility::Volatile,
+                ),
+            }))
+            .into_scalar_udf()
+        })
+        .collect()
+    }
 
-fn signature() -> Signature {
-    Signature::one_of(
-        vec![TypeSignature::Any(1), TypeSignature::Any(2)],
-        Volatility::Volatile,
-    )
-}
-
-impl FileReadFunction {
-    /// The function, reading from the stores `runtime` holds (or builds from the
-    /// environment).
-    pub fn udf(runtime: Arc<RuntimeEnv>) -> ScalarUDF {
-        AsyncScalarUDF::new(Arc::new(Self {
-            runtime,
-            signature: signature(),
-        }))
-        .into_scalar_udf()
+    fn requests(
+        &self,
+        data_type: &DataType,
+        input: Option<&ArrayRef>,
+    ) -> Result<Vec<Option<Request>>> {
+        if self.files {
+            file_requests(data_type, input)
+        } else {
+            url_requests(self.name, data_type, input)
+        }
     }
 }
 
-impl UrlDownloadFunction {
-    /// The function; non-HTTP URIs go through the stores `runtime` holds.
-    pub fn udf(runtime: Arc<RuntimeEnv>) -> ScalarUDF {
-        AsyncScalarUDF::new(Arc::new(Self {
-            runtime,
-            signature: signature(),
-        }))
-        .into_scalar_udf()
+impl PartialEq for FetchFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.runtime, &other.runtime)
     }
 }
 
-/// The two functions differ only in their name and what their first argument may be.
-macro_rules! fetch_function {
-    ($type:ty, $name:literal, $requests:path) => {
-        impl PartialEq for $type {
-            fn eq(&self, other: &Self) -> bool {
-                Arc::ptr_eq(&self.runtime, &other.runtime)
-            }
-        }
+impl Eq for FetchFunction {}
 
-        impl Eq for $type {}
-
-        impl std::hash::Hash for $type {
-            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                $name.hash(state);
-            }
-        }
-
-        impl ScalarUDFImpl for $type {
-            fn name(&self) -> &str {
-                $name
-            }
-
-            fn signature(&self) -> &Signature {
-                &self.signature
-            }
-
-            fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-                $requests(&arg_types[0], None)?;
-                Ok(DataType::Binary)
-            }
-
-            fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-                Err(DataFusionError::Internal(format!(
-                    "{} is asynchronous and runs in its own operator",
-                    $name
-                )))
-            }
-        }
-
-        #[async_trait]
-        impl AsyncScalarUDFImpl for $type {
-            async fn invoke_async_with_args(
-                &self,
-                args: ScalarFunctionArgs,
-            ) -> Result<ColumnarValue> {
-                let policy = on_error($name, args.args.get(1))?;
-                let input = args.args[0].clone().into_array(args.number_rows)?;
-                let requests = $requests(input.data_type(), Some(&input))?;
-                fetch_all(&self.runtime, $name, policy, requests).await
-            }
-        }
-    };
+impl std::hash::Hash for FetchFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
 }
 
-fetch_function!(FileReadFunction, "file_read", file_requests);
-fetch_function!(UrlDownloadFunction, "url_download", url_requests);
+impl ScalarUDFImpl for FetchFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.requests(&arg_types[0], None)?;
+        Ok(if self.capture {
+            DataType::Struct(try_fields())
+        } else {
+            DataType::Binary
+        })
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{} is asynchronous and runs in its own operator",
+            self.name
+        )))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for FetchFunction {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let policy = if self.capture {
+            OnError::Null
+        } else {
+            on_error(self.name, args.args.get(1))?
+        };
+        let input = args.args[0].clone().into_array(args.number_rows)?;
+        let requests = self.requests(input.data_type(), Some(&input))?;
+        let results = fetch_all(&self.runtime, requests).await;
+        let reasons: Vec<Option<String>> =
+            results.iter().map(|r| r.as_ref().err().cloned()).collect();
+        let values = binary_array(&settle(self.name, policy, results)?);
+        if !self.capture {
+            return Ok(ColumnarValue::Array(values));
+        }
+        Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
+            try_fields(),
+            vec![values, Arc::new(StringArray::from(reasons))],
+            None,
+        )?)))
+    }
+}
+
+/// The fields of a `try_` twin's result: the bytes and the reason they are missing.
+fn try_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("value", DataType::Binary, true),
+        Field::new("error", DataType::Utf8, true),
+    ])
+}
 
 /// Requests from a `FILE` column (or URI strings); with no array, only checks the type.
 fn file_requests(data_type: &DataType, input: Option<&ArrayRef>) -> Result<Vec<Option<Request>>> {
     match data_type {
         DataType::Struct(fields) if fields.find("uri").is_some() => {}
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-            return url_requests(data_type, input);
+            return url_requests("file_read", data_type, input);
         }
         other => {
             return Err(DataFusionError::Plan(format!(
@@ -203,13 +229,17 @@ fn file_requests(data_type: &DataType, input: Option<&ArrayRef>) -> Result<Vec<O
 }
 
 /// Requests from a column of URI strings; with no array, only checks the type.
-fn url_requests(data_type: &DataType, input: Option<&ArrayRef>) -> Result<Vec<Option<Request>>> {
+fn url_requests(
+    function: &str,
+    data_type: &DataType,
+    input: Option<&ArrayRef>,
+) -> Result<Vec<Option<Request>>> {
     if !matches!(
         data_type,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
     ) {
         return Err(DataFusionError::Plan(format!(
-            "url_download takes a URL string, not {data_type}"
+            "{function} takes a URL string, not {data_type}"
         )));
     }
     let Some(input) = input else {
@@ -238,14 +268,12 @@ impl CastToStrings for ArrayRef {
     }
 }
 
-/// Fetches every row, [`CONCURRENCY`] at a time, and applies the `on_error` policy.
+/// Fetches every row, [`CONCURRENCY`] at a time, in order.
 async fn fetch_all(
     runtime: &Arc<RuntimeEnv>,
-    function: &str,
-    policy: OnError,
     requests: Vec<Option<Request>>,
-) -> Result<ColumnarValue> {
-    let results: Vec<std::result::Result<Option<Bytes>, String>> = futures::stream::iter(requests)
+) -> Vec<std::result::Result<Option<Bytes>, String>> {
+    futures::stream::iter(requests)
         .map(|request| async move {
             match request {
                 None => Ok(None),
@@ -257,14 +285,16 @@ async fn fetch_all(
         })
         .buffered(CONCURRENCY)
         .collect()
-        .await;
-    let values = settle(function, policy, results)?;
+        .await
+}
+
+fn binary_array(values: &[Option<Bytes>]) -> ArrayRef {
     let capacity = values.iter().flatten().map(Bytes::len).sum();
     let mut builder = BinaryBuilder::with_capacity(values.len(), capacity);
-    for value in &values {
+    for value in values {
         builder.append_option(value.as_deref());
     }
-    Ok(ColumnarValue::Array(Arc::new(builder.finish())))
+    Arc::new(builder.finish())
 }
 
 /// The bytes of one request, from an HTTP server or an object store.

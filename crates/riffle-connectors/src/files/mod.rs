@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
@@ -41,7 +41,7 @@ use riffle_common::{Result, RiffleError};
 use riffle_plan::{Sink, TableDefinition, TableFactory, WriteMode};
 use url::Url;
 
-pub use fetch::{FileReadFunction, UrlDownloadFunction};
+pub use fetch::FetchFunction;
 pub use listing::FilesListExec;
 pub(crate) use listing::FilesListNode;
 
@@ -63,13 +63,11 @@ pub fn files_schema() -> SchemaRef {
     ]))
 }
 
-/// The functions that read bytes, `file_read` and `url_download`, reaching the stores
+/// The functions that read bytes, `file_read` and `url_download` and their `try_` twins,
+/// reaching the stores
 /// `runtime` holds.
 pub fn functions(runtime: &Arc<RuntimeEnv>) -> Vec<ScalarUDF> {
-    vec![
-        FileReadFunction::udf(Arc::clone(runtime)),
-        UrlDownloadFunction::udf(Arc::clone(runtime)),
-    ]
+    FetchFunction::all(runtime)
 }
 
 /// `files('location')`: the files under a location, as a table.
@@ -77,8 +75,11 @@ pub fn functions(runtime: &Arc<RuntimeEnv>) -> Vec<ScalarUDF> {
 pub struct FilesFunction;
 
 impl TableFunctionImpl for FilesFunction {
-    fn call(&self, args: &[Expr]) -> datafusion::error::Result<Arc<dyn TableProvider>> {
-        let location = match args {
+    fn call_with_args(
+        &self,
+        args: TableFunctionArgs,
+    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let location = match args.exprs() {
             [Expr::Literal(ScalarValue::Utf8(Some(location)), _)]
             | [Expr::Literal(ScalarValue::Utf8View(Some(location)), _)]
             | [Expr::Literal(ScalarValue::LargeUtf8(Some(location)), _)] => location,

@@ -294,3 +294,93 @@ async fn url_download_retries_transient_failures_and_names_bad_urls() {
     assert!(table.contains("/missing.png | true"), "{table}");
     assert!(table.contains("127.0.0.1:1/x"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_images_reports_the_files_it_skips_and_try_functions_keep_reasons() {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::prelude::col;
+
+    let dir = picture_tree(6);
+    let root = dir.path().display().to_string();
+    let session = session(2);
+
+    let good = session
+        .read_images(&format!("{root}/set*/**/*.png"), false)
+        .unwrap();
+    assert_eq!(good.count().await.unwrap(), 6);
+    let error = session
+        .read_images(&format!("{root}/*.png"), false)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("image_decode"), "{error}");
+
+    // ignore_corrupt: every file comes back, the skipped ones with their reason.
+    let all = session
+        .read_images(&format!("{root}/**/*.png"), true)
+        .unwrap()
+        .filter(col("error").is_not_null())
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let skipped: Vec<(String, String)> = all
+        .iter()
+        .flat_map(|batch| {
+            let files = batch.column(0).as_struct();
+            let uris = files.column(0).as_string::<i32>().clone();
+            let errors = batch
+                .column(2)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            (0..batch.num_rows())
+                .map(move |row| (uris.value(row).to_string(), errors.value(row).to_string()))
+        })
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].0.ends_with("/broken.png"), "{skipped:?}");
+    assert!(!skipped[0].1.is_empty());
+
+    // try_ twins in SQL; named arguments skip the optional parameters in between.
+    let table = rows(
+        &session,
+        &format!(
+            "SELECT file['uri'] LIKE '%broken.png' AS broken, d['value']['width'] AS w, \
+             d['error'] IS NOT NULL AS failed, \
+             image_resize(image_decode(file_read(file), on_error => 'null'), 8, 8, on_error => 'null')['width'] AS small \
+             FROM (SELECT file, try_image_decode(file_read(file)) AS d FROM files('{root}/**/*.png')) \
+             ORDER BY broken, w LIMIT 2 OFFSET 5"
+        ),
+    )
+    .await;
+    assert!(
+        table.contains("| false  | 64 | false  | 8     |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| true   |    | true   |       |"),
+        "{table}"
+    );
+    let table = rows(
+        &session,
+        &format!(
+            "SELECT r['value'] IS NULL AS missing, r['error'] LIKE '%gone.png%' AS named \
+             FROM (SELECT try_file_read('file://{root}/gone.png') AS r)"
+        ),
+    )
+    .await;
+    assert!(table.contains("| true    | true  |"), "{table}");
+    let error = session
+        .sql("SELECT image_decode(x'00', on_eror => 'null')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no parameter is called 'on_eror'"),
+        "{error}"
+    );
+}
