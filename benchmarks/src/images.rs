@@ -21,6 +21,10 @@ struct Args {
     /// Runs; the best is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// The expression counted per file instead of the whole pipeline (`{bytes}` stands for
+    /// the file's bytes), to time one stage: e.g. `image_decode({bytes})`.
+    #[arg(long)]
+    stage: Option<String>,
 }
 
 #[tokio::main]
@@ -33,9 +37,14 @@ async fn main() {
     let parallelism = config.parallelism;
     let session = Session::with_config(config).expect("session");
     // count(t) evaluates every tensor without keeping them: the work is the pipeline.
+    let pipeline = "image_to_tensor(image_resize(image_decode({bytes}), 224, 224, 'bilinear'))";
+    let expression = args
+        .stage
+        .as_deref()
+        .unwrap_or(pipeline)
+        .replace("{bytes}", "file_read(file)");
     let query = format!(
-        "SELECT count(image_to_tensor(image_resize(image_decode(file_read(file)), 224, 224, 'bilinear'))) \
-         FROM files('{}/*.jpg')",
+        "SELECT count({expression}) FROM files('{}/*.jpg')",
         args.dir
     );
     let mut best = f64::MAX;

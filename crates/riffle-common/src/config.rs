@@ -11,6 +11,9 @@ pub struct JobConfig {
     pub channel_credit_batches: usize,
     /// Credit of one channel, in bytes of Arrow buffers queued.
     pub channel_credit_bytes: usize,
+    /// Rows per batch through asynchronous functions (`file_read`, `url_download`) and the
+    /// operators after them: small, because each row may be a whole image or document.
+    pub async_batch_rows: usize,
 }
 
 impl Default for JobConfig {
@@ -22,6 +25,7 @@ impl Default for JobConfig {
             batch_size: 8192,
             channel_credit_batches: 8,
             channel_credit_bytes: 64 * 1024 * 1024,
+            async_batch_rows: 64,
         }
     }
 }
@@ -30,6 +34,12 @@ impl JobConfig {
     /// Sets the default parallelism (at least 1).
     pub fn with_parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = parallelism.max(1);
+        self
+    }
+
+    /// Sets the rows per batch through asynchronous functions (at least 1).
+    pub fn with_async_batch_rows(mut self, rows: usize) -> Self {
+        self.async_batch_rows = rows.max(1);
         self
     }
 }

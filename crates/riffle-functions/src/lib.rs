@@ -2,8 +2,8 @@
 //! DataFrame API and (later) Python call the same functions by the same names.
 //!
 //! Entry point: [`all_functions`], which the session registers. So far: the vector
-//! functions in [`vector`], the image functions in [`image`] and the text functions in
-//! [`text`].
+//! functions in [`vector`], the image functions in [`image`], the text functions in
+//! [`text`] and the audio functions in [`audio`].
 
 #![warn(missing_docs)]
 
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::ScalarUDF;
 
+pub mod audio;
 pub mod image;
 pub mod parameters;
 pub mod row_errors;
@@ -49,11 +50,13 @@ pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = vector::functions();
     functions.extend(image::functions());
     functions.extend(text::functions());
+    functions.extend(audio::functions());
     let twins: Vec<Arc<ScalarUDF>> = functions
         .iter()
         .filter(|f| parameters::takes_on_error(f.name()))
         .map(|f| Arc::new(row_errors::try_function(Arc::clone(f))))
         .collect();
     functions.extend(twins);
+    functions.push(Arc::new(row_errors::raise_error()));
     functions
 }

@@ -168,3 +168,47 @@ impl ScalarUDFImpl for TryFunction {
         )?)))
     }
 }
+
+/// `raise_error(message)`: stops the job with `message` at the first row where it is not
+/// NULL, and is NULL everywhere else. Under `CASE WHEN <bad> THEN raise_error(...) END` it
+/// fails with a message built from the row (its source file, its key), which a function
+/// deep in an expression cannot know.
+pub fn raise_error() -> ScalarUDF {
+    ScalarUDF::new_from_impl(RaiseError {
+        signature: Signature::any(1, datafusion::logical_expr::Volatility::Volatile),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RaiseError {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RaiseError {
+    fn name(&self) -> &str {
+        "raise_error"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Null)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let messages = datafusion::arrow::compute::cast(
+            &args.args[0].clone().into_array(args.number_rows)?,
+            &DataType::Utf8,
+        )?;
+        let messages = messages
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| DataFusionError::Internal("raise_error: not text".into()))?;
+        match messages.iter().flatten().next() {
+            Some(message) => Err(DataFusionError::Execution(message.to_string())),
+            None => Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::Null)),
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! Text functions: `text_chunk` and `text_normalize`.
 //!
-//! `text_chunk(text, size [, overlap])` cuts a text into pieces of at most `size` characters,
-//! each starting `size - overlap` characters after the previous one, and returns them as a
-//! list; `UNNEST` turns the list into rows (`SELECT unnest(text_chunk(body, 512, 64)) AS
-//! chunk FROM docs`). Token-based chunking (`unit => 'tokens'`) needs a tokenizer and comes
-//! with `token_count`.
+//! `text_chunk(text, size [, overlap [, unit [, tokenizer]]])` cuts a text into pieces of at
+//! most `size` characters (`unit => 'chars'`, the default) or tokens (`unit => 'tokens'`,
+//! with `tokenizer => 'path/to/tokenizer.json'`), each starting `size - overlap` units after
+//! the previous one, and returns them as a list; `UNNEST` turns the list into rows (`SELECT
+//! unnest(text_chunk(body, 512, 64)) AS chunk FROM docs`). Token pieces are spans of the
+//! original text, from their first token's start to their last token's end.
 //!
 //! `text_normalize(text [, lowercase])` applies Unicode NFKC normalization, turns every run of
 //! whitespace into one space and trims the ends; `lowercase` (default false) also lowercases.
@@ -27,7 +28,7 @@ use unicode_normalization::UnicodeNormalization;
 /// The text functions.
 pub fn functions() -> Vec<Arc<ScalarUDF>> {
     vec![
-        Arc::new(ScalarUDF::from(TextFunction::new("text_chunk", 2..=3))),
+        Arc::new(ScalarUDF::from(TextFunction::new("text_chunk", 2..=5))),
         Arc::new(ScalarUDF::from(TextFunction::new("text_normalize", 1..=2))),
         Arc::new(ScalarUDF::from(TextFunction::new("token_count", 2..=2))),
     ]
@@ -139,13 +140,37 @@ impl ScalarUDFImpl for TextFunction {
                     "{name}: size must be above 0 and overlap from 0 to size - 1 (size {size}, overlap {overlap})"
                 )));
             }
+            let unit = match args.args.get(3) {
+                None => "chars".to_string(),
+                Some(ColumnarValue::Scalar(value)) => crate::string_literal(value)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                Some(_) => String::new(),
+            };
+            let tokenizer = match unit.as_str() {
+                "chars" => None,
+                "tokens" => Some(load_tokenizer(&constant_path(name, args.args.get(4))?)?),
+                _ => {
+                    return Err(DataFusionError::Plan(format!(
+                        "{name}: unit must be 'chars' or 'tokens'"
+                    )));
+                }
+            };
+            let (size, step) = (size as usize, (size - overlap) as usize);
             let mut out = ListBuilder::new(StringBuilder::new());
             for row in 0..rows {
                 if texts.is_null(row) {
                     out.append(false);
                     continue;
                 }
-                for piece in chunk(texts.value(row), size as usize, (size - overlap) as usize) {
+                let text = texts.value(row);
+                let pieces = match &tokenizer {
+                    None => chunk(text, size, step),
+                    Some(tokenizer) => chunk_tokens(tokenizer, text, size, step).map_err(|e| {
+                        DataFusionError::Execution(format!("{name}: row {row} of the batch: {e}"))
+                    })?,
+                };
+                for piece in pieces {
                     out.values().append_value(piece);
                 }
                 out.append(true);
@@ -153,16 +178,7 @@ impl ScalarUDFImpl for TextFunction {
             return Ok(ColumnarValue::Array(Arc::new(out.finish())));
         }
         if name == "token_count" {
-            let path = match &args.args[1] {
-                ColumnarValue::Scalar(value) => crate::image::string_literal(value),
-                _ => None,
-            }
-            .ok_or_else(|| {
-                DataFusionError::Plan(format!(
-                    "{name}: the tokenizer must be a constant path to a tokenizer.json"
-                ))
-            })?;
-            let tokenizer = load_tokenizer(&path)?;
+            let tokenizer = load_tokenizer(&constant_path(name, args.args.get(1))?)?;
             let mut out = datafusion::arrow::array::Int64Builder::with_capacity(rows);
             for row in 0..rows {
                 if texts.is_null(row) {
@@ -199,6 +215,47 @@ impl ScalarUDFImpl for TextFunction {
 
 /// The tokenizer at `path`, loaded once, with padding and truncation off so that counts are
 /// the text's own.
+/// The tokenizer argument: a constant path to a `tokenizer.json`.
+fn constant_path(function: &str, arg: Option<&ColumnarValue>) -> Result<String> {
+    match arg {
+        Some(ColumnarValue::Scalar(value)) => crate::string_literal(value),
+        _ => None,
+    }
+    .filter(|path| !path.is_empty())
+    .ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "{function}: the tokenizer must be a constant path to a tokenizer.json"
+        ))
+    })
+}
+
+/// Pieces of `size` tokens, each `step` tokens after the previous, as spans of the original
+/// text (from the first token's start to the last token's end).
+pub(crate) fn chunk_tokens(
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+    size: usize,
+    step: usize,
+) -> std::result::Result<Vec<String>, String> {
+    let encoding = tokenizer.encode(text, false).map_err(|e| e.to_string())?;
+    let offsets = encoding.get_offsets();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < offsets.len() {
+        let end = (start + size).min(offsets.len());
+        let span = offsets[start].0..offsets[end - 1].1;
+        let piece = text
+            .get(span.clone())
+            .ok_or_else(|| format!("the tokenizer gave offsets {span:?} inside a character"))?;
+        pieces.push(piece.to_string());
+        if end == offsets.len() {
+            break;
+        }
+        start += step;
+    }
+    Ok(pieces)
+}
+
 fn load_tokenizer(path: &str) -> Result<Arc<tokenizers::Tokenizer>> {
     static LOADED: std::sync::LazyLock<
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokenizers::Tokenizer>>>,

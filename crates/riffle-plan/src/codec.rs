@@ -27,6 +27,9 @@ use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+
+use crate::async_batches::AsyncBatchExec;
 use crate::exchange::ExchangeReadExec;
 use crate::fixed_parallelism::FixedParallelismExec;
 use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex};
@@ -64,6 +67,17 @@ enum Node {
     ScanContext = 3,
     FixedParallelism = 4,
     Connector = 5,
+    AsyncBatch = 6,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AsyncBatchNode {
+    #[prost(message, repeated, tag = "1")]
+    exprs: Vec<protobuf::PhysicalExprNode>,
+    #[prost(string, repeated, tag = "2")]
+    names: Vec<String>,
+    #[prost(uint64, tag = "3")]
+    rows: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -180,6 +194,25 @@ impl PhysicalExtensionCodec for RiffleCodec {
                     ctx.session_config().options(),
                 )?)
             }
+            t if t == Node::AsyncBatch as u8 => {
+                let node = AsyncBatchNode::decode(body).map_err(decode_error)?;
+                let input = one_input(inputs, "AsyncBatchExec")?;
+                let schema = input.schema();
+                let exprs = node
+                    .exprs
+                    .iter()
+                    .zip(&node.names)
+                    .map(|(expr, name)| {
+                        let func = parse_physical_expr(expr, ctx, &schema, self)?;
+                        Ok(Arc::new(AsyncFuncExpr::try_new(
+                            name.clone(),
+                            func,
+                            &schema,
+                        )?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Arc::new(AsyncBatchExec::new(exprs, input, node.rows as usize)?)
+            }
             t if t == Node::Connector as u8 => {
                 return self
                     .connectors
@@ -233,6 +266,24 @@ impl PhysicalExtensionCodec for RiffleCodec {
             buf.push(Node::FixedParallelism as u8);
             let message = FixedParallelismNode {
                 readers: fixed.readers() as u64,
+            };
+            message
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        } else if let Some(batches) = node.downcast_ref::<AsyncBatchExec>() {
+            buf.push(Node::AsyncBatch as u8);
+            let message = AsyncBatchNode {
+                exprs: batches
+                    .exprs()
+                    .iter()
+                    .map(|expr| serialize_physical_expr(&expr.func, self))
+                    .collect::<Result<Vec<_>>>()?,
+                names: batches
+                    .exprs()
+                    .iter()
+                    .map(|e| e.name().to_string())
+                    .collect(),
+                rows: batches.rows() as u64,
             };
             message
                 .encode(buf)

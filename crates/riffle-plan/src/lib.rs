@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod async_batches;
 mod builder;
 mod codec;
 mod exchange;
@@ -17,6 +18,7 @@ mod scan_context;
 mod session;
 mod sink;
 
+pub use async_batches::{AsyncBatchExec, AsyncBatchesRule};
 pub use builder::build_job_graph;
 pub use codec::{ConnectorCodec, RiffleCodec};
 pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};

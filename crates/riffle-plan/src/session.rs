@@ -24,6 +24,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use riffle_common::{JobConfig, Result, RiffleError};
 use riffle_types::RiffleTypePlanner;
 
+use crate::async_batches::AsyncBatchesRule;
+
 use crate::builder::build_job_graph;
 use crate::job_graph::JobGraph;
 use crate::scan_context::name_scanned_files;
@@ -156,6 +158,8 @@ impl RiffleSession {
             .with_default_features()
             // VECTOR, TENSOR, IMAGE, FILE and AUDIO in CREATE TABLE and CAST.
             .with_type_planner(Arc::new(RiffleTypePlanner))
+            // Multimodal rows through async functions in small slices, fetched ahead.
+            .with_physical_optimizer_rule(Arc::new(AsyncBatchesRule::new(config.async_batch_rows)))
             .build();
         let context = SessionContext::new_with_state(state);
         // These rules move struct field access (`image_decode(bytes)['width']`) below filters,

@@ -8,10 +8,11 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::datasource::MemTable;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::functions::string::expr_fn::concat;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
-use datafusion::prelude::{col, lit};
+use datafusion::prelude::{col, lit, when};
 use riffle_common::{JobConfig, Result, RiffleError};
 use riffle_connectors::{ConnectorsCodec, FilesFunction};
 use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, WriteMode};
@@ -113,7 +114,7 @@ impl Session {
 
     /// The images under `location`, listed, read and decoded: rows of `(file, image)`.
     ///
-    /// A file that cannot be read or decoded stops the job with an error, unless
+    /// A file that cannot be read or decoded stops the job with an error naming it, unless
     /// `ignore_corrupt`: then the job goes on, and the rows get a third column, `error`,
     /// NULL for the images that decoded and the reason for the files skipped (whose `image`
     /// is NULL). Nothing is dropped silently: filter on `error IS NULL` to keep the good
@@ -122,25 +123,34 @@ impl Session {
         let context = self.inner.planner.context();
         let call =
             |name: &str, args: Vec<Expr>| -> Result<Expr> { Ok(context.udf(name)?.call(args)) };
-        let files = self.files(location)?;
-        if !ignore_corrupt {
-            let image = call("image_decode", vec![call("file_read", vec![col("file")])?])?;
-            return files.select(vec![col("file"), image.alias("image")]);
-        }
         let read = call("try_file_read", vec![col("file")])?;
-        let frame = files.select(vec![col("file"), read.alias("read")])?;
+        let frame = self
+            .files(location)?
+            .select(vec![col("file"), read.alias("read")])?;
         let decoded = call("try_image_decode", vec![get_field(col("read"), "value")])?;
-        frame
-            .select(vec![col("file"), col("read"), decoded.alias("decoded")])?
-            .select(vec![
+        let error = coalesce(vec![
+            get_field(col("read"), "error"),
+            get_field(col("decoded"), "error"),
+        ]);
+        let image = get_field(col("decoded"), "value");
+        let frame = frame.select(vec![col("file"), col("read"), decoded.alias("decoded")])?;
+        if ignore_corrupt {
+            return frame.select(vec![
                 col("file"),
-                get_field(col("decoded"), "value").alias("image"),
-                coalesce(vec![
-                    get_field(col("read"), "error"),
-                    get_field(col("decoded"), "error"),
-                ])
-                .alias("error"),
-            ])
+                image.alias("image"),
+                error.alias("error"),
+            ]);
+        }
+        // Stop at the first bad file, naming it.
+        let message = concat(vec![
+            lit("read_images: "),
+            get_field(col("file"), "uri"),
+            lit(": "),
+            error.clone(),
+        ]);
+        let checked =
+            when(error.is_not_null(), call("raise_error", vec![message])?).otherwise(image)?;
+        frame.select(vec![col("file"), checked.alias("image")])
     }
 
     /// Runs one SQL statement. Queries and inserts come back as a lazy [`DataFrame`] (run

@@ -11,6 +11,8 @@ use datafusion::prelude::{col, lit};
 use riffle::datafusion::functions_aggregate::expr_fn::{count, sum};
 use riffle::{ErrorKind, JobConfig, Session};
 
+#[path = "end_to_end/audio.rs"]
+mod audio;
 #[path = "end_to_end/files.rs"]
 mod files;
 

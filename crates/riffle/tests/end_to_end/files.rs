@@ -315,7 +315,10 @@ async fn read_images_reports_the_files_it_skips_and_try_functions_keep_reasons()
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("image_decode"), "{error}");
+    assert!(
+        error.contains("read_images: file://") && error.contains("broken.png: "),
+        "{error}"
+    );
 
     // ignore_corrupt: every file comes back, the skipped ones with their reason.
     let all = session
