@@ -21,6 +21,9 @@ struct Args {
     /// Runs; the best is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Rows per batch through file_read and the image functions (default: Riffle's).
+    #[arg(long)]
+    async_batch_rows: Option<usize>,
     /// The expression counted per file instead of the whole pipeline (`{bytes}` stands for
     /// the file's bytes), to time one stage: e.g. `image_decode({bytes})`.
     #[arg(long)]
@@ -33,6 +36,9 @@ async fn main() {
     let mut config = JobConfig::default();
     if let Some(parallelism) = args.parallelism {
         config = config.with_parallelism(parallelism);
+    }
+    if let Some(rows) = args.async_batch_rows {
+        config = config.with_async_batch_rows(rows);
     }
     let parallelism = config.parallelism;
     let session = Session::with_config(config).expect("session");

@@ -25,7 +25,7 @@ impl Default for JobConfig {
             batch_size: 8192,
             channel_credit_batches: 8,
             channel_credit_bytes: 64 * 1024 * 1024,
-            async_batch_rows: 64,
+            async_batch_rows: 32,
         }
     }
 }

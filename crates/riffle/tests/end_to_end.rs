@@ -714,6 +714,29 @@ async fn images_decode_resize_and_become_tensors() {
     assert!(table.contains("[3, 32, 32]"), "{table}");
     assert!(table.contains("| L    |"), "{table}");
 
+    // image_resize(image_decode(b)) decodes and resizes in one pass, with the same pixels
+    // as the two steps apart (image_convert in between keeps them apart).
+    let plan = session
+        .explain("SELECT image_resize(image_decode(bytes), 16, 16) FROM pictures")
+        .await
+        .unwrap();
+    assert!(plan.contains("image_resize(pictures.bytes"), "{plan}");
+    let same = rows(
+        &session,
+        "SELECT name, image_resize(image_decode(bytes), 16, 16)['pixels'] = \
+         image_resize(image_convert(image_decode(bytes), 'RGB'), 16, 16)['pixels'] AS same \
+         FROM pictures WHERE name IN ('png', 'jpeg') ORDER BY name",
+    )
+    .await;
+    assert_eq!(same.matches("| true |").count(), 2, "{same}");
+    // A 'null' decode under a 'raise' resize is not fused: bad rows stay NULL.
+    let table = rows(
+        &session,
+        "SELECT count(image_resize(image_decode(bytes, 'null'), 8, 8)) AS n FROM pictures",
+    )
+    .await;
+    assert!(table.contains("| 2 |"), "{table}");
+
     // PNG is lossless: decode -> encode -> decode gives the same pixels back.
     let same = rows(
         &session,

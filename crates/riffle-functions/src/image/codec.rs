@@ -54,7 +54,7 @@ fn metadata_type() -> DataType {
 }
 
 /// The bytes of a binary argument.
-fn binary(function: &str, array: &ArrayRef) -> Result<BinaryArray> {
+pub(super) fn binary(function: &str, array: &ArrayRef) -> Result<BinaryArray> {
     match array.data_type() {
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null => {
             let cast = datafusion::arrow::compute::cast(array, &DataType::Binary)?;
@@ -79,7 +79,64 @@ fn not_an_image(bytes: &[u8], error: image::ImageError) -> String {
     }
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Image, String> {
+thread_local! {
+    /// Full-size pixels of the last JPEG this thread decoded on the way to a smaller image.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decodes `bytes` and hands the image to `work`, which makes something smaller of it (a
+/// resized image). JPEGs are decoded by zune-jpeg straight into a buffer this thread
+/// reuses, so the full-size pixels are never allocated, zeroed or copied per image; other
+/// formats, and JPEGs zune-jpeg rejects (for the error message), go through [`decode`].
+pub(crate) fn with_decoded<R>(
+    bytes: &[u8],
+    work: impl FnOnce(&Image) -> std::result::Result<R, String>,
+) -> std::result::Result<R, String> {
+    let mut work = Some(work);
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let done = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let image = decode_jpeg_into(bytes, &mut scratch)?;
+            work.take().map(|work| work(&image))
+        });
+        if let Some(result) = done {
+            return result;
+        }
+    }
+    match work {
+        Some(work) => work(&decode(bytes)?),
+        None => Err("the image was already processed".into()),
+    }
+}
+
+/// A JPEG decoded into `scratch` (grown as needed, never cleared); `None` if zune-jpeg
+/// cannot decode it.
+fn decode_jpeg_into<'a>(bytes: &[u8], scratch: &'a mut Vec<u8>) -> Option<Image<'a>> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let mut decoder = zune_jpeg::JpegDecoder::new(ZCursor::new(bytes));
+    decoder.decode_headers().ok()?;
+    let (colorspace, mode) = match decoder.input_colorspace()? {
+        ColorSpace::Luma => (ColorSpace::Luma, super::Mode::L),
+        _ => (ColorSpace::RGB, super::Mode::Rgb),
+    };
+    decoder.set_options(DecoderOptions::default().jpeg_set_out_colorspace(colorspace));
+    let (width, height) = decoder.dimensions()?;
+    let size = decoder.output_buffer_size()?;
+    if scratch.len() < size {
+        scratch.resize(size, 0);
+    }
+    decoder.decode_into(&mut scratch[..size]).ok()?;
+    Some(Image {
+        width: u32::try_from(width).ok()?,
+        height: u32::try_from(height).ok()?,
+        mode,
+        pixels: std::borrow::Cow::Borrowed(&scratch[..size]),
+    })
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Image<'static>, String> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
@@ -221,7 +278,8 @@ impl ScalarUDFImpl for BytesFunction {
                 )?)
             }
             _ => {
-                let images = read_images(name, &as_array(&args.args[0], rows)?)?;
+                let input = as_array(&args.args[0], rows)?;
+                let images = read_images(name, &input)?;
                 let format = match &args.args[1] {
                     ColumnarValue::Scalar(value) => string_literal(value).ok_or_else(|| {
                         DataFusionError::Plan(format!("{name}: the format must be a string"))

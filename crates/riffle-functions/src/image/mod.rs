@@ -42,34 +42,31 @@ pub(crate) fn as_array(arg: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
     arg.clone().into_array(rows)
 }
 
-/// Runs `work` on every row, spreading the rows of a large batch over the machine's cores.
-pub(crate) fn par_rows<T: Send>(rows: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if rows < 8 || threads == 1 {
+/// Runs `work` on every item, in order, on rayon's pool of one thread per core.
+///
+/// The pool is shared by every task of every job in the process, so that two subtasks
+/// decoding at once do not start twice as many threads as there are cores, and a slow row
+/// does not leave a core idle (work stealing).
+pub(crate) fn par_map<T: Send, R: Send>(
+    items: Vec<T>,
+    work: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if items.len() < 2 {
+        return items.into_iter().map(&work).collect();
+    }
+    items.into_par_iter().with_max_len(1).map(work).collect()
+}
+
+/// Runs `work` on every row (see [`par_map`]).
+pub(crate) fn par_rows<T: Send>(rows: usize, work: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    use rayon::prelude::*;
+    if rows < 2 {
         return (0..rows).map(&work).collect();
     }
-    let chunk = rows.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..rows)
-            .step_by(chunk)
-            .map(|start| {
-                let work = &work;
-                scope.spawn(move || {
-                    (start..(start + chunk).min(rows))
-                        .map(work)
-                        .collect::<Vec<T>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    (0..rows)
+        .into_par_iter()
+        .with_max_len(1)
+        .map(work)
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! Decoded images and their Arrow form (`riffle.image` structs).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -50,17 +51,20 @@ impl Mode {
 }
 
 /// A decoded image: 8 bits per channel, rows top to bottom, channels interleaved (HWC).
+///
+/// The pixels are borrowed when read from an Arrow column (no copy of what may be
+/// megabytes per row) and owned when a function made them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Image {
+pub(crate) struct Image<'a> {
     pub width: u32,
     pub height: u32,
     pub mode: Mode,
-    pub pixels: Vec<u8>,
+    pub pixels: Cow<'a, [u8]>,
 }
 
-impl Image {
+impl Image<'static> {
     /// From the `image` crate's decoded image, converted to 8 bits per channel.
-    pub(crate) fn from_dynamic(image: image::DynamicImage) -> Image {
+    pub(crate) fn from_dynamic(image: image::DynamicImage) -> Image<'static> {
         use image::DynamicImage as D;
         let (width, height) = (image.width(), image.height());
         let (mode, pixels) = match image {
@@ -77,14 +81,16 @@ impl Image {
             width,
             height,
             mode,
-            pixels,
+            pixels: Cow::Owned(pixels),
         }
     }
+}
 
+impl Image<'_> {
     /// As the `image` crate's image (copies the pixels).
     pub(crate) fn to_dynamic(&self) -> Result<image::DynamicImage, String> {
         use image::{DynamicImage as D, ImageBuffer};
-        let (w, h, p) = (self.width, self.height, self.pixels.clone());
+        let (w, h, p) = (self.width, self.height, self.pixels.to_vec());
         let bad = || "the pixel buffer does not match the width, height and mode".to_string();
         Ok(match self.mode {
             Mode::L => D::ImageLuma8(ImageBuffer::from_raw(w, h, p).ok_or_else(bad)?),
@@ -103,7 +109,10 @@ pub(crate) fn image_field(name: &str) -> FieldRef {
 }
 
 /// Reads an `IMAGE` column.
-pub(crate) fn read_images(function: &str, array: &ArrayRef) -> Result<Vec<Option<Image>>> {
+pub(crate) fn read_images<'a>(
+    function: &str,
+    array: &'a ArrayRef,
+) -> Result<Vec<Option<Image<'a>>>> {
     let wrong = || {
         DataFusionError::Plan(format!(
             "{function}: expected an IMAGE (from image_decode), got {}",
@@ -138,18 +147,19 @@ pub(crate) fn read_images(function: &str, array: &ArrayRef) -> Result<Vec<Option
                 width: widths.value(row),
                 height: heights.value(row),
                 mode,
-                pixels: pixels.value(row).to_vec(),
+                pixels: Cow::Borrowed(pixels.value(row)),
             }))
         })
         .collect()
 }
 
 /// Builds an `IMAGE` column.
-pub(crate) fn build_images(images: &[Option<Image>]) -> Result<ArrayRef> {
+pub(crate) fn build_images(images: &[Option<Image<'_>>]) -> Result<ArrayRef> {
     let mut heights = UInt32Builder::with_capacity(images.len());
     let mut widths = UInt32Builder::with_capacity(images.len());
     let mut modes = StringBuilder::new();
-    let mut pixels = BinaryBuilder::new();
+    let total = images.iter().flatten().map(|i| i.pixels.len()).sum();
+    let mut pixels = BinaryBuilder::with_capacity(images.len(), total);
     for image in images {
         match image {
             Some(image) => {
