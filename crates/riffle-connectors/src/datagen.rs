@@ -35,7 +35,6 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    ReplaceChildrenOptions,
 };
 use riffle_common::RiffleError;
 use riffle_plan::{Sink, TableDefinition, TableFactory, WriteMode};
@@ -277,33 +276,7 @@ impl DisplayAs for DataGenExec {
 }
 
 impl ExecutionPlan for DataGenExec {
-    riffle_plan::plan_node_defaults!();
-
-    fn name(&self) -> &str {
-        "DataGenExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "DataGenExec takes no children".into(),
-            ))
-        }
-    }
+    riffle_plan::leaf_plan_node!("DataGenExec");
 
     fn execute(
         &self,

@@ -39,6 +39,14 @@ fn int_column(batches: &[RecordBatch], column: usize) -> Vec<i64> {
     values
 }
 
+/// The error a query fails with, as text (planning or running).
+async fn query_error(session: &Session, sql: &str) -> String {
+    match session.sql(sql).await {
+        Ok(frame) => frame.collect().await.unwrap_err().to_string(),
+        Err(error) => error.to_string(),
+    }
+}
+
 async fn scalar(session: &Session, sql: &str) -> i64 {
     let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
     int_column(&batches, 0)[0]

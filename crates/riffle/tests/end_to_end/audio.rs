@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use super::{rows, session};
+use super::{query_error, rows, session};
 
 /// Writes a 1.5 s stereo tone (440 Hz left, 660 Hz right) at 44.1 kHz in four formats,
 /// a truncated FLAC and a PNG named `.wav`.
@@ -102,16 +102,11 @@ async fn audio_decodes_resamples_and_splits() {
     }
 
     // 'raise' names the function and the reason.
-    let error = session
-        .sql(&format!(
-            "SELECT audio_decode(file_read('{root}/picture.wav'))"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(
+        &session,
+        &format!("SELECT audio_decode(file_read('{root}/picture.wav'))"),
+    )
+    .await;
     assert!(
         error.contains("audio_decode") && error.contains("not a WAV/FLAC/MP3/Ogg Vorbis file"),
         "{error}"

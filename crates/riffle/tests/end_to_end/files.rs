@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use object_store::ObjectStoreExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{MotoServer, picture, rows, s3_options, scalar, session};
+use super::{MotoServer, picture, query_error, rows, s3_options, scalar, session};
 
 /// A folder tree of pictures: `n` PNGs spread over nested folders, one corrupt `.png`, and
 /// one text file that globs for pictures must skip.
@@ -88,37 +88,22 @@ async fn files_lists_folders_globs_in_parallel_and_reads_lazily() {
 
     let session = session(2);
     // A corrupt file: 'raise' names it, 'null' skips it.
-    let error = session
-        .sql(&format!(
-            "SELECT image_decode(file_read(file)) FROM files('{root}/*.png')"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(
+        &session,
+        &format!("SELECT image_decode(file_read(file)) FROM files('{root}/*.png')"),
+    )
+    .await;
     assert!(error.contains("image_decode"), "{error}");
     // A missing location is an error, not an empty table.
-    let error = session
-        .sql(&format!("SELECT * FROM files('{root}/nothing-here/')"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(
+        &session,
+        &format!("SELECT * FROM files('{root}/nothing-here/')"),
+    )
+    .await;
     assert!(error.contains("nothing found"), "{error}");
     // file_read of a file that disappeared names it; 'null' yields NULL.
     let gone = format!("file://{root}/gone.png");
-    let error = session
-        .sql(&format!("SELECT file_read('{gone}')"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(&session, &format!("SELECT file_read('{gone}')")).await;
     assert!(
         error.contains("file_read") && error.contains("gone.png"),
         "{error}"
@@ -187,23 +172,9 @@ async fn files_on_s3_are_listed_and_read() {
         scalar(&session, "SELECT count(*) FROM files('s3://media/images/')").await,
         26
     );
-    let error = session
-        .sql("SELECT file_read('s3://media/images/none.png')")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(&session, "SELECT file_read('s3://media/images/none.png')").await;
     assert!(error.contains("s3://media/images/none.png"), "{error}");
-    let error = session
-        .sql("INSERT INTO photos SELECT * FROM photos")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(&session, "INSERT INTO photos SELECT * FROM photos").await;
     assert!(error.contains("does not write"), "{error}");
 }
 
@@ -270,14 +241,11 @@ async fn url_download_retries_transient_failures_and_names_bad_urls() {
     assert_eq!(table.matches("| 64 |").count(), 2, "{table}");
     assert_eq!(hits.load(Ordering::SeqCst), 3, "two 503s, then success");
 
-    let error = session
-        .sql(&format!("SELECT url_download('{base}/missing.png')"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = query_error(
+        &session,
+        &format!("SELECT url_download('{base}/missing.png')"),
+    )
+    .await;
     assert!(
         error.contains("url_download") && error.contains("/missing.png") && error.contains("404"),
         "{error}"
