@@ -79,6 +79,9 @@ fn not_an_image(bytes: &[u8], error: image::ImageError) -> String {
     }
 }
 
+/// The largest decode buffer a thread keeps between pictures (a 12-megapixel RGB photo).
+const KEPT_SCRATCH_BYTES: usize = 36 << 20;
+
 thread_local! {
     /// Full-size pixels of the last JPEG this thread decoded on the way to a smaller image.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -96,8 +99,13 @@ pub(crate) fn with_decoded<R>(
     if bytes.starts_with(&[0xFF, 0xD8]) {
         let done = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let image = decode_jpeg_into(bytes, &mut scratch)?;
-            work.take().map(|work| work(&image))
+            let done = decode_jpeg_into(bytes, &mut scratch)
+                .and_then(|image| work.take().map(|work| work(&image)));
+            // Keep the buffer for pictures of ordinary size; let a huge one go.
+            if scratch.capacity() > KEPT_SCRATCH_BYTES {
+                *scratch = Vec::new();
+            }
+            done
         });
         if let Some(result) = done {
             return result;
