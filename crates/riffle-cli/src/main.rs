@@ -91,7 +91,11 @@ async fn run_script(session: &Session, script: &str) -> Result<(), RiffleError> 
     let single = statements.len() == 1;
     for statement in statements {
         let started = std::time::Instant::now();
-        let batches = match run_statement(session, &statement.sql).await {
+        let outcome = run_statement(session, &statement.sql).await;
+        for skipped in session.take_skipped_files() {
+            eprintln!("warning: skipped {}: {}", skipped.file, skipped.reason);
+        }
+        let batches = match outcome {
             Ok(batches) => batches,
             Err(error) if single => return Err(error),
             Err(error) => return Err(error.context(statement.location())),

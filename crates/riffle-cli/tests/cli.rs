@@ -101,3 +101,35 @@ fn the_quickstart_example_runs() {
     assert!(stdout.contains("| 1000000 |"), "{stdout}");
     assert!(stdout.contains("5 row(s)"), "{stdout}");
 }
+
+#[test]
+fn skipped_corrupt_files_are_printed_as_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    let script = format!(
+        "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+         CREATE TABLE t (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{0}', 'format' = 'parquet');
+         INSERT INTO t SELECT * FROM g;",
+        table.display()
+    );
+    let output = riffle(&["sql", &script]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    std::fs::write(table.join("junk.parquet"), b"not parquet").unwrap();
+    let script = format!(
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{0}', 'format' = 'parquet', 'ignore-corrupt' = 'true');
+         SELECT count(*) AS n FROM t;",
+        table.display()
+    );
+    let output = riffle(&["sql", &script]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("| 10 |"),
+        "{}",
+        text(&output.stdout)
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("warning: skipped file://") && stderr.contains("junk.parquet: "),
+        "{stderr}"
+    );
+}

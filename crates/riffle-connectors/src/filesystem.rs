@@ -11,6 +11,11 @@
 //! byte ranges aligned to row groups) and projections and predicates are pushed into the
 //! Parquet reader (row-group pruning by statistics). Writing goes through [`FileSink`].
 //!
+//! `'ignore-corrupt' = 'true'` skips files that cannot be read (a truncated Parquet file, a
+//! CSV that does not parse) instead of failing the job, and reports each one with its
+//! reason ([`riffle_plan::SkippedFiles`]; the CLI prints them as warnings). Declare the
+//! columns of such a table: inferring them reads the files, corrupt ones included.
+//!
 //! `'scan.parallelism'` sets how many readers scan the table (at most; small inputs may get
 //! fewer), independently of the job's parallelism; `'sink.parallelism'` sets how many
 //! writers an `INSERT` uses (one file each).
@@ -29,7 +34,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use riffle_common::{Result, RiffleError};
-use riffle_plan::{FixedParallelismExec, Sink, TableDefinition, TableFactory, WriteMode};
+use riffle_plan::{
+    FixedParallelismExec, Sink, SkipCorruptFilesExec, TableDefinition, TableFactory, WriteMode,
+};
 
 use crate::file_sink::FileSink;
 use crate::format::FileFormatKind;
@@ -98,6 +105,17 @@ impl TableFactory for FileSystemFactory {
         let path = definition.required("path")?.to_string();
         // Checked here so that a bad value fails at CREATE TABLE, not at the first INSERT.
         definition.parallelism("sink.parallelism")?;
+        let ignore_corrupt = match definition.options.get("ignore-corrupt").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(RiffleError::user(format!(
+                    "table {}: 'ignore-corrupt' must be 'true' or 'false', not '{other}'",
+                    definition.name
+                )));
+            }
+        };
+
         register_object_store(
             session.runtime_env(),
             location.url.as_ref(),
@@ -124,6 +142,7 @@ impl TableFactory for FileSystemFactory {
         let inner = ListingTable::try_new(config)?;
         Ok(Arc::new(FileTable {
             scan_parallelism: definition.parallelism("scan.parallelism")?,
+            ignore_corrupt,
             name: definition.name.clone(),
             path,
             location,
@@ -173,6 +192,8 @@ impl TableFactory for FileSystemFactory {
 struct FileTable {
     name: String,
     scan_parallelism: Option<usize>,
+    /// Skip (and report) files that cannot be read, rather than fail.
+    ignore_corrupt: bool,
     path: String,
     location: Location,
     schema: SchemaRef,
@@ -227,14 +248,19 @@ impl TableProvider for FileTable {
             ))
             .into());
         }
-        match self.scan_parallelism {
-            Some(readers) => Ok(Arc::new(FixedParallelismExec::new(
+        let scan: Arc<dyn ExecutionPlan> = match self.scan_parallelism {
+            Some(readers) => Arc::new(FixedParallelismExec::new(
                 scan,
                 readers,
                 state.config_options(),
-            )?)),
-            None => Ok(scan),
-        }
+            )?),
+            None => scan,
+        };
+        Ok(if self.ignore_corrupt {
+            Arc::new(SkipCorruptFilesExec::new(scan))
+        } else {
+            scan
+        })
     }
 
     fn supports_filters_pushdown(

@@ -35,6 +35,7 @@ use crate::fixed_parallelism::FixedParallelismExec;
 use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex};
 use crate::scan_context::ScanContextExec;
 use crate::sink::{Sink, SinkExec};
+use crate::skip_corrupt::SkipCorruptFilesExec;
 
 /// Encodes what connectors add to plans: their scan nodes and their sinks.
 pub trait ConnectorCodec: PhysicalExtensionCodec {
@@ -68,6 +69,7 @@ enum Node {
     FixedParallelism = 4,
     Connector = 5,
     AsyncBatch = 6,
+    SkipCorrupt = 7,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -213,6 +215,10 @@ impl PhysicalExtensionCodec for RiffleCodec {
                     .collect::<Result<Vec<_>>>()?;
                 Arc::new(AsyncBatchExec::new(exprs, input, node.rows as usize)?)
             }
+            t if t == Node::SkipCorrupt as u8 => Arc::new(SkipCorruptFilesExec::new(one_input(
+                inputs,
+                "SkipCorruptFilesExec",
+            )?)),
             t if t == Node::Connector as u8 => {
                 return self
                     .connectors
@@ -270,6 +276,8 @@ impl PhysicalExtensionCodec for RiffleCodec {
             message
                 .encode(buf)
                 .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        } else if node.downcast_ref::<SkipCorruptFilesExec>().is_some() {
+            buf.push(Node::SkipCorrupt as u8);
         } else if let Some(batches) = node.downcast_ref::<AsyncBatchExec>() {
             buf.push(Node::AsyncBatch as u8);
             let message = AsyncBatchNode {

@@ -17,6 +17,7 @@ mod node;
 mod scan_context;
 mod session;
 mod sink;
+mod skip_corrupt;
 
 pub use async_batches::{AsyncBatchExec, AsyncBatchesRule};
 pub use builder::build_job_graph;
@@ -29,3 +30,4 @@ pub use job_graph::{
 pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
 pub use sink::{Sink, SinkExec, count_schema};
+pub use skip_corrupt::{SkipCorruptFilesExec, SkippedFile, SkippedFiles};

@@ -28,26 +28,26 @@ pub fn name_scanned_files(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
         let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
             return Ok(Transformed::no(node));
         };
-        let store = config
-            .object_store_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_string();
         let files = config
             .file_groups
             .iter()
-            .map(|group| {
-                group
-                    .iter()
-                    .map(|file| format!("{store}/{}", file.object_meta.location))
-                    .collect()
-            })
+            .map(|group| group.iter().map(|file| file_url(config, file)).collect())
             .collect();
         let wrapped: Arc<dyn ExecutionPlan> =
             Arc::new(ScanContextExec::new(Arc::clone(&node), files));
         Ok(Transformed::yes(wrapped))
     })
     .map(|transformed| transformed.data)
+}
+
+/// The URL of a file of a scan: its store's URL and its path.
+pub(crate) fn file_url(
+    config: &FileScanConfig,
+    file: &datafusion::datasource::listing::PartitionedFile,
+) -> String {
+    let store = config.object_store_url.as_str();
+    let store = store.strip_suffix('/').unwrap_or(store);
+    format!("{store}/{}", file.object_meta.location)
 }
 
 /// Passes its input through, prefixing errors with the partition's files.

@@ -25,6 +25,7 @@ use riffle_common::{JobConfig, Result, RiffleError};
 use riffle_types::RiffleTypePlanner;
 
 use crate::async_batches::AsyncBatchesRule;
+use crate::skip_corrupt::{SkippedFile, SkippedFiles};
 
 use crate::builder::build_job_graph;
 use crate::job_graph::JobGraph;
@@ -131,7 +132,9 @@ impl RiffleSession {
         let mut session_config = SessionConfig::new()
             .with_target_partitions(config.parallelism)
             .with_batch_size(config.batch_size)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            // Where 'ignore-corrupt' scans report the files they skip.
+            .with_extension(Arc::new(SkippedFiles::default()));
         let options = session_config.options_mut();
         // A table's path is a folder tree, as in Flink's filesystem connector.
         options.execution.listing_table_ignore_subdirectory = false;
@@ -181,6 +184,16 @@ impl RiffleSession {
     /// The job configuration.
     pub fn config(&self) -> &JobConfig {
         &self.config
+    }
+
+    /// The files that `'ignore-corrupt'` scans skipped since the last call.
+    pub fn take_skipped_files(&self) -> Vec<SkippedFile> {
+        self.context
+            .state()
+            .config()
+            .get_extension::<SkippedFiles>()
+            .map(|report| report.take())
+            .unwrap_or_default()
     }
 
     /// The DataFusion context that plans this session's queries.

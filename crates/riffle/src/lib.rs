@@ -39,6 +39,7 @@ mod session;
 
 pub use dataframe::DataFrame;
 pub use riffle_common::{ErrorKind, JobConfig, Result, RiffleError};
+pub use riffle_plan::SkippedFile;
 pub use riffle_runtime::JobHandle;
 pub use session::{ScriptResult, Session};
 

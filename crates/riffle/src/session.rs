@@ -15,7 +15,7 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{col, lit, when};
 use riffle_common::{JobConfig, Result, RiffleError};
 use riffle_connectors::{ConnectorsCodec, FilesFunction};
-use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, WriteMode};
+use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, SkippedFile, WriteMode};
 use riffle_runtime::{JobHandle, LocalExecutor};
 use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
 
@@ -98,6 +98,12 @@ impl Session {
     pub async fn table(&self, name: &str) -> Result<DataFrame> {
         let frame = self.inner.planner.context().table(name).await?;
         Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// The files that scans of `'ignore-corrupt'` tables skipped since the last call, each
+    /// with the reason.
+    pub fn take_skipped_files(&self) -> Vec<SkippedFile> {
+        self.inner.planner.take_skipped_files()
     }
 
     /// The files under `location` (a folder, one object or a glob such as

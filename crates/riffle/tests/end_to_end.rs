@@ -249,6 +249,78 @@ async fn corrupt_and_missing_files_name_the_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_corrupt_skips_bad_files_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed");
+    let session = session(2);
+    session.sql(GENERATED).await.unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE mixed (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', \
+             'path' = '{}', 'format' = 'parquet', 'sink.parallelism' = '3')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    session
+        .sql("INSERT INTO mixed SELECT * FROM gen")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // A file that is not Parquet at all, and a Parquet file cut in half.
+    std::fs::write(path.join("junk.parquet"), b"not parquet").unwrap();
+    let good = std::fs::read_dir(&path)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap() != "junk.parquet")
+        .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(path.join("cut.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+
+    assert!(
+        query_error(&session, "SELECT count(*) FROM mixed")
+            .await
+            .contains(".parquet")
+    );
+    session
+        .sql(&format!(
+            "CREATE TABLE tolerant (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', \
+             'path' = '{}', 'format' = 'parquet', 'ignore-corrupt' = 'true')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&session, "SELECT count(*) FROM tolerant").await,
+        100_000
+    );
+    let mut skipped = session.take_skipped_files();
+    skipped.sort_by(|a, b| a.file.cmp(&b.file));
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0].file.ends_with("/cut.parquet"), "{skipped:?}");
+    assert!(skipped[1].file.ends_with("/junk.parquet"), "{skipped:?}");
+    assert!(skipped.iter().all(|s| !s.reason.is_empty()));
+    assert!(
+        session.take_skipped_files().is_empty(),
+        "the report is taken once"
+    );
+    let error = session
+        .sql(&format!(
+            "CREATE TABLE wrong WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet', 'ignore-corrupt' = 'yes')",
+            path.display()
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("'ignore-corrupt' must be"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dataframe_api_runs_on_riffle() {
     let session = session(3);
     session.sql(GENERATED).await.unwrap();
@@ -549,9 +621,18 @@ async fn job_graphs_survive_a_trip_through_bytes() {
         "SELECT count(*), count(DISTINCT md5(file_read(file))) FROM files('{}/')",
         path.display()
     );
+    session
+        .sql(&format!(
+            "CREATE TABLE pq_tolerant (id BIGINT, grp INT, val DOUBLE) WITH ('connector' = 'filesystem', \
+             'path' = '{}', 'format' = 'parquet', 'ignore-corrupt' = 'true')",
+            path.display()
+        ))
+        .await
+        .unwrap();
     for query in [
         "SELECT grp, count(*) AS n, round(sum(val), 6) AS s FROM pq GROUP BY grp ORDER BY grp",
         listed.as_str(),
+        "SELECT grp, count(*) FROM pq_tolerant GROUP BY grp ORDER BY grp",
         "SELECT a.grp, count(*) FROM pq a JOIN gen b ON a.id = b.id WHERE b.val > 0.5 GROUP BY a.grp ORDER BY 1",
         "SELECT id FROM gen WHERE grp = 3 ORDER BY val DESC LIMIT 7",
         "SELECT DISTINCT grp FROM pq UNION ALL SELECT 100 ORDER BY 1",
