@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
@@ -177,7 +178,17 @@ impl ExecutionPlan for AsyncBatchExec {
                 let exprs = Arc::clone(&exprs);
                 let schema = Arc::clone(&schema);
                 let options = Arc::clone(&options);
-                async move { evaluate(slice?, &exprs, schema, options).await }
+                // A task of its own, so that the next slice's requests go out while the
+                // operators above are still busy with this one (aborted if the job stops).
+                let task =
+                    SpawnedTask::spawn(
+                        async move { evaluate(slice?, &exprs, schema, options).await },
+                    );
+                async move {
+                    task.join()
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?
+                }
             })
             .buffered(SLICES_IN_FLIGHT);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
