@@ -4,9 +4,10 @@
     python3 benchmarks/images/run.py            # 2000 pictures, 640x480
 
 Runs, in one go and on the same folder:
-  - Riffle (the `riffle-bench-images` binary, built with the bench-fast profile):
-    files() -> file_read -> image_decode -> image_resize(224, 224, bilinear)
-    -> image_to_tensor (float32, CHW, scaled to [0, 1]), on all cores;
+  - Riffle (the `riffle-bench-images` binary, built with the bench-fast profile, with the
+    `turbojpeg` feature where libturbojpeg0-dev is installed, else pure Rust; --pure-rust
+    forces the latter): files() -> file_read -> image_decode -> image_resize(224, 224,
+    bilinear) -> image_to_tensor (float32, CHW, scaled to [0, 1]), on all cores;
   - Pillow in a Python loop: open, convert to RGB, resize (bilinear), numpy float32 CHW;
   - Daft (pip-installed into this benchmark's own virtual environment):
     from_glob_path -> download -> decode_image -> resize(224, 224) -> image_to_tensor
@@ -110,14 +111,21 @@ def daft_run(folder: Path) -> int:
     return len(frame.collect())
 
 
-def riffle(folder: Path, repeat: int) -> tuple[float, int]:
+def turbojpeg_available() -> bool:
+    """Whether the system has libjpeg-turbo's TurboJPEG library (libturbojpeg0-dev)."""
+    found = subprocess.run(["pkg-config", "--exists", "libturbojpeg"], check=False)
+    return found.returncode == 0
+
+
+def riffle(folder: Path, repeat: int, turbojpeg: bool) -> tuple[float, int]:
     binary = ROOT / "target" / "bench-fast" / "riffle-bench-images"
-    if not binary.exists():
-        subprocess.run(
-            ["cargo", "build", "--profile", "bench-fast", "-p", "riffle-benchmarks",
-             "--bin", "riffle-bench-images"],
-            cwd=ROOT, check=True,
-        )
+    features = ["--features", "turbojpeg"] if turbojpeg else []
+    # cargo rebuilds only what changed (and when the feature changes).
+    subprocess.run(
+        ["cargo", "build", "--profile", "bench-fast", "-p", "riffle-benchmarks",
+         "--bin", "riffle-bench-images", *features],
+        cwd=ROOT, check=True,
+    )
     output = subprocess.run(
         [str(binary), "--dir", str(folder), "--repeat", str(repeat)],
         check=True, capture_output=True, text=True,
@@ -130,6 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pure-rust", action="store_true",
+                        help="decode JPEGs with zune-jpeg even where libjpeg-turbo is installed")
     args = parser.parse_args()
     os.environ["DO_NOT_TRACK"] = "1"
     ensure_venv()
@@ -139,7 +149,8 @@ def main() -> None:
     files = sorted(folder.glob("*.jpg"))
     cores = os.cpu_count()
 
-    riffle_s, riffle_n = riffle(folder, args.repeat)
+    turbojpeg = turbojpeg_available() and not args.pure_rust
+    riffle_s, riffle_n = riffle(folder, args.repeat, turbojpeg)
     assert riffle_n == len(files), (riffle_n, len(files))
     pillow_s = best_of(args.repeat, lambda: pillow(files))
     daft_rows = []
@@ -150,7 +161,7 @@ def main() -> None:
     print(f"\n{n} JPEGs 640x480 -> 224x224 tensors, {cores} cores, best of {args.repeat}")
     print(f"{'engine':<34}{'seconds':>9}{'images/s':>10}{'vs Riffle':>11}")
     for name, seconds in [
-        ("Riffle (all cores)", riffle_s),
+        (f"Riffle (all cores, {'libjpeg-turbo' if turbojpeg else 'zune-jpeg'})", riffle_s),
         ("Pillow loop (one core)", pillow_s),
         ("Daft (all cores)", daft_s),
     ]:

@@ -91,15 +91,20 @@ thread_local! {
 /// resized image). JPEGs are decoded by zune-jpeg straight into a buffer this thread
 /// reuses, so the full-size pixels are never allocated, zeroed or copied per image; other
 /// formats, and JPEGs zune-jpeg rejects (for the error message), go through [`decode`].
+///
+/// `at_least` is the size `work` will bring the picture down to: with the `turbojpeg`
+/// feature, a JPEG is decoded at the smallest fraction of its size (1/2, 1/4, 1/8) that
+/// still covers it.
 pub(crate) fn with_decoded<R>(
     bytes: &[u8],
+    at_least: (u32, u32),
     work: impl FnOnce(&Image) -> std::result::Result<R, String>,
 ) -> std::result::Result<R, String> {
     let mut work = Some(work);
     if bytes.starts_with(&[0xFF, 0xD8]) {
         let done = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let done = decode_jpeg_into(bytes, &mut scratch)
+            let done = decode_jpeg_at_least(bytes, at_least, &mut scratch)
                 .and_then(|image| work.take().map(|work| work(&image)));
             // Keep the buffer for pictures of ordinary size; let a huge one go.
             if scratch.capacity() > KEPT_SCRATCH_BYTES {
@@ -115,6 +120,27 @@ pub(crate) fn with_decoded<R>(
         Some(work) => work(&decode(bytes)?),
         None => Err("the image was already processed".into()),
     }
+}
+
+/// A JPEG decoded into `scratch`, at reduced size where the `turbojpeg` feature allows.
+#[cfg_attr(not(feature = "turbojpeg"), allow(unused_variables))]
+fn decode_jpeg_at_least<'a>(
+    bytes: &[u8],
+    (width, height): (u32, u32),
+    scratch: &'a mut Vec<u8>,
+) -> Option<Image<'a>> {
+    #[cfg(feature = "turbojpeg")]
+    if let Some((width, height, mode, size)) =
+        super::turbo::decode_scaled(bytes, width, height, scratch)
+    {
+        return Some(Image {
+            width,
+            height,
+            mode,
+            pixels: std::borrow::Cow::Borrowed(&scratch[..size]),
+        });
+    }
+    decode_jpeg_into(bytes, scratch)
 }
 
 /// A JPEG decoded into `scratch` (grown as needed, never cleared); `None` if zune-jpeg

@@ -19,6 +19,8 @@
 mod codec;
 mod pixels;
 mod transform;
+#[cfg(feature = "turbojpeg")]
+mod turbo;
 
 use std::sync::Arc;
 

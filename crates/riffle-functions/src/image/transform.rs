@@ -537,7 +537,7 @@ fn resize_encoded(args: &ScalarFunctionArgs, input: &ArrayRef) -> Result<Columna
         if bytes.is_null(row) {
             return Ok(None);
         }
-        super::codec::with_decoded(bytes.value(row), |image| {
+        super::codec::with_decoded(bytes.value(row), (width, height), |image| {
             resize(image, width, height, algorithm)
         })
         .map(Some)
