@@ -88,3 +88,58 @@ impl ConnectorCodec for ConnectorsCodec {
         Ok(Arc::new(FileSink::from_node(node, ctx)?))
     }
 }
+
+/// What every connector scan node carries besides its own description: the columns it
+/// projects, its limit, its partitions and its batch size.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ScanShape {
+    #[prost(uint64, repeated, tag = "1")]
+    projection: Vec<u64>,
+    /// Whether `projection` applies (an empty one projects no columns).
+    #[prost(bool, tag = "2")]
+    projected: bool,
+    #[prost(uint64, optional, tag = "3")]
+    limit: Option<u64>,
+    #[prost(uint64, tag = "4")]
+    partitions: u64,
+    #[prost(uint64, tag = "5")]
+    batch_size: u64,
+}
+
+impl ScanShape {
+    pub(crate) fn new(
+        projection: Option<&[usize]>,
+        limit: Option<usize>,
+        partitions: usize,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            projection: projection
+                .iter()
+                .flat_map(|p| p.iter())
+                .map(|&c| c as u64)
+                .collect(),
+            projected: projection.is_some(),
+            limit: limit.map(|l| l as u64),
+            partitions: partitions as u64,
+            batch_size: batch_size as u64,
+        }
+    }
+
+    pub(crate) fn projection(&self) -> Option<Vec<usize>> {
+        self.projected
+            .then(|| self.projection.iter().map(|&c| c as usize).collect())
+    }
+
+    pub(crate) fn row_limit(&self) -> Option<usize> {
+        self.limit.map(|l| l as usize)
+    }
+
+    pub(crate) fn partitions(&self) -> usize {
+        (self.partitions as usize).max(1)
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch_size as usize
+    }
+}

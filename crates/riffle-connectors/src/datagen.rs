@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codec::ScanShape;
 use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int8Array, Int16Array,
@@ -513,16 +514,8 @@ pub(crate) struct DataGenNode {
     rows_per_second: Option<f64>,
     #[prost(uint64, tag = "5")]
     seed: u64,
-    #[prost(uint64, repeated, tag = "6")]
-    projection: Vec<u64>,
-    #[prost(bool, tag = "7")]
-    projected: bool,
-    #[prost(uint64, optional, tag = "8")]
-    limit: Option<u64>,
-    #[prost(uint64, tag = "9")]
-    partitions: u64,
-    #[prost(uint64, tag = "10")]
-    batch_size: u64,
+    #[prost(message, optional, tag = "6")]
+    shape: Option<ScanShape>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -571,16 +564,12 @@ impl DataGenExec {
             rows: self.spec.rows,
             rows_per_second: self.spec.rows_per_second,
             seed: self.spec.seed,
-            projection: self
-                .projection
-                .iter()
-                .flatten()
-                .map(|&c| c as u64)
-                .collect(),
-            projected: self.projection.is_some(),
-            limit: self.limit.map(|l| l as u64),
-            partitions: self.properties.partitioning.partition_count() as u64,
-            batch_size: self.batch_size as u64,
+            shape: Some(ScanShape::new(
+                self.projection.as_deref(),
+                self.limit,
+                self.properties.partitioning.partition_count(),
+                self.batch_size,
+            )),
         })
     }
 
@@ -616,15 +605,13 @@ impl DataGenExec {
             rows_per_second: node.rows_per_second,
             seed: node.seed,
         };
-        let projection = node
-            .projected
-            .then(|| node.projection.iter().map(|&c| c as usize).collect());
+        let shape = node.shape.unwrap_or_default();
         Ok(Self::new(
             spec,
-            projection,
-            node.limit.map(|l| l as usize),
-            node.partitions as usize,
-            node.batch_size as usize,
+            shape.projection(),
+            shape.row_limit(),
+            shape.partitions(),
+            shape.batch_size(),
         ))
     }
 }

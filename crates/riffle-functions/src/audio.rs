@@ -342,11 +342,7 @@ impl ScalarUDFImpl for AudioFunction {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::arg_types(&args);
         let data_type = self.return_type(&types)?;
         Ok(match self.name {
             "audio_decode" | "audio_resample" => audio_field(self.name),

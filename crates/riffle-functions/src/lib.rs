@@ -19,6 +19,16 @@ pub mod row_errors;
 pub mod text;
 pub mod vector;
 
+/// The types of the arguments a function's return field is asked for.
+pub(crate) fn arg_types(
+    args: &datafusion::logical_expr::ReturnFieldArgs,
+) -> Vec<datafusion::arrow::datatypes::DataType> {
+    args.arg_fields
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect()
+}
+
 /// Checks the number of arguments a function was called with.
 pub(crate) fn check_arity(
     name: &str,

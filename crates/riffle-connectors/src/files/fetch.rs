@@ -192,10 +192,7 @@ fn file_requests(data_type: &DataType, input: Option<&ArrayRef>) -> Result<Vec<O
         return Ok(Vec::new());
     };
     let files = input.as_struct();
-    let uris = files
-        .column_by_name("uri")
-        .map(|c| c.cast_to_strings())
-        .transpose()?;
+    let uris = files.column_by_name("uri").map(strings).transpose()?;
     let offsets = files
         .column_by_name("offset")
         .and_then(|c| c.as_primitive_opt::<UInt64Type>().cloned());
@@ -245,27 +242,20 @@ fn url_requests(
     let Some(input) = input else {
         return Ok(Vec::new());
     };
-    Ok(input
-        .cast_to_strings()?
+    Ok(strings(input)?
         .into_iter()
         .map(|uri| uri.map(|uri| Request { uri, range: None }))
         .collect())
 }
 
-/// Reading a string column of any string type.
-trait CastToStrings {
-    fn cast_to_strings(&self) -> Result<Vec<Option<String>>>;
-}
-
-impl CastToStrings for ArrayRef {
-    fn cast_to_strings(&self) -> Result<Vec<Option<String>>> {
-        let strings = datafusion::arrow::compute::cast(self, &DataType::Utf8)?;
-        Ok(strings
-            .as_string::<i32>()
-            .iter()
-            .map(|s| s.map(String::from))
-            .collect())
-    }
+/// A column of any string type, as strings.
+fn strings(array: &ArrayRef) -> Result<Vec<Option<String>>> {
+    let strings = datafusion::arrow::compute::cast(array, &DataType::Utf8)?;
+    Ok(strings
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.map(String::from))
+        .collect())
 }
 
 /// Fetches every row, [`CONCURRENCY`] at a time, in order.

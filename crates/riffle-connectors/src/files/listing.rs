@@ -34,6 +34,7 @@ use riffle_common::RiffleError;
 use url::Url;
 
 use super::{files_schema, store_for};
+use crate::codec::ScanShape;
 use crate::object_stores::parse_location;
 
 /// A location to list, split into the store, the folder to list and the glob to match.
@@ -249,30 +250,24 @@ impl FilesListExec {
     pub(crate) fn to_node(&self) -> FilesListNode {
         FilesListNode {
             location: self.location.text.clone(),
-            projection: self
-                .projection
-                .iter()
-                .flatten()
-                .map(|&c| c as u64)
-                .collect(),
-            projected: self.projection.is_some(),
-            limit: self.limit.map(|l| l as u64),
-            partitions: self.properties.partitioning.partition_count() as u64,
-            batch_size: self.batch_size as u64,
+            shape: Some(ScanShape::new(
+                self.projection.as_deref(),
+                self.limit,
+                self.properties.partitioning.partition_count(),
+                self.batch_size,
+            )),
         }
     }
 
     pub(crate) fn from_node(node: FilesListNode) -> Result<Self> {
         let location = FilesLocation::parse(&node.location)?;
-        let projection = node
-            .projected
-            .then(|| node.projection.iter().map(|&c| c as usize).collect());
+        let shape = node.shape.unwrap_or_default();
         Self::new(
             location,
-            projection,
-            node.limit.map(|l| l as usize),
-            node.partitions.max(1) as usize,
-            node.batch_size as usize,
+            shape.projection(),
+            shape.row_limit(),
+            shape.partitions(),
+            shape.batch_size(),
         )
     }
 }
@@ -368,16 +363,8 @@ fn to_batch(
 pub(crate) struct FilesListNode {
     #[prost(string, tag = "1")]
     location: String,
-    #[prost(uint64, repeated, tag = "2")]
-    projection: Vec<u64>,
-    #[prost(bool, tag = "3")]
-    projected: bool,
-    #[prost(uint64, optional, tag = "4")]
-    limit: Option<u64>,
-    #[prost(uint64, tag = "5")]
-    partitions: u64,
-    #[prost(uint64, tag = "6")]
-    batch_size: u64,
+    #[prost(message, optional, tag = "2")]
+    shape: Option<ScanShape>,
 }
 
 #[cfg(test)]

@@ -100,26 +100,21 @@ pub(crate) fn with_decoded<R>(
     at_least: (u32, u32),
     work: impl FnOnce(&Image) -> std::result::Result<R, String>,
 ) -> std::result::Result<R, String> {
-    let mut work = Some(work);
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        let done = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let done = decode_jpeg_at_least(bytes, at_least, &mut scratch)
-                .and_then(|image| work.take().map(|work| work(&image)));
-            // Keep the buffer for pictures of ordinary size; let a huge one go.
-            if scratch.capacity() > KEPT_SCRATCH_BYTES {
-                *scratch = Vec::new();
-            }
-            done
-        });
-        if let Some(result) = done {
-            return result;
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return work(&decode(bytes)?);
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let result = match decode_jpeg_at_least(bytes, at_least, &mut scratch) {
+            Some(image) => work(&image),
+            None => decode(bytes).and_then(|image| work(&image)),
+        };
+        // Keep the buffer for pictures of ordinary size; let a huge one go.
+        if scratch.capacity() > KEPT_SCRATCH_BYTES {
+            *scratch = Vec::new();
         }
-    }
-    match work {
-        Some(work) => work(&decode(bytes)?),
-        None => Err("the image was already processed".into()),
-    }
+        result
+    })
 }
 
 /// A JPEG decoded into `scratch`, at reduced size where the `turbojpeg` feature allows.
@@ -235,11 +230,7 @@ impl ScalarUDFImpl for BytesFunction {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::arg_types(&args);
         let data_type = self.return_type(&types)?;
         if self.name == "image_decode" {
             return Ok(image_field(self.name));

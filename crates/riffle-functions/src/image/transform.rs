@@ -359,11 +359,7 @@ impl ScalarUDFImpl for ImageFunction {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::arg_types(&args);
         self.return_type(&types)?;
         Ok(if self.name == "image_to_tensor" {
             Arc::new(tensor_type().field(self.name, true))
