@@ -1,5 +1,7 @@
 //! Job configuration.
 
+use crate::options::Options;
+
 /// How a job runs: its default parallelism, batch size and channel credits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobConfig {
@@ -14,6 +16,8 @@ pub struct JobConfig {
     /// Rows per batch through asynchronous functions (`file_read`, `url_download`) and the
     /// operators after them: small, because each row may be a whole image or document.
     pub async_batch_rows: usize,
+    /// Options set by key (`SET 'key' = 'value'`, `-D key=value`): checkpointing, URL policy.
+    pub options: Options,
 }
 
 impl Default for JobConfig {
@@ -26,6 +30,7 @@ impl Default for JobConfig {
             channel_credit_batches: 8,
             channel_credit_bytes: 64 * 1024 * 1024,
             async_batch_rows: 32,
+            options: Options::new(),
         }
     }
 }

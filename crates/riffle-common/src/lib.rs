@@ -1,5 +1,5 @@
 //! Riffle's shared vocabulary: the error type every crate returns ([`RiffleError`]) and the
-//! job configuration ([`JobConfig`]).
+//! job configuration ([`JobConfig`], with the [`Options`] a user sets by key).
 //!
 //! Every error carries a [`ErrorKind`] (whose fault it was) and whether retrying can help,
 //! so that a CLI can print one clear message, the Python front can map it to one exception
@@ -9,6 +9,8 @@
 
 mod config;
 mod error;
+pub mod options;
 
 pub use config::JobConfig;
 pub use error::{ErrorKind, Result, RiffleError};
+pub use options::Options;
