@@ -280,7 +280,7 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration> {
         _ => return Err(bad()),
     };
     let millis = number * millis_per_unit;
-    if !millis.is_finite() || millis < 0.0 || millis > 1e15 {
+    if !(0.0..=1e15).contains(&millis) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(millis / 1_000.0))

@@ -8,8 +8,11 @@
 //! on a channel stays within its credit.
 //!
 //! The receiver sees one [`Message::EndOfInput`], after every sender has sent its own.
-//! Local channels pass `RecordBatch` by reference; a network transport implements the same
-//! contract with credits granted over the wire.
+//! Between tasks the executor gives every producer a channel of its own (one sender), so
+//! that an [`InputGate`](crate::gate::InputGate) can tell the producers apart and stop
+//! reading one of them (barrier alignment); the channels of one gate share one wake-up
+//! signal. Local channels pass `RecordBatch` by reference; a network transport implements
+//! the same contract with credits granted over the wire.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +29,19 @@ pub struct Credit {
     pub batches: usize,
     /// Bytes of Arrow buffers queued at most (one oversized batch excepted).
     pub bytes: usize,
+}
+
+impl Credit {
+    /// This credit shared by `producers` channels that feed one consumer, so that giving
+    /// each producer a channel of its own does not multiply the memory a consumer may have
+    /// queued. Each share keeps at least one batch and one byte.
+    pub fn share(self, producers: usize) -> Credit {
+        let producers = producers.max(1);
+        Credit {
+            batches: self.batches.div_ceil(producers).max(1),
+            bytes: self.bytes.div_ceil(producers).max(1),
+        }
+    }
 }
 
 /// High-water marks of one channel, for tests and metrics.
@@ -69,8 +85,9 @@ struct State {
 struct Shared {
     credit: Credit,
     state: Mutex<State>,
-    /// Signalled when a message is queued or a sender leaves.
-    readable: Notify,
+    /// Signalled when a message is queued or a sender leaves; shared by the channels of one
+    /// input gate.
+    readable: Arc<Notify>,
     /// Signalled when credit is returned or the receiver leaves.
     writable: Notify,
     stats: Arc<ChannelStats>,
@@ -88,6 +105,16 @@ impl Shared {
 
 /// Creates a channel fed by `senders` producers.
 pub fn channel(credit: Credit, senders: usize) -> (Vec<Sender>, Receiver) {
+    channel_notifying(credit, senders, Arc::new(Notify::new()))
+}
+
+/// Creates a channel that signals `readable` whenever its receiver may have something new:
+/// an input gate gives the same signal to all its channels and waits on it once.
+pub fn channel_notifying(
+    credit: Credit,
+    senders: usize,
+    readable: Arc<Notify>,
+) -> (Vec<Sender>, Receiver) {
     let shared = Arc::new(Shared {
         credit: Credit {
             batches: credit.batches.max(1),
@@ -100,7 +127,7 @@ pub fn channel(credit: Credit, senders: usize) -> (Vec<Sender>, Receiver) {
             open_senders: senders,
             receiver_alive: true,
         }),
-        readable: Notify::new(),
+        readable,
         writable: Notify::new(),
         stats: Arc::new(ChannelStats::default()),
     });
@@ -198,6 +225,17 @@ pub enum Received {
     Broken,
 }
 
+/// What a receiver has right now.
+#[derive(Debug)]
+pub enum TryReceived {
+    /// The next message, or a broken sender (as [`Receiver::recv`] returns them).
+    Ready(Received),
+    /// Nothing queued yet.
+    Empty,
+    /// The channel ended: its end-of-input or its breakage was already received.
+    Closed,
+}
+
 /// The consumer's end of a channel.
 pub struct Receiver {
     shared: Arc<Shared>,
@@ -207,34 +245,42 @@ impl Receiver {
     /// The next message. After [`Message::EndOfInput`] it returns `None`.
     pub async fn recv(&mut self) -> Option<Received> {
         loop {
-            let readable = self.shared.readable.notified();
-            {
-                let mut state = self.shared.lock();
-                if let Some(message) = state.queue.pop_front() {
-                    if matches!(message, Message::Batch(_)) {
-                        state.queued_batches -= 1;
-                        state.queued_bytes -= message.size_bytes();
-                    }
-                    let end = matches!(message, Message::EndOfInput);
-                    if end {
-                        // Only one end-of-input is ever queued; mark the channel drained.
-                        state.receiver_alive = false;
-                    }
-                    drop(state);
-                    self.shared.writable.notify_waiters();
-                    return Some(Received::Message(message));
-                }
-                if !state.receiver_alive {
-                    return None;
-                }
-                if state.open_senders == 0 {
-                    // Every sender left, but not all of them finished.
-                    state.receiver_alive = false;
-                    return Some(Received::Broken);
-                }
+            // Taken before looking, so that a message queued in between still wakes us.
+            let shared = Arc::clone(&self.shared);
+            let readable = shared.readable.notified();
+            match self.try_recv() {
+                TryReceived::Ready(received) => return Some(received),
+                TryReceived::Closed => return None,
+                TryReceived::Empty => readable.await,
             }
-            readable.await;
         }
+    }
+
+    /// The next message if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> TryReceived {
+        let mut state = self.shared.lock();
+        if let Some(message) = state.queue.pop_front() {
+            if matches!(message, Message::Batch(_)) {
+                state.queued_batches -= 1;
+                state.queued_bytes -= message.size_bytes();
+            }
+            if matches!(message, Message::EndOfInput) {
+                // Only one end-of-input is ever queued; mark the channel drained.
+                state.receiver_alive = false;
+            }
+            drop(state);
+            self.shared.writable.notify_waiters();
+            return TryReceived::Ready(Received::Message(message));
+        }
+        if !state.receiver_alive {
+            return TryReceived::Closed;
+        }
+        if state.open_senders == 0 {
+            // Every sender left, but not all of them finished.
+            state.receiver_alive = false;
+            return TryReceived::Ready(Received::Broken);
+        }
+        TryReceived::Empty
     }
 
     /// The statistics of this channel.

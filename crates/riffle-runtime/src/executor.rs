@@ -19,10 +19,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use riffle_common::{JobConfig, Result, RiffleError};
 use riffle_plan::{ExchangeInputs, ExchangeRegistry, JobGraph, Sink, VertexId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::channel::{ChannelStats, Credit, Received, Receiver, Sender, channel};
+use crate::channel::{
+    ChannelStats, Credit, Received, Receiver, Sender, channel, channel_notifying,
+};
+use crate::gate::{GateOutput, InputGate};
 use crate::message::Message;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
 
@@ -67,8 +70,10 @@ impl LocalExecutor {
         let schema = graph.vertices[root].fragment.schema();
         let bounded = graph.is_bounded();
 
-        // Channels of every edge, receivers registered for the exchange readers.
-        let mut receivers = HashMap::new();
+        // Every edge gets one channel per (producer, consumer partition), so that a consumer
+        // can tell its producers apart; the channels of one consumer partition form its
+        // input gate and share the edge's credit.
+        let mut gates = HashMap::new();
         let mut outputs: HashMap<VertexId, Vec<OutputPartitioner>> = HashMap::new();
         let mut channel_stats = Vec::new();
         for edge in &graph.edges {
@@ -84,23 +89,32 @@ impl LocalExecutor {
                     .iter()
                     .filter(|targets| targets.contains(&partition))
                     .count();
-                let (partition_senders, receiver) = channel(self.credit, feeding);
-                channel_stats.push(ChannelInfo {
-                    from: edge.from,
-                    to: edge.to,
-                    partition,
-                    stats: receiver.stats(),
-                });
-                let mut partition_senders = partition_senders.into_iter();
-                for (targets, producer_senders) in feeds.iter().zip(senders.iter_mut()) {
-                    let sender = if targets.contains(&partition) {
-                        partition_senders.next()
-                    } else {
-                        None
-                    };
-                    producer_senders.push(sender);
+                let credit = self.credit.share(feeding);
+                let readable = Arc::new(Notify::new());
+                let mut channels = Vec::new();
+                for (producer, (targets, producer_senders)) in
+                    feeds.iter().zip(senders.iter_mut()).enumerate()
+                {
+                    if !targets.contains(&partition) {
+                        producer_senders.push(None);
+                        continue;
+                    }
+                    let (mut sender, receiver) =
+                        channel_notifying(credit, 1, Arc::clone(&readable));
+                    channel_stats.push(ChannelInfo {
+                        from: edge.from,
+                        producer,
+                        to: edge.to,
+                        partition,
+                        stats: receiver.stats(),
+                    });
+                    producer_senders.push(sender.pop());
+                    channels.push((edge.input, receiver));
                 }
-                receivers.insert((edge.to, edge.input, partition), receiver);
+                gates.insert(
+                    (edge.to, edge.input, partition),
+                    InputGate::new(channels, readable),
+                );
             }
             let partitioners = senders
                 .into_iter()
@@ -113,21 +127,8 @@ impl LocalExecutor {
         }
         let (mut result_senders, results) = channel(self.credit, graph.vertices[root].parallelism);
 
-        // One control mailbox per subtask, for watermarks and barriers that pass through.
-        let mut mailboxes = HashMap::new();
-        let mut mailbox_receivers = HashMap::new();
-        for vertex in &graph.vertices {
-            for subtask in 0..vertex.parallelism {
-                let (sender, receiver) = mpsc::unbounded_channel();
-                mailboxes.insert((vertex.id, subtask), sender);
-                mailbox_receivers.insert((vertex.id, subtask), receiver);
-            }
-        }
-        let parallelism = graph.vertices.iter().map(|v| v.parallelism).collect();
         let inputs = Arc::new(ChannelInputs {
-            receivers: Mutex::new(receivers),
-            mailboxes,
-            parallelism,
+            gates: Mutex::new(gates),
         });
         let config = context
             .session_config()
@@ -146,7 +147,7 @@ impl LocalExecutor {
 
         // Open every fragment before starting any task, so that a planning mistake fails the
         // job before it writes anything.
-        let mut tasks = JoinSet::new();
+        let mut opened = Vec::new();
         for vertex in &graph.vertices {
             let running = Arc::new(std::sync::atomic::AtomicUsize::new(vertex.parallelism));
             let mut partitioners = outputs.remove(&vertex.id);
@@ -162,22 +163,23 @@ impl LocalExecutor {
                         None => return Err(RiffleError::internal("missing result channel")),
                     },
                 };
-                let mailbox = mailbox_receivers
-                    .remove(&(vertex.id, subtask))
-                    .ok_or_else(|| RiffleError::internal("missing mailbox"))?;
                 let name = format!("vertex {} ({}) subtask {subtask}", vertex.id, vertex.name);
-                let (inputs, running, id) = (Arc::clone(&inputs), Arc::clone(&running), vertex.id);
-                tasks.spawn(async move {
-                    let outcome = run_task(name, stream, output, mailbox).await;
-                    // A fragment need not open every input partition (a LIMIT can end it
-                    // first). Once the whole vertex is done, close what it left unopened, so
-                    // that producers waiting for credit there stop instead of waiting forever.
-                    if running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                        inputs.close_vertex(id);
-                    }
-                    outcome
-                });
+                opened.push((name, stream, output, Arc::clone(&running), vertex.id));
             }
+        }
+        let mut tasks = JoinSet::new();
+        for (name, stream, output, running, id) in opened {
+            let inputs = Arc::clone(&inputs);
+            tasks.spawn(async move {
+                let outcome = run_task(name, stream, output).await;
+                // A fragment need not open every input partition (a LIMIT can end it
+                // first). Once the whole vertex is done, close what it left unopened, so
+                // that producers waiting for credit there stop instead of waiting forever.
+                if running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                    inputs.close_vertex(id);
+                }
+                outcome
+            });
         }
 
         let cancel = Arc::new(Notify::new());
@@ -198,6 +200,8 @@ impl LocalExecutor {
 pub struct ChannelInfo {
     /// Producing vertex.
     pub from: VertexId,
+    /// Producing subtask: every producer has a channel of its own.
+    pub producer: usize,
     /// Consuming vertex.
     pub to: VertexId,
     /// Consumer partition.
@@ -328,14 +332,6 @@ impl TaskOutput {
             }
         }
     }
-
-    async fn send_control(&mut self, message: Message) -> Result<(), SendError> {
-        match self {
-            TaskOutput::Edge(partitioner) => partitioner.send_all(message).await,
-            // The result consumer wants rows only.
-            TaskOutput::Result(_) => Ok(()),
-        }
-    }
 }
 
 /// Marks the error a task reports when its input broke because another task failed, so
@@ -365,7 +361,6 @@ async fn run_task(
     name: String,
     mut stream: SendableRecordBatchStream,
     mut output: TaskOutput,
-    mut mailbox: mpsc::UnboundedReceiver<Message>,
 ) -> Result<(), TaskFailure> {
     let failed = |error: DataFusionError| {
         let upstream = matches!(error.find_root(), DataFusionError::External(inner) if inner.is::<UpstreamFailed>());
@@ -379,37 +374,18 @@ async fn run_task(
     };
     // The consumer went away: it needs no more rows (a LIMIT was reached downstream) or the
     // job is stopping because of another task's error, which the job reports instead.
-    let disconnected = || TaskFailure::ConsumerGone;
-    loop {
-        tokio::select! {
-            biased;
-            Some(message) = mailbox.recv() => {
-                output.send_control(message).await.map_err(|e| match e {
-                    SendError::Compute(error) => failed(error),
-                    SendError::Disconnected => disconnected(),
-                })?;
-            }
-            next = stream.next() => match next {
-                Some(Ok(batch)) => output.send_batch(batch).await.map_err(|e| match e {
-                    SendError::Compute(error) => failed(error),
-                    SendError::Disconnected => disconnected(),
-                })?,
-                Some(Err(error)) => return Err(failed(error)),
-                None => break,
-            }
-        }
-    }
-    while let Ok(message) = mailbox.try_recv() {
-        output
-            .send_control(message)
-            .await
-            .map_err(|_| disconnected())?;
+    while let Some(next) = stream.next().await {
+        let batch = next.map_err(failed)?;
+        output.send_batch(batch).await.map_err(|e| match e {
+            SendError::Compute(error) => failed(error),
+            SendError::Disconnected => TaskFailure::ConsumerGone,
+        })?;
     }
     let finished = match &mut output {
         TaskOutput::Edge(partitioner) => partitioner.send_all(Message::EndOfInput).await,
         TaskOutput::Result(sender) => sender.send(Message::EndOfInput).await.map_err(Into::into),
     };
-    finished.map_err(|_| disconnected())
+    finished.map_err(|_| TaskFailure::ConsumerGone)
 }
 
 /// Waits for every task; on the first failure or a cancel, stops them all. Commits the sinks
@@ -520,11 +496,15 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
-/// The runtime's side of [`ExchangeInputs`]: hands out channel receivers as streams.
+/// The runtime's side of [`ExchangeInputs`]: hands out input gates as streams of batches.
+///
+/// A fragment vertex is a DataFusion stream: it has no operator to snapshot and no notion of
+/// event time, so its exchange readers pass rows only. Watermarks are dropped there (the
+/// bounded jobs fragments run in have no event-time operators yet), and a checkpoint
+/// barrier reaching one is a planning bug: jobs with fragment vertices take no
+/// checkpoints.
 struct ChannelInputs {
-    receivers: Mutex<HashMap<(VertexId, usize, usize), Receiver>>,
-    mailboxes: HashMap<(VertexId, usize), mpsc::UnboundedSender<Message>>,
-    parallelism: Vec<usize>,
+    gates: Mutex<HashMap<(VertexId, usize, usize), InputGate>>,
 }
 
 impl fmt::Debug for ChannelInputs {
@@ -534,10 +514,10 @@ impl fmt::Debug for ChannelInputs {
 }
 
 impl ChannelInputs {
-    /// Drops the receivers of `vertex` that were never opened.
+    /// Drops the input gates of `vertex` that were never opened.
     fn close_vertex(&self, vertex: VertexId) {
-        if let Ok(mut receivers) = self.receivers.lock() {
-            receivers.retain(|(to, _, _), _| *to != vertex);
+        if let Ok(mut gates) = self.gates.lock() {
+            gates.retain(|(to, _, _), _| *to != vertex);
         }
     }
 }
@@ -549,8 +529,8 @@ impl ExchangeInputs for ChannelInputs {
         input: usize,
         partition: usize,
     ) -> datafusion::error::Result<BoxStream<'static, datafusion::error::Result<RecordBatch>>> {
-        let receiver = self
-            .receivers
+        let gate = self
+            .gates
             .lock()
             .map_err(|_| DataFusionError::Internal("channel registry poisoned".into()))?
             .remove(&(vertex, input, partition))
@@ -559,29 +539,23 @@ impl ExchangeInputs for ChannelInputs {
                     "no channel for vertex {vertex} input {input} partition {partition}, or it was opened twice"
                 ))
             })?;
-        let width = self.parallelism.get(vertex).copied().unwrap_or(1).max(1);
-        let mailbox = self.mailboxes.get(&(vertex, partition % width)).cloned();
-        let stream =
-            futures::stream::unfold((receiver, mailbox), |(mut receiver, mailbox)| async move {
-                loop {
-                    match receiver.recv().await? {
-                        Received::Message(Message::Batch(batch)) => {
-                            return Some((Ok(batch), (receiver, mailbox)));
-                        }
-                        Received::Message(Message::EndOfInput) => return None,
-                        Received::Message(control) => {
-                            if let Some(mailbox) = &mailbox {
-                                // The task may already be gone; its control is moot then.
-                                let _ = mailbox.send(control);
-                            }
-                        }
-                        Received::Broken => {
-                            let error = DataFusionError::External(Box::new(UpstreamFailed));
-                            return Some((Err(error), (receiver, mailbox)));
-                        }
+        let stream = futures::stream::unfold(Some(gate), move |gate| async move {
+            let mut gate = gate?;
+            loop {
+                let error = match gate.next().await? {
+                    GateOutput::Batch { batch, .. } => return Some((Ok(batch), Some(gate))),
+                    GateOutput::Watermark(_) => continue,
+                    GateOutput::Broken => DataFusionError::External(Box::new(UpstreamFailed)),
+                    GateOutput::Aligned(id) | GateOutput::Abandoned(id) => {
+                        DataFusionError::Internal(format!(
+                            "checkpoint barrier {id} reached fragment vertex {vertex}, which takes no checkpoints"
+                        ))
                     }
-                }
-            });
+                };
+                // The stream ends after its error.
+                return Some((Err(error), None));
+            }
+        });
         Ok(stream.boxed())
     }
 }
@@ -590,14 +564,12 @@ impl ExchangeInputs for ChannelInputs {
 mod tests {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-    use riffle_plan::EdgePartitioning;
 
     use super::*;
 
-    fn batch() -> RecordBatch {
+    fn batch(value: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap()
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![value]))]).unwrap()
     }
 
     fn credit() -> Credit {
@@ -607,69 +579,87 @@ mod tests {
         }
     }
 
+    /// Exchange inputs for vertex 0, input 0, partition 0, fed by `producers` channels.
+    fn inputs(producers: usize) -> (Vec<Sender>, ChannelInputs) {
+        let readable = Arc::new(Notify::new());
+        let mut senders = Vec::new();
+        let mut channels = Vec::new();
+        for _ in 0..producers {
+            let (mut sender, receiver) = channel_notifying(credit(), 1, Arc::clone(&readable));
+            senders.push(sender.pop().unwrap());
+            channels.push((0, receiver));
+        }
+        let gates = HashMap::from([((0, 0, 0), InputGate::new(channels, readable))]);
+        (
+            senders,
+            ChannelInputs {
+                gates: Mutex::new(gates),
+            },
+        )
+    }
+
+    fn value(batch: &RecordBatch) -> i64 {
+        let values = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        values.value(0)
+    }
+
     #[tokio::test]
-    async fn control_messages_pass_through_a_task_in_order() {
-        // Upstream channel into vertex 0, partition 0: a batch, a watermark, a barrier.
-        let (mut upstream, receiver) = channel(credit(), 1);
-        let (mailbox, mut mailbox_receiver) = mpsc::unbounded_channel();
-        let inputs = ChannelInputs {
-            receivers: Mutex::new(HashMap::from([((0, 0, 0), receiver)])),
-            mailboxes: HashMap::from([((0, 0), mailbox)]),
-            parallelism: vec![1],
-        };
-        let mut sender = upstream.pop().unwrap();
-        sender.send(Message::Batch(batch())).await.unwrap();
-        sender.send(Message::Watermark(42)).await.unwrap();
-        sender.send(Message::Barrier(7)).await.unwrap();
-        sender.send(Message::EndOfInput).await.unwrap();
-
-        // The reader yields the rows and hands the control messages to the task's mailbox.
-        let stream = inputs.open(0, 0, 0).unwrap();
-        let batches: Vec<_> = stream.collect().await;
-        assert_eq!(batches.len(), 1);
-        let mut control = Vec::new();
-        while let Ok(message) = mailbox_receiver.try_recv() {
-            control.push(message);
-        }
-        assert!(matches!(
-            control.as_slice(),
-            [Message::Watermark(42), Message::Barrier(7)]
-        ));
-
-        // The task forwards them downstream, then ends its output.
-        let (downstream_senders, mut downstream) = channel(credit(), 1);
-        let partitioner = OutputPartitioner::new(
-            EdgePartitioning::Forward,
-            downstream_senders.into_iter().map(Some).collect(),
-            0,
-            1,
+    async fn a_fragment_reads_every_producer_and_ends_after_the_last() {
+        let (mut senders, inputs) = inputs(2);
+        senders[0].send(Message::Batch(batch(1))).await.unwrap();
+        senders[0].send(Message::Watermark(5)).await.unwrap();
+        senders[0].send(Message::EndOfInput).await.unwrap();
+        senders[1].send(Message::Batch(batch(2))).await.unwrap();
+        senders[1].send(Message::Watermark(6)).await.unwrap();
+        senders[1].send(Message::EndOfInput).await.unwrap();
+        let read: Vec<i64> = inputs
+            .open(0, 0, 0)
+            .unwrap()
+            .map(|batch| value(&batch.unwrap()))
+            .collect()
+            .await;
+        let mut sorted = read.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![1, 2],
+            "rows only, watermarks dropped: {read:?}"
         );
-        let (mailbox, task_mailbox) = mpsc::unbounded_channel();
-        for message in control {
-            mailbox.send(message).unwrap();
-        }
-        let schema = batch().schema();
-        let rows = futures::stream::iter(vec![Ok(batch())]);
-        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, rows));
+        assert!(inputs.open(0, 0, 0).is_err(), "a gate opens once");
+    }
+
+    #[tokio::test]
+    async fn a_barrier_reaching_a_fragment_vertex_is_an_error() {
+        let (mut senders, inputs) = inputs(1);
+        senders[0].send(Message::Batch(batch(1))).await.unwrap();
+        senders[0].send(Message::Barrier(3)).await.unwrap();
+        senders[0].send(Message::Batch(batch(2))).await.unwrap();
+        let read: Vec<_> = inputs.open(0, 0, 0).unwrap().collect().await;
+        assert_eq!(
+            read.len(),
+            2,
+            "the row before the barrier, then the error: {read:?}"
+        );
+        let error = read[1].as_ref().unwrap_err().to_string();
         assert!(
-            run_task(
-                "test".into(),
-                stream,
-                TaskOutput::Edge(partitioner),
-                task_mailbox
-            )
-            .await
-            .is_ok()
+            error.contains("checkpoint barrier 3 reached fragment vertex 0"),
+            "{error}"
         );
-        let mut seen = Vec::new();
-        while let Some(Received::Message(message)) = downstream.recv().await {
-            seen.push(match message {
-                Message::Batch(_) => "batch".to_string(),
-                Message::Watermark(w) => format!("watermark {w}"),
-                Message::Barrier(b) => format!("barrier {b}"),
-                Message::EndOfInput => "end".to_string(),
-            });
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_breaks_fails_its_consumer_as_a_consequence() {
+        let (mut senders, inputs) = inputs(2);
+        senders[1].send(Message::EndOfInput).await.unwrap();
+        senders.remove(0);
+        let read: Vec<_> = inputs.open(0, 0, 0).unwrap().collect().await;
+        match read.as_slice() {
+            [Err(DataFusionError::External(inner))] => assert!(inner.is::<UpstreamFailed>()),
+            other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(seen, vec!["watermark 42", "barrier 7", "batch", "end"]);
     }
 }

@@ -4,13 +4,16 @@
 //! credit-bounded [`channel`]s carrying [`Message`]s, starts one tokio task per subtask, and
 //! returns a [`JobHandle`] that streams the result and can cancel the job.
 //!
-//! The channel contract (one receiver, a known number of senders, credit in batches and
-//! bytes, in-band control messages) is what a network transport implements for cluster mode.
+//! The channel contract (one channel per producer and consumer, credit in batches and
+//! bytes, barriers, watermarks and end-of-input in band) and the [`gate::InputGate`] over a
+//! consumer's channels (barrier alignment, the minimum watermark) are what a network
+//! transport implements for cluster mode.
 
 #![warn(missing_docs)]
 
 pub mod channel;
 mod executor;
+pub mod gate;
 mod message;
 mod partitioner;
 

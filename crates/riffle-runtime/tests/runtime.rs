@@ -11,8 +11,9 @@ use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_expr::expressions::col;
+use datafusion::physical_expr::expressions::{binary, col, lit};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -375,11 +376,33 @@ async fn rescale_and_rebalance_deliver_every_row_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_sends_each_key_to_one_partition() {
-    let key = col("k", &schema()).unwrap();
+    // Keys k % 16 repeat within and across producers, so a partitioning that split one key
+    // over two partitions would be seen.
+    let key = binary(
+        col("k", &schema()).unwrap(),
+        Operator::Modulo,
+        lit(16i64),
+        &schema(),
+    )
+    .unwrap();
     let received = deliveries(EdgePartitioning::Hash(vec![key]), 2, 4).await;
     let all = sorted(received.values().flatten().copied().collect());
     assert_eq!(all, all_rows(2));
-    assert!(received.len() > 1, "rows should spread over partitions");
+    let mut partition_of_key: HashMap<i64, usize> = HashMap::new();
+    for (partition, values) in &received {
+        for value in values {
+            let seen = *partition_of_key.entry(value % 16).or_insert(*partition);
+            assert_eq!(
+                seen,
+                *partition,
+                "key {} went to two partitions",
+                value % 16
+            );
+        }
+    }
+    assert_eq!(partition_of_key.len(), 16);
+    let used: std::collections::HashSet<usize> = partition_of_key.values().copied().collect();
+    assert!(used.len() > 1, "keys should spread over partitions");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

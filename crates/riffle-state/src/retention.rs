@@ -52,7 +52,7 @@ fn why(validity: &Validity) -> Option<String> {
 /// The newest complete checkpoint among `found`, and the newer ones that were passed over.
 pub fn choose_restore(found: &[(CheckpointId, Validity)]) -> RestoreChoice {
     let mut newest_first: Vec<&(CheckpointId, Validity)> = found.iter().collect();
-    newest_first.sort_by(|a, b| b.0.cmp(&a.0));
+    newest_first.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
     let mut skipped = Vec::new();
     for (id, validity) in newest_first {
         match why(validity) {
