@@ -1,0 +1,540 @@
+//! The chain task: one subtask of a chain vertex, driving its operators from its input gate.
+//!
+//! The loop serves, in this order of priority:
+//!
+//! 1. control from the coordinator (a checkpoint complete or aborted, cancel);
+//! 2. completions of the chain's asynchronous work;
+//! 3. the input gate, but only while every operator can accept input (soft backpressure):
+//!    a batch goes down the chain; an advanced watermark too; an aligned barrier makes every
+//!    operator snapshot, is acknowledged to the coordinator with the states and forwarded
+//!    once on every output, behind the rows already sent; a barrier that can no longer
+//!    align is declined; the end of every input finishes the chain.
+//!
+//! Messages to and from the coordinator carry the task's attempt, so that a coordinator can
+//! ignore a zombie of an earlier attempt. The same messages travel over a network in
+//! cluster mode.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use datafusion::arrow::array::RecordBatch;
+use riffle_common::{Result, RiffleError};
+use tokio::sync::mpsc;
+
+use crate::gate::{GateOutput, InputGate};
+use crate::message::{CheckpointId, Message};
+use crate::operator::{Emitted, Operator, OperatorContext, OperatorState, Output};
+use crate::partitioner::{OutputPartitioner, SendError};
+
+/// From the coordinator to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToTask {
+    /// Sources only: inject barrier `id` now.
+    TriggerCheckpoint {
+        /// The checkpoint.
+        id: CheckpointId,
+    },
+    /// Checkpoint `id` is complete: operators may publish what it covers.
+    CheckpointComplete {
+        /// The checkpoint.
+        id: CheckpointId,
+    },
+    /// Checkpoint `id` will not complete.
+    CheckpointAborted {
+        /// The checkpoint.
+        id: CheckpointId,
+    },
+    /// Stop now.
+    Cancel,
+}
+
+/// From a task to the coordinator.
+#[derive(Debug)]
+pub enum FromTask {
+    /// The task took checkpoint `id`; here are its operators' states, by operator name.
+    Ack {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// The vertex and subtask.
+        task: (usize, usize),
+        /// The attempt the task runs in.
+        attempt: u64,
+        /// Each operator's state, in chain order.
+        states: Vec<(String, OperatorState)>,
+    },
+    /// The task cannot take checkpoint `id`.
+    Decline {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// The vertex and subtask.
+        task: (usize, usize),
+        /// The attempt the task runs in.
+        attempt: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The task's inputs all ended and its chain finished.
+    Finished {
+        /// The vertex and subtask.
+        task: (usize, usize),
+        /// The attempt the task ran in.
+        attempt: u64,
+    },
+}
+
+/// A chain of operators run one batch at a time: what one operator emits goes through the
+/// rest before the next input is read.
+pub struct Chain {
+    operators: Vec<Box<dyn Operator>>,
+}
+
+impl Chain {
+    /// The chain of `operators`, first to last.
+    pub fn new(operators: Vec<Box<dyn Operator>>) -> Self {
+        Self { operators }
+    }
+
+    async fn open(
+        &mut self,
+        context: &OperatorContext,
+        mut restored: Vec<(String, OperatorState)>,
+    ) -> Result<()> {
+        for operator in &mut self.operators {
+            let state = restored
+                .iter()
+                .position(|(name, _)| name == operator.name())
+                .map(|index| restored.swap_remove(index).1);
+            operator.open(context, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `emitted` through the operators from `start` on; returns what leaves the chain.
+    async fn run_from(&mut self, start: usize, mut emitted: Vec<Emitted>) -> Result<Vec<Emitted>> {
+        for operator in &mut self.operators[start..] {
+            let mut out = Output::default();
+            for item in emitted {
+                match item {
+                    Emitted::Batch(batch) => operator.process_batch(0, batch, &mut out).await?,
+                    Emitted::Watermark(w) => operator.process_watermark(w, &mut out).await?,
+                }
+            }
+            emitted = out.take();
+        }
+        Ok(emitted)
+    }
+
+    async fn process_batch(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<Emitted>> {
+        let Some(first) = self.operators.first_mut() else {
+            return Ok(vec![Emitted::Batch(batch)]);
+        };
+        let mut out = Output::default();
+        first.process_batch(input, batch, &mut out).await?;
+        self.run_from(1, out.take()).await
+    }
+
+    async fn process_watermark(&mut self, watermark: i64) -> Result<Vec<Emitted>> {
+        self.run_from(0, vec![Emitted::Watermark(watermark)]).await
+    }
+
+    fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<(String, OperatorState)>> {
+        self.operators
+            .iter_mut()
+            .map(|operator| Ok((operator.name().to_string(), operator.snapshot(id)?)))
+            .collect()
+    }
+
+    /// Finishes each operator in order, running what it flushes through the rest.
+    async fn finish(&mut self) -> Result<Vec<Emitted>> {
+        let mut leaving = Vec::new();
+        for index in 0..self.operators.len() {
+            let mut out = Output::default();
+            self.operators[index].finish(&mut out).await?;
+            leaving.extend(self.run_from(index + 1, out.take()).await?);
+        }
+        Ok(leaving)
+    }
+
+    fn can_accept(&self) -> bool {
+        self.operators.iter().all(|operator| operator.can_accept())
+    }
+
+    /// Waits for the first operator with completed asynchronous work; returns its index and
+    /// what it emitted.
+    async fn next_completion(&mut self) -> Result<(usize, Vec<Emitted>)> {
+        poll_fn(|cx| {
+            for (index, operator) in self.operators.iter_mut().enumerate() {
+                let mut out = Output::default();
+                if let Poll::Ready(outcome) = operator.poll_pending(cx, &mut out) {
+                    return Poll::Ready(outcome.map(|()| (index, out.take())));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Everything a chain task needs.
+pub struct ChainTask {
+    /// Where it runs.
+    pub context: OperatorContext,
+    /// Its inputs.
+    pub gate: InputGate,
+    /// Its operators.
+    pub chain: Chain,
+    /// Its output edge.
+    pub(crate) output: OutputPartitioner,
+    /// Messages from the coordinator.
+    pub control: mpsc::UnboundedReceiver<ToTask>,
+    /// Messages to the coordinator.
+    pub events: mpsc::UnboundedSender<FromTask>,
+    /// The operators' states from a restored checkpoint.
+    pub restored: Vec<(String, OperatorState)>,
+}
+
+impl ChainTask {
+    fn task(&self) -> (usize, usize) {
+        (self.context.vertex, self.context.subtask)
+    }
+
+    fn report(&self, event: FromTask) {
+        // A coordinator that is gone is stopping the job; the task learns it from cancel.
+        let _ = self.events.send(event);
+    }
+
+    /// Runs the task until its inputs end, it is cancelled, or it fails.
+    pub async fn run(mut self) -> Result<()> {
+        let restored = std::mem::take(&mut self.restored);
+        self.chain.open(&self.context, restored).await?;
+        loop {
+            let accepting = self.chain.can_accept();
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(ToTask::CheckpointComplete { id }) => {
+                        for operator in &mut self.chain.operators {
+                            operator.notify_checkpoint_complete(id).await?;
+                        }
+                    }
+                    Some(ToTask::CheckpointAborted { id }) => {
+                        for operator in &mut self.chain.operators {
+                            operator.notify_checkpoint_aborted(id);
+                        }
+                    }
+                    // Barriers come through the gate for a task with inputs.
+                    Some(ToTask::TriggerCheckpoint { .. }) => {}
+                    Some(ToTask::Cancel) | None => {
+                        return Err(RiffleError::user("the job was cancelled"));
+                    }
+                },
+                completion = self.chain.next_completion() => {
+                    let (index, emitted) = completion?;
+                    let leaving = self.chain.run_from(index + 1, emitted).await?;
+                    self.send(leaving).await?;
+                }
+                next = self.gate.next(), if accepting => match next {
+                    Some(GateOutput::Batch { input, batch }) => {
+                        let leaving = self.chain.process_batch(input, batch).await?;
+                        self.send(leaving).await?;
+                    }
+                    Some(GateOutput::Watermark(watermark)) => {
+                        let leaving = self.chain.process_watermark(watermark).await?;
+                        self.send(leaving).await?;
+                    }
+                    Some(GateOutput::Aligned(id)) => self.checkpoint(id).await?,
+                    Some(GateOutput::Abandoned(id)) => self.report(FromTask::Decline {
+                        id,
+                        task: self.task(),
+                        attempt: self.context.attempt,
+                        reason: "a newer barrier arrived before this one aligned".into(),
+                    }),
+                    Some(GateOutput::Broken) => {
+                        return Err(RiffleError::external(
+                            "an upstream task stopped before the end of its input",
+                        ));
+                    }
+                    None => break,
+                },
+            }
+        }
+        let leaving = self.chain.finish().await?;
+        self.send(leaving).await?;
+        self.forward(Message::EndOfInput).await?;
+        self.report(FromTask::Finished {
+            task: self.task(),
+            attempt: self.context.attempt,
+        });
+        Ok(())
+    }
+
+    /// Snapshots every operator, acknowledges, and forwards the barrier once.
+    async fn checkpoint(&mut self, id: CheckpointId) -> Result<()> {
+        match self.chain.snapshot(id) {
+            Ok(states) => self.report(FromTask::Ack {
+                id,
+                task: self.task(),
+                attempt: self.context.attempt,
+                states,
+            }),
+            Err(error) => self.report(FromTask::Decline {
+                id,
+                task: self.task(),
+                attempt: self.context.attempt,
+                reason: error.to_string(),
+            }),
+        }
+        self.forward(Message::Barrier(id)).await
+    }
+
+    async fn send(&mut self, leaving: Vec<Emitted>) -> Result<()> {
+        for item in leaving {
+            let sent = match item {
+                Emitted::Batch(batch) => self.output.send_batch(batch).await,
+                Emitted::Watermark(w) => self.output.send_all(Message::Watermark(w)).await,
+            };
+            sent.map_err(send_error)?;
+        }
+        Ok(())
+    }
+
+    async fn forward(&mut self, message: Message) -> Result<()> {
+        self.output.send_all(message).await.map_err(send_error)
+    }
+}
+
+fn send_error(error: SendError) -> RiffleError {
+    match error {
+        SendError::Compute(error) => RiffleError::from(error),
+        SendError::Disconnected => RiffleError::user("the task's consumers are gone"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use riffle_plan::EdgePartitioning;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::channel::{Credit, Received, Receiver, Sender, channel, channel_notifying};
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    /// Counts the rows it passes on; its state is the count. Publishes on completion.
+    struct Counter {
+        rows: u64,
+        completed: Arc<std::sync::Mutex<Vec<CheckpointId>>>,
+    }
+
+    #[async_trait]
+    impl Operator for Counter {
+        fn name(&self) -> &str {
+            "counter"
+        }
+        async fn open(
+            &mut self,
+            _context: &OperatorContext,
+            restored: Option<OperatorState>,
+        ) -> Result<()> {
+            if let Some(state) = restored {
+                let bytes: [u8; 8] = state.inline.as_slice().try_into().unwrap();
+                self.rows = u64::from_le_bytes(bytes);
+            }
+            Ok(())
+        }
+        async fn process_batch(
+            &mut self,
+            _input: usize,
+            batch: RecordBatch,
+            out: &mut Output,
+        ) -> Result<()> {
+            self.rows += batch.num_rows() as u64;
+            out.batch(batch);
+            Ok(())
+        }
+        fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+            Ok(OperatorState {
+                inline: self.rows.to_le_bytes().to_vec(),
+                batches: Vec::new(),
+            })
+        }
+        async fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
+            self.completed.lock().unwrap().push(checkpoint);
+            Ok(())
+        }
+        async fn finish(&mut self, out: &mut Output) -> Result<()> {
+            out.batch(batch(&[-(self.rows as i64)]));
+            Ok(())
+        }
+    }
+
+    struct Harness {
+        inputs: Vec<Sender>,
+        downstream: Receiver,
+        control: mpsc::UnboundedSender<ToTask>,
+        events: mpsc::UnboundedReceiver<FromTask>,
+        completed: Arc<std::sync::Mutex<Vec<CheckpointId>>>,
+        task: tokio::task::JoinHandle<Result<()>>,
+    }
+
+    fn start(producers: usize, restored: Vec<(String, OperatorState)>) -> Harness {
+        let credit = Credit {
+            batches: 8,
+            bytes: 1 << 20,
+        };
+        let readable = Arc::new(Notify::new());
+        let mut inputs = Vec::new();
+        let mut channels = Vec::new();
+        for _ in 0..producers {
+            let (mut sender, receiver) = channel_notifying(credit, 1, Arc::clone(&readable));
+            inputs.push(sender.pop().unwrap());
+            channels.push((0, receiver));
+        }
+        let (senders, downstream) = channel(credit, 1);
+        let output = OutputPartitioner::new(
+            EdgePartitioning::Forward,
+            senders.into_iter().map(Some).collect(),
+            0,
+            1,
+        );
+        let (control, control_receiver) = mpsc::unbounded_channel();
+        let (events_sender, events) = mpsc::unbounded_channel();
+        let completed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let counter = Counter {
+            rows: 0,
+            completed: Arc::clone(&completed),
+        };
+        let task = ChainTask {
+            context: OperatorContext {
+                vertex: 1,
+                subtask: 0,
+                parallelism: 1,
+                attempt: 3,
+            },
+            gate: InputGate::new(channels, readable),
+            chain: Chain::new(vec![Box::new(counter)]),
+            output,
+            control: control_receiver,
+            events: events_sender,
+            restored,
+        };
+        Harness {
+            inputs,
+            downstream,
+            control,
+            events,
+            completed,
+            task: tokio::spawn(task.run()),
+        }
+    }
+
+    async fn downstream(receiver: &mut Receiver) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(Received::Message(message)) = receiver.recv().await {
+            seen.push(match message {
+                Message::Batch(b) => {
+                    let values = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    format!("{:?}", values.values().to_vec())
+                }
+                Message::Watermark(w) => format!("w{w}"),
+                Message::Barrier(id) => format!("barrier {id}"),
+                Message::EndOfInput => "end".into(),
+            });
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn an_aligned_barrier_snapshots_the_rows_before_it_and_is_forwarded_once() {
+        let mut harness = start(2, Vec::new());
+        let [first, second] = &mut harness.inputs[..] else {
+            unreachable!()
+        };
+        first.send(Message::Batch(batch(&[1, 2]))).await.unwrap();
+        first.send(Message::Barrier(5)).await.unwrap();
+        first.send(Message::Batch(batch(&[3]))).await.unwrap();
+        second
+            .send(Message::Batch(batch(&[10, 11, 12])))
+            .await
+            .unwrap();
+        second.send(Message::Barrier(5)).await.unwrap();
+        for input in &mut harness.inputs {
+            input.send(Message::EndOfInput).await.unwrap();
+        }
+        harness.task.await.unwrap().unwrap();
+
+        match harness.events.recv().await.unwrap() {
+            FromTask::Ack {
+                id,
+                task,
+                attempt,
+                states,
+            } => {
+                assert_eq!((id, task, attempt), (5, (1, 0), 3));
+                assert_eq!(states[0].0, "counter");
+                assert_eq!(
+                    states[0].1.inline,
+                    5u64.to_le_bytes().to_vec(),
+                    "rows before it"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            harness.events.recv().await.unwrap(),
+            FromTask::Finished { .. }
+        ));
+        let seen = downstream(&mut harness.downstream).await;
+        let barrier = seen.iter().position(|s| s == "barrier 5").unwrap();
+        let mut before = seen[..barrier].to_vec();
+        before.sort();
+        assert_eq!(before, vec!["[1, 2]", "[10, 11, 12]"]);
+        assert_eq!(&seen[barrier + 1..], ["[3]", "[-6]", "end"]);
+    }
+
+    #[tokio::test]
+    async fn completion_reaches_the_operators_and_a_restore_brings_their_state_back() {
+        let restored = vec![(
+            "counter".to_string(),
+            OperatorState {
+                inline: 40u64.to_le_bytes().to_vec(),
+                batches: Vec::new(),
+            },
+        )];
+        let mut harness = start(1, restored);
+        harness.inputs[0]
+            .send(Message::Batch(batch(&[1, 2])))
+            .await
+            .unwrap();
+        harness.inputs[0].send(Message::Barrier(9)).await.unwrap();
+        let FromTask::Ack { states, .. } = harness.events.recv().await.unwrap() else {
+            panic!("expected an ack")
+        };
+        assert_eq!(states[0].1.inline, 42u64.to_le_bytes().to_vec());
+        harness
+            .control
+            .send(ToTask::CheckpointComplete { id: 9 })
+            .unwrap();
+        harness.inputs[0].send(Message::EndOfInput).await.unwrap();
+        harness.task.await.unwrap().unwrap();
+        assert_eq!(*harness.completed.lock().unwrap(), vec![9]);
+        let seen = downstream(&mut harness.downstream).await;
+        assert_eq!(seen, vec!["[1, 2]", "barrier 9", "[-42]", "end"]);
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_the_task() {
+        let harness = start(1, Vec::new());
+        harness.control.send(ToTask::Cancel).unwrap();
+        let error = harness.task.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("cancelled"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The operator contract: what a chain task drives, one batch at a time.
+//!
+//! A chain vertex runs a chain of operators in one task. The task owns the inputs (an
+//! [`InputGate`](crate::gate::InputGate)) and calls its operators between batches only, so a
+//! barrier that reaches the task finds no row inside any operator except what the operator
+//! itself holds as state, and hands over in [`Operator::snapshot`]. That is what makes the
+//! snapshot of a chain a consistent cut (Flink's `StreamOperator`, Arroyo's `ArrowOperator`).
+//!
+//! Operators that wait on the outside world (downloads, inference, sinks) are asynchronous:
+//! they start work in `process_batch`, report completions through [`Operator::poll_pending`],
+//! and say through [`Operator::can_accept`] when they have no capacity, so that the task
+//! stops reading data (backpressure) but keeps serving barriers and control.
+
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use riffle_common::Result;
+
+use crate::message::CheckpointId;
+
+/// Where an operator runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorContext {
+    /// The vertex.
+    pub vertex: usize,
+    /// This subtask.
+    pub subtask: usize,
+    /// Subtasks of the vertex.
+    pub parallelism: usize,
+    /// The job's attempt: restarts count up.
+    pub attempt: u64,
+}
+
+/// What an operator hands over at a barrier: small bytes inline, rows as Arrow batches
+/// (immutable, so handing them over clones handles, not bytes).
+#[derive(Debug, Clone, Default)]
+pub struct OperatorState {
+    /// Positions, counters, commit records: small, encoded by the operator.
+    pub inline: Vec<u8>,
+    /// Rows the operator holds (buffered input, results not yet emitted).
+    pub batches: Vec<RecordBatch>,
+}
+
+impl OperatorState {
+    /// Whether there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.inline.is_empty() && self.batches.is_empty()
+    }
+}
+
+/// What an operator emits, in order.
+#[derive(Debug, Clone)]
+pub enum Emitted {
+    /// Rows for the next operator.
+    Batch(RecordBatch),
+    /// Event time reached this value on the operator's output.
+    Watermark(i64),
+}
+
+/// An operator's output while the task calls it: handed to the next operator of the chain
+/// (or the task's outputs) once the call returns.
+#[derive(Debug, Default)]
+pub struct Output {
+    emitted: Vec<Emitted>,
+}
+
+impl Output {
+    /// Emits rows (empty batches are dropped).
+    pub fn batch(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.emitted.push(Emitted::Batch(batch));
+        }
+    }
+
+    /// Emits a watermark.
+    pub fn watermark(&mut self, watermark: i64) {
+        self.emitted.push(Emitted::Watermark(watermark));
+    }
+
+    /// Takes what was emitted, in order.
+    pub fn take(&mut self) -> Vec<Emitted> {
+        std::mem::take(&mut self.emitted)
+    }
+}
+
+/// One operator of a chain; see the module docs. Every call happens between batches, on the
+/// task that owns the operator: no locks, no calls at once.
+#[async_trait]
+pub trait Operator: Send {
+    /// A stable name, also across restarts (it keys the operator's state in a checkpoint).
+    fn name(&self) -> &str;
+
+    /// Prepares the operator, with its state when the job restores a checkpoint.
+    async fn open(
+        &mut self,
+        context: &OperatorContext,
+        restored: Option<OperatorState>,
+    ) -> Result<()>;
+
+    /// Processes one batch from input `input` (0 for a chain's first operator).
+    async fn process_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut Output,
+    ) -> Result<()>;
+
+    /// Event time advanced; by default the watermark is passed on.
+    async fn process_watermark(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    /// The synchronous part of a checkpoint, at the barrier: hand over what the operator
+    /// holds, without I/O. Stateless operators hold nothing.
+    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+        Ok(OperatorState::default())
+    }
+
+    /// Checkpoint `checkpoint` is complete everywhere: publish what it covers (sinks).
+    async fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` will not complete.
+    fn notify_checkpoint_aborted(&mut self, _checkpoint: CheckpointId) {}
+
+    /// Every input ended: emit what is left (an async operator completes its queue, a
+    /// coalescer emits its rows).
+    async fn finish(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// Completions of asynchronous work; `Ready` when something was emitted or failed.
+    fn poll_pending(&mut self, _cx: &mut Context<'_>, _out: &mut Output) -> Poll<Result<()>> {
+        Poll::Pending
+    }
+
+    /// Whether the operator takes more input now; while false, the task reads control and
+    /// barriers but no data (soft backpressure, Flink's FLINK-39680 lesson).
+    fn can_accept(&self) -> bool {
+        true
+    }
+}
