@@ -13,6 +13,8 @@
 //!   restore from when some are corrupt or partial.
 //! - [`regions`]: the pipeline regions of a job graph, the unit of failover and (later) of
 //!   regional checkpoints.
+//! - [`store`]: the one module that does I/O: state files (Arrow IPC) and metadata on an
+//!   object store, checksums, publication with create-if-absent, validation, retention.
 //!
 //! Time is milliseconds on the coordinator's clock ([`Millis`]); tests drive it by hand.
 
@@ -20,10 +22,12 @@
 
 pub mod regions;
 pub mod retention;
+pub mod store;
 mod tracker;
 
 pub use regions::{EdgeLinks, GraphShape, Region, regions};
 pub use retention::{RestoreChoice, Validity, choose_restore, to_delete};
+pub use store::{CheckpointStore, FileRef, Metadata, OperatorEntry, StoreError, TaskEntry};
 pub use tracker::{
     Attempt, CheckpointId, CheckpointKind, Decision, Event, Millis, TaskId, Tracker, TrackerConfig,
 };
