@@ -392,3 +392,17 @@ mod tests {
         assert!(options_table().contains("`execution.checkpointing.num-retained` | `3`"));
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    /// docs/options.md carries the table of every option; it must say what the code says.
+    #[test]
+    fn the_documented_table_is_the_table_of_known_options() {
+        let docs = include_str!("../../../docs/options.md");
+        assert!(
+            docs.contains(&super::options_table()),
+            "docs/options.md is out of date; paste in riffle_common::options::options_table():\n{}",
+            super::options_table()
+        );
+    }
+}
