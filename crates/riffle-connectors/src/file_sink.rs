@@ -306,6 +306,15 @@ impl Sink for FileSink {
         format!("{} ({mode} {format} files under {})", self.table, self.url)
     }
 
+    fn target(&self) -> String {
+        self.table.clone()
+    }
+
+    /// Parts are multipart uploads completed at commit: nothing shows before.
+    fn publishes_at_commit(&self) -> bool {
+        true
+    }
+
     async fn write(
         &self,
         partition: usize,

@@ -4,6 +4,11 @@
 //! what it wrote invisible, and publishes everything in [`Sink::commit`] once every task of
 //! the job has finished; [`Sink::abort`] throws the parts away when the job fails. The runtime
 //! calls those two; the plan carries the sink as a [`SinkExec`] node.
+//!
+//! A sink that publishes only when the job ends ([`Sink::publishes_at_commit`], the file
+//! sink) is refused an unbounded input by its [`SinkExec`]: that job never ends, so it
+//! would publish nothing, ever. Commits at each checkpoint
+//! (`execution.checkpointing.interval`) will lift this.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,18 +19,32 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
     ReplaceChildrenOptions,
 };
+use riffle_common::RiffleError;
 
 /// A destination for a job's rows, committed when the job succeeds.
 #[async_trait]
 pub trait Sink: Send + Sync + fmt::Debug {
     /// One line that names the sink and its destination, for EXPLAIN.
     fn describe(&self) -> String;
+
+    /// The table (or location) written, as errors name it; by default [`Sink::describe`].
+    fn target(&self) -> String {
+        self.describe()
+    }
+
+    /// Whether what the sink writes becomes visible only at [`Sink::commit`], as the file
+    /// sink's parts do. Such a sink refuses an unbounded input: that job never ends, so it
+    /// would never publish anything. By default `false`: what the sink writes shows as it
+    /// goes.
+    fn publishes_at_commit(&self) -> bool {
+        false
+    }
 
     /// The sink as `Any`, so that a codec can recognise its own sinks.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -47,7 +66,8 @@ pub trait Sink: Send + Sync + fmt::Debug {
 }
 
 /// Writes its input into a [`Sink`] and yields one row per partition with the number of rows
-/// written (a column `count`).
+/// written (a column `count`). Bounded when its input is; over an unbounded input, refuses
+/// to run a sink that publishes only at commit (see the module docs).
 #[derive(Debug)]
 pub struct SinkExec {
     input: Arc<dyn ExecutionPlan>,
@@ -65,7 +85,7 @@ impl SinkExec {
                 input.output_partitioning().partition_count(),
             ),
             EmissionType::Final,
-            Boundedness::Bounded,
+            input.boundedness(),
         );
         Self {
             input,
@@ -87,6 +107,19 @@ pub fn count_schema() -> SchemaRef {
         DataType::UInt64,
         false,
     )]))
+}
+
+/// Why a sink does not run over an unbounded input.
+fn unbounded_input(sink: &dyn Sink) -> RiffleError {
+    RiffleError::user(format!(
+        "INSERT INTO {} reads an unbounded source; its files would be published only when \
+         the job ends, which it never does",
+        sink.target()
+    ))
+    .with_hint(
+        "bound the source (a LIMIT, or 'number-of-rows' for datagen); commits at every \
+         checkpoint (execution.checkpointing.interval) are being built and will lift this",
+    )
 }
 
 impl DisplayAs for SinkExec {
@@ -135,6 +168,9 @@ impl ExecutionPlan for SinkExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        if self.sink.publishes_at_commit() && self.input.boundedness().is_unbounded() {
+            return Err(unbounded_input(self.sink.as_ref()).into());
+        }
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let sink = Arc::clone(&self.sink);
         let schema = count_schema();
@@ -145,5 +181,147 @@ impl ExecutionPlan for SinkExec {
             Ok(RecordBatch::try_new(output_schema, vec![Arc::new(count)])?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, written)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::physical_plan::execution_plan::Boundedness;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use futures::StreamExt;
+    use futures::stream::BoxStream;
+    use riffle_common::ErrorKind;
+
+    use super::*;
+    use crate::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
+
+    /// A sink that drops its rows; `at_commit` says whether it claims to publish them only
+    /// at commit.
+    #[derive(Debug)]
+    struct NullSink {
+        at_commit: bool,
+    }
+
+    #[async_trait]
+    impl Sink for NullSink {
+        fn describe(&self) -> String {
+            "events (nowhere)".into()
+        }
+
+        fn target(&self) -> String {
+            "events".into()
+        }
+
+        fn publishes_at_commit(&self) -> bool {
+            self.at_commit
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        async fn write(
+            &self,
+            _partition: usize,
+            mut input: SendableRecordBatchStream,
+            _context: Arc<TaskContext>,
+        ) -> Result<u64> {
+            let mut rows = 0;
+            while let Some(batch) = input.next().await {
+                rows += batch?.num_rows() as u64;
+            }
+            Ok(rows)
+        }
+
+        async fn commit(&self) -> Result<()> {
+            Ok(())
+        }
+
+        async fn abort(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Input channels that end at once.
+    #[derive(Debug)]
+    struct NoRows;
+
+    impl ExchangeInputs for NoRows {
+        fn open(
+            &self,
+            _vertex: usize,
+            _input: usize,
+            _partition: usize,
+        ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+            Ok(futures::stream::empty().boxed())
+        }
+    }
+
+    fn unbounded() -> Boundedness {
+        Boundedness::Unbounded {
+            requires_infinite_memory: false,
+        }
+    }
+
+    /// A two-partition input with `boundedness`.
+    fn input(boundedness: Boundedness) -> Arc<dyn ExecutionPlan> {
+        let schema = count_schema();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(2),
+            EmissionType::Incremental,
+            boundedness,
+        );
+        Arc::new(ExchangeReadExec::new(
+            0,
+            0,
+            &properties,
+            Partitioning::UnknownPartitioning(2),
+        ))
+    }
+
+    #[test]
+    fn a_sink_is_bounded_when_its_input_is() {
+        let sink = || Arc::new(NullSink { at_commit: true });
+        let bounded = SinkExec::new(input(Boundedness::Bounded), sink());
+        assert!(!bounded.properties().boundedness.is_unbounded());
+        let unbounded = SinkExec::new(input(unbounded()), sink());
+        assert!(unbounded.properties().boundedness.is_unbounded());
+    }
+
+    #[test]
+    fn a_sink_that_publishes_at_commit_refuses_an_unbounded_input() {
+        let sink = SinkExec::new(input(unbounded()), Arc::new(NullSink { at_commit: true }));
+        let context = SessionContext::new().task_ctx();
+        let Err(error) = sink.execute(0, context) else {
+            panic!("a sink over an unbounded input started");
+        };
+        let error = RiffleError::from(error);
+        assert_eq!(error.kind(), ErrorKind::User);
+        assert!(
+            error
+                .message()
+                .starts_with("INSERT INTO events reads an unbounded source"),
+            "{error}"
+        );
+        assert!(
+            error
+                .hint()
+                .is_some_and(|hint| hint.contains("execution.checkpointing.interval")),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sink_whose_writes_show_as_they_go_runs_over_an_unbounded_input() {
+        let sink = SinkExec::new(input(unbounded()), Arc::new(NullSink { at_commit: false }));
+        let config =
+            SessionConfig::new().with_extension(Arc::new(ExchangeRegistry(Arc::new(NoRows))));
+        let context = Arc::new(TaskContext::default().with_session_config(config));
+        let stream = sink.execute(0, context).unwrap();
+        let batches: Vec<RecordBatch> = stream.map(|batch| batch.unwrap()).collect().await;
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].num_rows(), 1, "one count row");
     }
 }
