@@ -18,6 +18,12 @@ struct Cli {
     #[arg(long, short, global = true, env = "RIFFLE_PARALLELISM")]
     parallelism: Option<usize>,
 
+    /// Sets a job option, as SQL's SET 'key' = 'value' does (repeatable, before the
+    /// command): riffle -D execution.checkpointing.interval=10s -D url.allow-private=true run job.sql
+    // Not global: clap would let the options after the command replace those before it.
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    define: Vec<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +76,9 @@ async fn run(cli: Cli) -> Result<(), RiffleError> {
     let mut config = JobConfig::default();
     if let Some(parallelism) = cli.parallelism {
         config = config.with_parallelism(parallelism);
+    }
+    for pair in &cli.define {
+        config.options.set_pair(pair)?;
     }
     let session = Session::with_config(config)?;
     match cli.command {

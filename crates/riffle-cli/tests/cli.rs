@@ -133,3 +133,55 @@ fn skipped_corrupt_files_are_printed_as_warnings() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dash_d_sets_options_and_refuses_bad_ones() {
+    let output = riffle(&[
+        "-D",
+        "execution.checkpointing.interval=10 s",
+        "-D",
+        "url.allow-private=true",
+        "sql",
+        "SET",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("| execution.checkpointing.interval | 10 s  |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| url.allow-private                | true  |"),
+        "{stdout}"
+    );
+
+    for (pair, expected) in [
+        ("url.allow-privat=true", "unknown option 'url.allow-privat'"),
+        (
+            "execution.checkpointing.interval=soon",
+            "option 'execution.checkpointing.interval' takes a duration",
+        ),
+        ("no-equals-sign", "is not of the form key=value"),
+    ] {
+        let output = riffle(&["-D", pair, "sql", "SELECT 1"]);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{pair} should fail");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{pair}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn set_in_a_script_names_the_line_of_a_bad_option() {
+    let script = "SET 'url.allow-private' = 'true';\nSELECT 1;\nSET 'execution.checkpointing.intervall' = '1 s';";
+    let output = riffle(&["sql", script]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("statement at line 3")
+            && stderr.contains("unknown option 'execution.checkpointing.intervall'"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Riffle's connectors: where rows come from and where they go.
 //!
-//! Each connector is a [`TableFactory`](riffle_plan::TableFactory) that `CREATE TABLE ...
+//! Each connector is a [`TableFactory`] that `CREATE TABLE ...
 //! WITH ('connector' = ...)` selects: [`FileSystemFactory`] (`filesystem`: Parquet, CSV and
 //! JSON on local paths and object stores), [`DataGenFactory`] (`datagen`: generated rows,
 //! bounded or not) and [`FilesFactory`] (`files`: the files under a location, as references,
@@ -25,10 +25,13 @@ use datafusion::execution::context::SessionContext;
 pub use codec::ConnectorsCodec;
 pub use datagen::{DataGenExec, DataGenFactory};
 pub use file_sink::FileSink;
-pub use files::{FetchFunction, FilesFactory, FilesFunction, FilesListExec, files_schema};
+pub use files::{
+    FetchFunction, FilesFactory, FilesFunction, FilesListExec, UrlPolicy, files_schema, non_public,
+};
 pub use filesystem::FileSystemFactory;
 pub use format::FileFormatKind;
 pub use object_stores::{parse_location, register_object_store, registered_store};
+use riffle_common::{Options, Result};
 use riffle_plan::TableFactory;
 
 /// Every connector this crate provides.
@@ -41,10 +44,14 @@ pub fn default_factories() -> Vec<Arc<dyn TableFactory>> {
 }
 
 /// Registers the functions that reach object stores and the network: the table function
-/// `files(location)` and the byte-fetching `file_read` and `url_download`.
-pub fn register_functions(context: &SessionContext) {
+/// `files(location)` and the byte-fetching `file_read` and `url_download`, whose HTTP(S)
+/// requests follow the `url.*` options of `options`. Called again when those options
+/// change: the new functions replace the old ones.
+pub fn register_functions(context: &SessionContext, options: &Options) -> Result<()> {
+    let policy = UrlPolicy::from_options(options)?;
     context.register_udtf("files", Arc::new(FilesFunction));
-    for function in files::functions(&context.runtime_env()) {
+    for function in files::functions(&context.runtime_env(), policy) {
         context.register_udf(function);
     }
+    Ok(())
 }

@@ -11,10 +11,23 @@
 //! | input of `SortPreservingMergeExec` | a FORWARD edge: partition `i` reads producer `i`'s sorted output |
 //!
 //! Everything between two cuts is one fragment, run as one task per output partition.
+//!
+//! An exchange is **not** cut when the plan below it evaluates an uncorrelated scalar
+//! subquery (`WHERE x > (SELECT avg(x) FROM t)`). DataFusion runs such subqueries in a
+//! `ScalarSubqueryExec` above the expressions that read their values, and hands the values
+//! over through memory the two share: the exec fills it before it executes its input. Cut
+//! in between, the reading vertex would run at once with the exec's vertex and read the
+//! value before it exists (and a job graph sent elsewhere could not rebuild the link). So
+//! the exchanges between a `ScalarSubqueryExec` and its readers stay inside the fragment,
+//! where DataFusion runs them itself; exchanges further down, below every reader, are cut
+//! as usual, so scans, joins and aggregations under the subquery's filter still run as
+//! vertices of their own.
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -71,6 +84,33 @@ impl Builder {
         if let Some(sink) = plan.downcast_ref::<SinkExec>() {
             self.graph.sinks.push(Arc::clone(sink.sink()));
         }
+        let exchange = plan.is::<RepartitionExec>()
+            || plan.is::<CoalescePartitionsExec>()
+            || plan.is::<SortPreservingMergeExec>();
+        if exchange
+            && !plan.children().into_iter().any(reads_scalar_subquery)
+            && let Some(reader) = self.cut_exchange(&plan, vertex)?
+        {
+            return Ok(reader);
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        let mut cut_children = Vec::with_capacity(children.len());
+        for child in children {
+            cut_children.push(self.cut(Arc::clone(child), vertex)?);
+        }
+        replace_children(&plan, cut_children)
+    }
+
+    /// The exchange reader that replaces `plan` when it is an exchange, its producer made a
+    /// vertex of its own; `None` when `plan` is not an exchange.
+    fn cut_exchange(
+        &mut self,
+        plan: &Arc<dyn ExecutionPlan>,
+        vertex: VertexId,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
             if repartition.preserve_order() {
                 return Err(DataFusionError::NotImplemented(
@@ -88,28 +128,30 @@ impl Builder {
                 }
             };
             let partitions = repartition.partitioning().partition_count();
-            return self.exchange(
-                vertex,
-                repartition.input(),
-                &plan,
-                partitioning,
-                repartition.partitioning().clone(),
-                partitions,
-            );
+            return self
+                .exchange(
+                    vertex,
+                    repartition.input(),
+                    plan,
+                    partitioning,
+                    repartition.partitioning().clone(),
+                    partitions,
+                )
+                .map(Some);
         }
         if let Some(coalesce) = plan.downcast_ref::<CoalescePartitionsExec>() {
             let reader = self.exchange(
                 vertex,
                 coalesce.input(),
-                &plan,
+                plan,
                 EdgePartitioning::Rescale,
                 Partitioning::UnknownPartitioning(1),
                 1,
             )?;
-            return Ok(match coalesce.fetch() {
+            return Ok(Some(match coalesce.fetch() {
                 Some(fetch) => Arc::new(GlobalLimitExec::new(reader, 0, Some(fetch))),
                 None => reader,
-            });
+            }));
         }
         if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
             let input = merge.input();
@@ -122,17 +164,9 @@ impl Builder {
                 Partitioning::UnknownPartitioning(partitions),
                 partitions,
             )?;
-            return replace_children(&plan, vec![reader]);
+            return replace_children(plan, vec![reader]).map(Some);
         }
-        let children = plan.children();
-        if children.is_empty() {
-            return Ok(plan);
-        }
-        let mut cut_children = Vec::with_capacity(children.len());
-        for child in children {
-            cut_children.push(self.cut(Arc::clone(child), vertex)?);
-        }
-        replace_children(&plan, cut_children)
+        Ok(None)
     }
 
     /// Makes `producer` a vertex of its own, joined to a new exchange reader of `vertex`.
@@ -172,6 +206,23 @@ fn replace_children(
         children,
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
     )
+}
+
+/// Whether any expression in `plan` reads the value of a scalar subquery (see the module
+/// docs for why such a plan is not cut from the `ScalarSubqueryExec` above it).
+fn reads_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let visited = plan.apply_expressions(&mut |expr| {
+        found = expr.exists(|e| Ok(e.downcast_ref::<ScalarSubqueryExpr>().is_some()))?;
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    // A visit that fails (it never does for these closures) keeps the plan whole: not
+    // cutting is always correct.
+    visited.is_err() || found || plan.children().into_iter().any(reads_scalar_subquery)
 }
 
 /// Names a fragment by its operators, from the root down the first child.

@@ -4,7 +4,11 @@
 //! session keeps each [`TableDefinition`] and asks the [`TableFactory`] registered for its
 //! connector for a source (a DataFusion `TableProvider`, planned like any other) and a
 //! [`Sink`] (for `INSERT INTO`). Factories live in `riffle-connectors`; the `riffle` crate
-//! registers them, so this crate stays free of I/O.
+//! registers them, so this crate stays free of I/O. A table created without a connector
+//! (`CREATE TABLE t (a INT)`) is DataFusion's in-memory table, and `INSERT INTO` appends to
+//! it as DataFusion does.
+//!
+//! The session also keeps the job options (`SET 'key' = 'value'`), checked as they are set.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -12,16 +16,18 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use riffle_common::{JobConfig, Result, RiffleError};
+use riffle_common::{JobConfig, Options, Result, RiffleError};
 use riffle_types::RiffleTypePlanner;
 
 use crate::async_batches::AsyncBatchesRule;
@@ -121,7 +127,8 @@ pub enum WriteMode {
 /// DataFusion configured for Riffle, plus the catalog of connector tables.
 pub struct RiffleSession {
     context: SessionContext,
-    config: JobConfig,
+    /// The configuration; its options change with `SET`.
+    config: RwLock<JobConfig>,
     factories: HashMap<String, Arc<dyn TableFactory>>,
     definitions: RwLock<BTreeMap<String, TableDefinition>>,
 }
@@ -175,15 +182,33 @@ impl RiffleSession {
         }
         Ok(Self {
             context,
-            config,
+            config: RwLock::new(config),
             factories: HashMap::new(),
             definitions: RwLock::new(BTreeMap::new()),
         })
     }
 
-    /// The job configuration.
-    pub fn config(&self) -> &JobConfig {
-        &self.config
+    /// The job configuration, with the options set so far.
+    pub fn config(&self) -> JobConfig {
+        match self.config.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The options set so far (at creation and by [`RiffleSession::set_option`]).
+    pub fn options(&self) -> Options {
+        self.config().options
+    }
+
+    /// Sets a job option for the statements and jobs that follow; an unknown key or a value
+    /// of the wrong shape is refused and changes nothing.
+    pub fn set_option(&self, key: &str, value: &str) -> Result<()> {
+        let mut config = self
+            .config
+            .write()
+            .map_err(|_| RiffleError::internal("session configuration lock poisoned"))?;
+        config.options.set(key, value)
     }
 
     /// The files that `'ignore-corrupt'` scans skipped since the last call.
@@ -303,24 +328,57 @@ impl RiffleSession {
         Ok(build_job_graph(physical)?)
     }
 
-    /// The job graph that writes the rows of `input` into table `table`.
+    /// The job graph that writes the rows of `input` into table `table`: through the sink of
+    /// its connector, or, for an in-memory table, through DataFusion's own insert.
     pub async fn insert_job(
         &self,
         table: &str,
         input: &LogicalPlan,
         mode: WriteMode,
     ) -> Result<JobGraph> {
-        let definition = self.definition(table).ok_or_else(|| {
-            RiffleError::user(format!(
-                "cannot insert into {table}: it is not a table declared with a connector"
-            ))
-            .with_hint("declare it with CREATE TABLE ... WITH ('connector' = 'filesystem', ...)")
-        })?;
+        let Some(definition) = self.definition(table) else {
+            return self.memory_insert_job(table, input, mode).await;
+        };
         let sink =
             self.factory(&definition)?
                 .create_sink(&definition, &self.context.state(), mode)?;
         let writers = definition.parallelism("sink.parallelism")?;
         self.sink_job(sink, input, writers).await
+    }
+
+    /// An insert into a table without a connector: DataFusion's `MemTable` accepts it (its
+    /// writer appends once the input has ended), so the job is DataFusion's insert plan.
+    async fn memory_insert_job(
+        &self,
+        table: &str,
+        input: &LogicalPlan,
+        mode: WriteMode,
+    ) -> Result<JobGraph> {
+        let provider =
+            self.context.table_provider(table).await.map_err(|_| {
+                RiffleError::user(format!("cannot insert into {table}: no such table"))
+            })?;
+        if !provider.is::<MemTable>() {
+            return Err(RiffleError::user(format!(
+                "cannot insert into {table}: it is neither a connector table nor an in-memory table"
+            ))
+            .with_hint(
+                "declare it with CREATE TABLE ... WITH ('connector' = 'filesystem', ...), \
+                 or CREATE TABLE name (columns) for an in-memory table",
+            ));
+        }
+        let op = match mode {
+            WriteMode::Append => InsertOp::Append,
+            WriteMode::Overwrite => InsertOp::Overwrite,
+        };
+        let plan = LogicalPlanBuilder::insert_into(
+            input.clone(),
+            table,
+            provider_as_source(provider),
+            op,
+        )?
+        .build()?;
+        self.query_job(&plan).await
     }
 
     /// The job graph that writes the rows of `input` into `sink`, one part per writer;

@@ -3,7 +3,8 @@
 //! DataFusion's parser does not know `WITH ('connector' = ...)`. Riffle cuts the statement
 //! at that `WITH`: the part before it is ordinary `CREATE TABLE name (columns)`, which
 //! DataFusion plans (so column types follow DataFusion's SQL type rules), and the options
-//! after it are read here.
+//! after it are read here. Flink's `CREATE TABLE name WITH (options) AS query` takes its
+//! columns from the query; the session creates the table and then inserts the query's rows.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use riffle_plan::{RiffleSession, TableDefinition};
 
 use crate::named_args::resolve_named_arguments;
 use crate::script::{render, tokenize};
+use crate::set::parse_set;
 use crate::vector_search::rewrite_vector_search;
 
 /// One planned statement.
@@ -27,6 +29,25 @@ pub enum RiffleStatement {
         /// `IF NOT EXISTS` was given.
         if_not_exists: bool,
     },
+    /// `CREATE TABLE name WITH (options) AS query`: a connector table with the query's
+    /// columns, filled with its rows.
+    CreateTableAs {
+        /// The table, its columns those of the query.
+        definition: TableDefinition,
+        /// `IF NOT EXISTS` was given: an existing table is left as it is, the query unrun.
+        if_not_exists: bool,
+        /// The rows to insert.
+        query: LogicalPlan,
+    },
+    /// `SET 'key' = 'value'`: a job option for the statements and jobs that follow.
+    SetOption {
+        /// The option's key.
+        key: String,
+        /// Its value, as written.
+        value: String,
+    },
+    /// `SET` alone: the options set so far.
+    ShowOptions,
     /// `DROP TABLE [IF EXISTS] name`.
     DropTable {
         /// The table.
@@ -58,9 +79,15 @@ fn is_keyword(token: Option<&&TokenWithSpan>, keyword: Keyword) -> bool {
 
 /// Plans one statement of SQL.
 pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<RiffleStatement> {
-    let tokens = resolve_named_arguments(rewrite_vector_search(unbracket_tensor_shapes(
-        tokenize(sql)?,
-    ))?)?;
+    let mut tokens = tokenize(sql)?;
+    // `Session::sql("DROP TABLE t;")`: the semicolon ends the statement, it is not a word of it.
+    while tokens
+        .last()
+        .is_some_and(|t| matches!(t.token, Token::SemiColon | Token::Whitespace(_)))
+    {
+        tokens.pop();
+    }
+    let tokens = resolve_named_arguments(rewrite_vector_search(unbracket_tensor_shapes(tokens))?)?;
     let rewritten = render(&tokens);
     let sql = rewritten.as_str();
     let words = significant(&tokens);
@@ -80,6 +107,11 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
         let inner = render(&tokens[start..]);
         let inner = Box::pin(parse_statement(session, &inner)).await?;
         return Ok(RiffleStatement::Explain(Box::new(inner)));
+    }
+    if is_keyword(words.first(), Keyword::SET)
+        && let Some(statement) = parse_set(&tokens)?
+    {
+        return Ok(statement);
     }
     if is_keyword(words.first(), Keyword::SHOW) && is_keyword(words.get(1), Keyword::TABLES) {
         return Ok(RiffleStatement::ShowTables);
@@ -170,31 +202,75 @@ fn connector_with_clause(tokens: &[TokenWithSpan]) -> Option<usize> {
 async fn create_table(
     session: &RiffleSession,
     head: &[TokenWithSpan],
-    options: &[TokenWithSpan],
+    after_with: &[TokenWithSpan],
 ) -> Result<RiffleStatement> {
+    let (options, query) = split_as_query(after_with);
     let options = parse_options(options)?;
     let mut head_sql = render(head);
     let has_columns = head.iter().any(|t| t.token == Token::LParen);
+    if query.is_some() && has_columns {
+        return Err(RiffleError::user(
+            "CREATE TABLE ... WITH (...) AS takes its columns from the query",
+        )
+        .with_hint("remove the column list, or CREATE the table and INSERT INTO it"));
+    }
     if !has_columns {
         head_sql.push_str(" ()");
     }
     let plan = session.logical_plan(&head_sql).await?;
-    match plan {
-        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
-            let schema = create.input.schema().inner().clone();
-            Ok(RiffleStatement::CreateTable {
-                definition: TableDefinition {
-                    name: create.name.table().to_string(),
-                    schema,
-                    options,
-                },
-                if_not_exists: create.if_not_exists,
-            })
-        }
-        _ => Err(RiffleError::user(
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
+        return Err(RiffleError::user(
             "a WITH clause is only allowed on CREATE TABLE name (columns) WITH (...)",
-        )),
+        ));
+    };
+    let name = create.name.table().to_string();
+    let if_not_exists = create.if_not_exists;
+    let Some(query) = query else {
+        let schema = create.input.schema().inner().clone();
+        return Ok(RiffleStatement::CreateTable {
+            definition: TableDefinition {
+                name,
+                schema,
+                options,
+            },
+            if_not_exists,
+        });
+    };
+    let query = session.logical_plan(&render(query)).await?;
+    if matches!(
+        query,
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)
+    ) {
+        return Err(RiffleError::user(format!(
+            "CREATE TABLE {name} ... AS takes a query (SELECT, VALUES)"
+        )));
     }
+    Ok(RiffleStatement::CreateTableAs {
+        definition: TableDefinition {
+            name,
+            schema: query.schema().inner().clone(),
+            options,
+        },
+        if_not_exists,
+        query,
+    })
+}
+
+/// Splits what follows `WITH` into the options and, after `AS`, the query (Flink's
+/// `CREATE TABLE t WITH (...) AS SELECT ...`).
+fn split_as_query(tokens: &[TokenWithSpan]) -> (&[TokenWithSpan], Option<&[TokenWithSpan]>) {
+    let mut depth = 0i32;
+    for (index, token) in tokens.iter().enumerate() {
+        match &token.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(word) if depth == 0 && word.keyword == Keyword::AS => {
+                return (&tokens[..index], Some(&tokens[index + 1..]));
+            }
+            _ => {}
+        }
+    }
+    (tokens, None)
 }
 
 /// Parses `('key' = 'value', ...)`.
@@ -324,5 +400,66 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_trailing_semicolon_is_not_a_word_of_the_statement() {
+        let session = RiffleSession::new(JobConfig::default()).unwrap();
+        assert!(
+            matches!(parse_statement(&session, "DESCRIBE t;").await.unwrap(), RiffleStatement::Describe(name) if name == "t")
+        );
+        assert!(matches!(
+            parse_statement(&session, "DROP TABLE t ; \n").await.unwrap(),
+            RiffleStatement::DropTable { name, if_exists: false } if name == "t"
+        ));
+        assert!(matches!(
+            parse_statement(
+                &session,
+                "CREATE TABLE t (a INT) WITH ('connector' = 'datagen');"
+            )
+            .await
+            .unwrap(),
+            RiffleStatement::CreateTable { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn create_table_with_as_takes_the_querys_columns() {
+        let session = RiffleSession::new(JobConfig::default()).unwrap();
+        let statement = parse_statement(
+            &session,
+            "CREATE TABLE out WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'parquet') \
+             AS SELECT x, x * 2 AS y FROM (VALUES (1), (2)) AS t(x)",
+        )
+        .await
+        .unwrap();
+        let RiffleStatement::CreateTableAs {
+            definition, query, ..
+        } = statement
+        else {
+            panic!("expected CREATE TABLE AS, got {statement:?}");
+        };
+        assert_eq!(definition.name, "out");
+        assert_eq!(definition.options["format"], "parquet");
+        let names: Vec<&str> = definition
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["x", "y"]);
+        assert_eq!(query.schema().fields().len(), 2);
+        let error = parse_statement(
+            &session,
+            "CREATE TABLE out (x INT) WITH ('connector' = 'datagen') AS SELECT 1 AS x",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("takes its columns from the query"),
+            "{error}"
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! Entry points: [`split_statements`] cuts a script into statements (with their line
 //! numbers), and [`parse_statement`] turns one statement into a [`RiffleStatement`]. Every
 //! statement DataFusion understands (queries, `INSERT INTO ... SELECT`, views) is planned by
-//! DataFusion; Riffle handles `CREATE TABLE ... WITH (...)`, `DROP TABLE`, `SHOW TABLES`,
-//! `DESCRIBE` and `EXPLAIN` itself, and rewrites Flink's `VECTOR_SEARCH` table function
+//! DataFusion; Riffle handles `CREATE TABLE ... WITH (...)` (also `... AS query`), `SET
+//! 'key' = 'value'`, `DROP TABLE`, `SHOW TABLES`, `DESCRIBE` and `EXPLAIN` itself, and rewrites Flink's `VECTOR_SEARCH` table function
 //! into an exact top-k query.
 
 #![warn(missing_docs)]
@@ -13,6 +13,7 @@
 mod ddl;
 mod named_args;
 mod script;
+mod set;
 mod vector_search;
 
 pub use ddl::{RiffleStatement, parse_statement};

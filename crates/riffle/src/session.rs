@@ -13,9 +13,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{col, lit, when};
-use riffle_common::{JobConfig, Result, RiffleError};
+use riffle_common::{JobConfig, Options, Result, RiffleError};
 use riffle_connectors::{ConnectorsCodec, FilesFunction};
-use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, SkippedFile, WriteMode};
+use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, SkippedFile, TableDefinition, WriteMode};
 use riffle_runtime::{JobHandle, LocalExecutor};
 use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
 
@@ -52,19 +52,42 @@ impl Session {
     /// A session with `config`.
     pub fn with_config(config: JobConfig) -> Result<Self> {
         let executor = LocalExecutor::new(&config);
+        let options = config.options.clone();
         let mut planner = RiffleSession::new(config)?;
         for factory in riffle_connectors::default_factories() {
             planner.register_factory(factory);
         }
-        riffle_connectors::register_functions(planner.context());
+        riffle_connectors::register_functions(planner.context(), &options)?;
         Ok(Self {
             inner: Arc::new(Inner { planner, executor }),
         })
     }
 
-    /// The job configuration.
-    pub fn config(&self) -> &JobConfig {
+    /// The job configuration, with the options set so far.
+    pub fn config(&self) -> JobConfig {
         self.inner.planner.config()
+    }
+
+    /// The options set so far (`SET 'key' = 'value'`, `-D key=value`, [`JobConfig::options`]).
+    pub fn options(&self) -> Options {
+        self.inner.planner.options()
+    }
+
+    /// Sets a job option (the same as SQL's `SET 'key' = 'value'`) for the statements and
+    /// jobs that follow. An unknown key or a value of the wrong shape is an error that names
+    /// the key, and changes nothing.
+    ///
+    /// `url.*` options take effect by registering `url_download` and `file_read` again,
+    /// built with the new address policy: queries planned before keep the policy they were
+    /// planned with.
+    pub fn set_option(&self, key: &str, value: &str) -> Result<()> {
+        let planner = &self.inner.planner;
+        let mut options = planner.options();
+        options.set(key, value)?;
+        if key.trim().starts_with("url.") {
+            riffle_connectors::register_functions(planner.context(), &options)?;
+        }
+        planner.set_option(key, value)
     }
 
     /// The planning session underneath (DataFusion's context and the catalog).
@@ -160,8 +183,8 @@ impl Session {
     }
 
     /// Runs one SQL statement. Queries and inserts come back as a lazy [`DataFrame`] (run
-    /// by [`DataFrame::collect`]); DDL, `SHOW TABLES`, `DESCRIBE` and `EXPLAIN` run at once
-    /// and come back as a DataFrame over their result.
+    /// by [`DataFrame::collect`]); DDL (with `CREATE TABLE ... AS`), `SET`, `SHOW TABLES`,
+    /// `DESCRIBE` and `EXPLAIN` run at once and come back as a DataFrame over their result.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let statement = parse_statement(&self.inner.planner, sql).await?;
         self.statement(statement).await
@@ -176,6 +199,27 @@ impl Session {
             } => {
                 planner.create_table(definition, if_not_exists).await?;
                 self.empty()
+            }
+            RiffleStatement::CreateTableAs {
+                definition,
+                if_not_exists,
+                query,
+            } => {
+                self.create_table_as(definition, if_not_exists, query)
+                    .await?;
+                self.empty()
+            }
+            RiffleStatement::SetOption { key, value } => {
+                self.set_option(&key, &value)?;
+                self.empty()
+            }
+            RiffleStatement::ShowOptions => {
+                let (keys, values): (Vec<String>, Vec<String>) = self
+                    .options()
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .unzip();
+                self.strings(&[("key", keys), ("value", values)])
             }
             RiffleStatement::DropTable { name, if_exists } => {
                 planner.drop_table(&name, if_exists)?;
@@ -245,6 +289,33 @@ impl Session {
         }
     }
 
+    /// Flink's `CREATE TABLE t WITH (...) AS query`: creates the connector table with the
+    /// query's columns, then runs the insert of its rows. If the insert fails, the table is
+    /// dropped again (its sink published nothing), so that the statement can be rerun.
+    async fn create_table_as(
+        &self,
+        definition: TableDefinition,
+        if_not_exists: bool,
+        query: LogicalPlan,
+    ) -> Result<()> {
+        let planner = &self.inner.planner;
+        let name = definition.name.clone();
+        if if_not_exists && planner.context().table_exist(name.as_str())? {
+            return Ok(());
+        }
+        planner.create_table(definition, false).await?;
+        let inserted = async {
+            let graph = planner.insert_job(&name, &query, WriteMode::Append).await?;
+            self.execute_graph(graph)?.collect().await
+        }
+        .await;
+        if let Err(error) = inserted {
+            planner.drop_table(&name, true)?;
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// Cuts a script into its statements, with their line numbers.
     pub fn split_script(script: &str) -> Result<Vec<ScriptStatement>> {
         split_statements(script)
@@ -294,7 +365,8 @@ impl Session {
         ))
     }
 
-    /// The job graph that runs `plan`: a query, or an `INSERT` into a connector table.
+    /// The job graph that runs `plan`: a query, or an `INSERT` into a connector table or an
+    /// in-memory table.
     pub async fn job_graph(&self, plan: &LogicalPlan) -> Result<JobGraph> {
         let planner = &self.inner.planner;
         match plan {

@@ -15,6 +15,10 @@ use riffle::{ErrorKind, JobConfig, Session};
 mod audio;
 #[path = "end_to_end/files.rs"]
 mod files;
+#[path = "end_to_end/ignore_corrupt.rs"]
+mod ignore_corrupt;
+#[path = "end_to_end/unbounded_inserts.rs"]
+mod unbounded_inserts;
 
 fn session(parallelism: usize) -> Session {
     Session::with_config(JobConfig::default().with_parallelism(parallelism)).unwrap()

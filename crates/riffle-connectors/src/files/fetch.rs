@@ -8,12 +8,21 @@
 //!
 //! Transient failures are retried with exponential backoff: object stores through their
 //! own retry settings (`'s3.max-retries'`, `'s3.retry-timeout'`, see
-//! [`crate::object_stores`]), HTTP requests here (connection errors, timeouts, 429 and 5xx,
-//! up to [`HTTP_ATTEMPTS`] attempts). A row that still fails stops the job with an error
-//! naming the function, the URI and the cause, or becomes NULL with `on_error => 'null'`.
+//! [`crate::object_stores`]), HTTP requests in [`super::http`] (connection errors,
+//! timeouts, 429 and 5xx, up to [`HTTP_ATTEMPTS`](super::http::HTTP_ATTEMPTS) attempts). A row that still fails stops
+//! the job with an error naming the function, the URI and the cause, or becomes NULL with
+//! `on_error => 'null'`.
+//!
+//! HTTP requests reach public addresses only, unless the session's [`UrlPolicy`] (from the
+//! options `'url.allow-private'` and `'url.allowed-hosts'`) opens more. The policy travels
+//! inside the function value: the session registers the functions built with the policy of
+//! its options and registers them again when a `url.*` option changes. That keeps the
+//! policy in Rust values that nothing in a query can reach (a row, a function argument or
+//! DataFusion's own `SET datafusion.*` cannot loosen it), fixes it for the whole of a job
+//! once planned, and a job graph decoded in another process looks the functions up by
+//! name there, so it runs under the receiving session's policy.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,15 +41,13 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 use riffle_common::RiffleError;
 use riffle_functions::row_errors::{OnError, on_error, settle};
 
+use super::http::HttpFetcher;
 use super::store_for;
+use super::url_policy::UrlPolicy;
 use crate::object_stores::parse_location;
 
 /// Requests one task keeps in flight.
 pub const CONCURRENCY: usize = 32;
-/// Attempts at one HTTP request before its row fails.
-pub const HTTP_ATTEMPTS: u32 = 5;
-/// The longest one HTTP request may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to fetch for one row: a URI and an optional byte range.
 struct Request {
@@ -59,13 +66,17 @@ pub struct FetchFunction {
     /// Whether failures go into an `error` field (the `try_` twins).
     capture: bool,
     runtime: Arc<RuntimeEnv>,
+    /// HTTP(S) requests, under the session's address policy.
+    http: Arc<HttpFetcher>,
     signature: Signature,
 }
 
 impl FetchFunction {
     /// `file_read`, `url_download`, `try_file_read` and `try_url_download`, reading from
-    /// the stores `runtime` holds (or builds from the environment).
-    pub fn all(runtime: &Arc<RuntimeEnv>) -> Vec<ScalarUDF> {
+    /// the stores `runtime` holds (or builds from the environment) and from the HTTP(S)
+    /// servers `policy` lets them reach.
+    pub fn all(runtime: &Arc<RuntimeEnv>, policy: UrlPolicy) -> Vec<ScalarUDF> {
+        let http = Arc::new(HttpFetcher::new(policy));
         [
             ("file_read", true, false),
             ("url_download", false, false),
@@ -79,6 +90,7 @@ impl FetchFunction {
                 files,
                 capture,
                 runtime: Arc::clone(runtime),
+                http: Arc::clone(&http),
                 signature: Signature::one_of(
                     vec![TypeSignature::Any(1), TypeSignature::Any(2)],
                     Volatility::Volatile,
@@ -104,7 +116,9 @@ impl FetchFunction {
 
 impl PartialEq for FetchFunction {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && Arc::ptr_eq(&self.runtime, &other.runtime)
+        self.name == other.name
+            && Arc::ptr_eq(&self.runtime, &other.runtime)
+            && Arc::ptr_eq(&self.http, &other.http)
     }
 }
 
@@ -152,7 +166,7 @@ impl AsyncScalarUDFImpl for FetchFunction {
         };
         let input = args.args[0].clone().into_array(args.number_rows)?;
         let requests = self.requests(input.data_type(), Some(&input))?;
-        let results = fetch_all(&self.runtime, requests).await;
+        let results = fetch_all(&self.runtime, &self.http, requests).await;
         let reasons: Vec<Option<String>> =
             results.iter().map(|r| r.as_ref().err().cloned()).collect();
         let values = binary_array(&settle(self.name, policy, results)?);
@@ -261,13 +275,14 @@ fn strings(array: &ArrayRef) -> Result<Vec<Option<String>>> {
 /// Fetches every row, [`CONCURRENCY`] at a time, in order.
 async fn fetch_all(
     runtime: &Arc<RuntimeEnv>,
+    http: &HttpFetcher,
     requests: Vec<Option<Request>>,
 ) -> Vec<std::result::Result<Option<Bytes>, String>> {
     futures::stream::iter(requests)
         .map(|request| async move {
             match request {
                 None => Ok(None),
-                Some(request) => fetch(runtime, &request)
+                Some(request) => fetch(runtime, http, &request)
                     .await
                     .map(Some)
                     .map_err(|e| format!("{}: {e}", request.uri)),
@@ -288,10 +303,14 @@ fn binary_array(values: &[Option<Bytes>]) -> ArrayRef {
 }
 
 /// The bytes of one request, from an HTTP server or an object store.
-async fn fetch(runtime: &RuntimeEnv, request: &Request) -> std::result::Result<Bytes, String> {
+async fn fetch(
+    runtime: &RuntimeEnv,
+    http: &HttpFetcher,
+    request: &Request,
+) -> std::result::Result<Bytes, String> {
     let lower = request.uri.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        return http_get(&request.uri, request.range).await;
+        return http.get(&request.uri, request.range).await;
     }
     let url = parse_location(&request.uri).map_err(|e| e.to_string())?;
     let store: Arc<dyn ObjectStore> = store_for(runtime, &url).map_err(|e| e.to_string())?;
@@ -309,101 +328,4 @@ async fn fetch(runtime: &RuntimeEnv, request: &Request) -> std::result::Result<B
         Err(error) => Err(error),
     };
     bytes.map_err(|e| RiffleError::from(e).to_string())
-}
-
-/// One HTTP client per process: it pools connections across batches and tasks.
-fn http_client() -> std::result::Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .timeout(HTTP_TIMEOUT)
-                .user_agent(concat!("riffle/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("cannot start an HTTP client: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// GET with retries: connection errors, timeouts, 429 and 5xx are retried with exponential
-/// backoff (honoring a `Retry-After` of a few seconds); other statuses fail at once.
-async fn http_get(
-    uri: &str,
-    range: Option<(u64, Option<u64>)>,
-) -> std::result::Result<Bytes, String> {
-    let client = http_client()?;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut request = client.get(uri);
-        if let Some((offset, size)) = range {
-            let end = size.map(|s| (offset + s).saturating_sub(1).to_string());
-            request = request.header(
-                reqwest::header::RANGE,
-                format!("bytes={offset}-{}", end.unwrap_or_default()),
-            );
-        }
-        let (failure, retry_after) = match request.send().await {
-            Ok(response) if response.status().is_success() => match response.bytes().await {
-                Ok(bytes) => return Ok(bytes),
-                Err(error) => (format!("reading the body failed: {error}"), None),
-            },
-            Ok(response) => {
-                let status = response.status();
-                let transient = status.as_u16() == 429 || status.is_server_error();
-                let failure = format!("HTTP {status}");
-                if !transient {
-                    return Err(failure);
-                }
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|seconds| Duration::from_secs(seconds.min(10)));
-                (failure, retry_after)
-            }
-            Err(error) if error.is_builder() => return Err(format!("invalid URL: {error}")),
-            Err(error) => (describe(&error), None),
-        };
-        if attempt >= HTTP_ATTEMPTS {
-            return Err(format!("{failure} (after {attempt} attempts)"));
-        }
-        tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(attempt))).await;
-    }
-}
-
-/// 100 ms, 200 ms, 400 ms, ... (at most 5 s), each with up to a quarter added at random so
-/// that many tasks do not retry in step.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(100) * 2u32.pow(attempt.saturating_sub(1).min(6));
-    let base = base.min(Duration::from_secs(5));
-    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-    base + base / 4 * jitter / 1000
-}
-
-/// A reqwest error with its cause (reqwest's own message omits it).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(
-            backoff(1) >= Duration::from_millis(100) && backoff(1) < Duration::from_millis(130)
-        );
-        assert!(backoff(3) >= Duration::from_millis(400));
-        assert!(backoff(20) <= Duration::from_millis(6250));
-    }
 }

@@ -19,10 +19,13 @@
 //!
 //! `file_read(file)` and `url_download(url)` ([`fetch`]) are asynchronous functions: DataFusion
 //! plans them into their own operator, and each evaluates a batch with many requests in
-//! flight at once.
+//! flight at once. HTTP(S) requests reach public addresses only unless the options
+//! `'url.allow-private'` or `'url.allowed-hosts'` allow more ([`UrlPolicy`]).
 
 mod fetch;
+mod http;
 mod listing;
+mod url_policy;
 
 use std::sync::Arc;
 
@@ -44,6 +47,7 @@ use url::Url;
 pub use fetch::FetchFunction;
 pub use listing::FilesListExec;
 pub(crate) use listing::FilesListNode;
+pub use url_policy::{UrlPolicy, non_public};
 
 use crate::object_stores::{register_object_store, registered_store};
 use listing::FilesLocation;
@@ -64,10 +68,9 @@ pub fn files_schema() -> SchemaRef {
 }
 
 /// The functions that read bytes, `file_read` and `url_download` and their `try_` twins,
-/// reaching the stores
-/// `runtime` holds.
-pub fn functions(runtime: &Arc<RuntimeEnv>) -> Vec<ScalarUDF> {
-    FetchFunction::all(runtime)
+/// reaching the stores `runtime` holds and the HTTP(S) servers `policy` allows.
+pub fn functions(runtime: &Arc<RuntimeEnv>, policy: UrlPolicy) -> Vec<ScalarUDF> {
+    FetchFunction::all(runtime, policy)
 }
 
 /// `files('location')`: the files under a location, as a table.

@@ -179,7 +179,8 @@ async fn files_on_s3_are_listed_and_read() {
 }
 
 /// An HTTP server on loopback: `/pic.png` serves a picture, `/flaky.png` fails with 503
-/// `failures` times first, anything else is 404.
+/// `failures` times first, `/to-private` and `/to-localhost` redirect to a private address
+/// and to `localhost`, anything else is 404.
 async fn http_server(failures: usize) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -204,7 +205,16 @@ async fn http_server(failures: usize) -> (u16, Arc<AtomicUsize>) {
                 }
                 let text = String::from_utf8_lossy(&request);
                 let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut location = String::new();
                 let (status, body): (&str, &[u8]) = match path.as_str() {
+                    "/to-private" => {
+                        location = "Location: http://10.0.0.1/latest/\r\n".to_string();
+                        ("302 Found", b"")
+                    }
+                    "/to-localhost" => {
+                        location = format!("Location: http://localhost:{port}/pic.png\r\n");
+                        ("302 Found", b"")
+                    }
                     "/pic.png" => ("200 OK", &png),
                     "/flaky.png" if hits.fetch_add(1, Ordering::SeqCst) < failures => {
                         ("503 Service Unavailable", b"busy")
@@ -213,7 +223,7 @@ async fn http_server(failures: usize) -> (u16, Arc<AtomicUsize>) {
                     _ => ("404 Not Found", b"no such thing"),
                 };
                 let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\n{location}Content-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = socket.write_all(head.as_bytes()).await;
@@ -229,6 +239,8 @@ async fn http_server(failures: usize) -> (u16, Arc<AtomicUsize>) {
 async fn url_download_retries_transient_failures_and_names_bad_urls() {
     let (port, hits) = http_server(2).await;
     let session = session(2);
+    // The server is on loopback, which url_download refuses unless allowed.
+    session.set_option("url.allow-private", "true").unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let table = rows(
         &session,
@@ -261,6 +273,78 @@ async fn url_download_retries_transient_failures_and_names_bad_urls() {
     assert!(table.contains("/pic.png     | false"), "{table}");
     assert!(table.contains("/missing.png | true"), "{table}");
     assert!(table.contains("127.0.0.1:1/x"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_download_refuses_non_public_addresses_unless_allowed() {
+    let (port, _) = http_server(0).await;
+    let session = session(2);
+    let refused = |error: &str, address: &str| {
+        error.contains(&format!("refused to connect to {address}"))
+            && error.contains("'url.allow-private' = 'true'")
+    };
+    for (url, address) in [
+        (format!("http://[::1]:{port}/pic.png"), "::1"),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/pic.png"),
+            "::ffff:127.0.0.1",
+        ),
+        // 127.0.0.1 written as one decimal number.
+        (format!("http://2130706433:{port}/pic.png"), "127.0.0.1"),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "169.254.169.254",
+        ),
+        ("http://10.1.2.3/x".to_string(), "10.1.2.3"),
+        // A name is checked after it resolves.
+        (format!("http://localhost:{port}/pic.png"), "localhost at "),
+    ] {
+        let error = query_error(&session, &format!("SELECT url_download('{url}')")).await;
+        assert!(refused(&error, address), "{url}: {error}");
+    }
+    let error = query_error(
+        &session,
+        &format!("SELECT file_read('http://127.0.0.1:{port}/pic.png')"),
+    )
+    .await;
+    assert!(refused(&error, "127.0.0.1"), "{error}");
+
+    // An allowed host is reached; its redirects are checked like any other request.
+    session
+        .set_option("url.allowed-hosts", "127.0.0.1")
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let table = rows(
+        &session,
+        &format!("SELECT image_decode(url_download('{base}/pic.png'))['width'] AS w"),
+    )
+    .await;
+    assert!(table.contains("| 64 |"), "{table}");
+    let error = query_error(
+        &session,
+        &format!("SELECT url_download('{base}/to-private')"),
+    )
+    .await;
+    assert!(refused(&error, "10.0.0.1"), "{error}");
+    // An allowed address is reached whichever name leads there.
+    let table = rows(
+        &session,
+        &format!("SELECT image_decode(url_download('{base}/to-localhost'))['width'] AS w"),
+    )
+    .await;
+    assert!(table.contains("| 64 |"), "{table}");
+
+    // SQL's SET opens every address.
+    let open = super::session(2);
+    open.sql("SET 'url.allow-private' = 'true'").await.unwrap();
+    let table = rows(
+        &open,
+        &format!(
+            "SELECT image_decode(url_download('http://localhost:{port}/pic.png'))['width'] AS w"
+        ),
+    )
+    .await;
+    assert!(table.contains("| 64 |"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
