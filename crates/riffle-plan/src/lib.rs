@@ -18,6 +18,7 @@ mod scan_context;
 mod session;
 mod sink;
 mod skip_corrupt;
+mod unbounded;
 
 pub use async_batches::{AsyncBatchExec, AsyncBatchesRule};
 pub use builder::build_job_graph;

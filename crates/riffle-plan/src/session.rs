@@ -32,6 +32,7 @@ use riffle_types::RiffleTypePlanner;
 
 use crate::async_batches::AsyncBatchesRule;
 use crate::skip_corrupt::{SkippedFile, SkippedFiles};
+use crate::unbounded;
 
 use crate::builder::build_job_graph;
 use crate::job_graph::JobGraph;
@@ -168,6 +169,8 @@ impl RiffleSession {
             .with_default_features()
             // VECTOR, TENSOR, IMAGE, FILE and AUDIO in CREATE TABLE and CAST.
             .with_type_planner(Arc::new(RiffleTypePlanner))
+            // A sentence, not a plan dump, for a query an unbounded source cannot feed.
+            .with_physical_optimizer_rules(unbounded::with_rule_before_sanity_check())
             // Multimodal rows through async functions in small slices, fetched ahead.
             .with_physical_optimizer_rule(Arc::new(AsyncBatchesRule::new(config.async_batch_rows)))
             .build();

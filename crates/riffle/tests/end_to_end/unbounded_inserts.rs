@@ -1,5 +1,6 @@
-//! An INSERT from an unbounded source: refused, since a sink publishes only when the job
-//! ends; bounded by a LIMIT, it runs.
+//! Unbounded sources: an INSERT is refused, since a sink publishes only when the job ends
+//! (bounded by a LIMIT, it runs); a query that needs the whole input is refused in a
+//! sentence naming what needs it.
 
 use std::time::Duration;
 
@@ -71,4 +72,35 @@ async fn an_insert_from_an_unbounded_source_is_refused() {
     .unwrap();
     assert_eq!(int_column(&batches, 0), vec![10]);
     assert_eq!(scalar(&session, "SELECT count(*) FROM out").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_needs_the_whole_of_an_unbounded_source_says_which_part() {
+    let session = session(2);
+    session
+        .sql("CREATE TABLE endless (k INT, v INT) WITH ('connector' = 'datagen')")
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "SELECT k, count(*) FROM endless GROUP BY k",
+            "unbounded source: the query's GROUP BY k needs the whole input",
+        ),
+        ("SELECT count(*) FROM endless", "the query's aggregate"),
+        ("SELECT * FROM endless ORDER BY v", "ORDER BY"),
+    ];
+    for (query, names) in cases {
+        let error = match session.sql(query).await {
+            Ok(frame) => frame.collect().await.unwrap_err(),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        assert_eq!(error.kind(), ErrorKind::User, "{message}");
+        assert!(message.contains(names), "{query}: {message}");
+        assert!(
+            error.hint().unwrap().contains("'number-of-rows'"),
+            "{message}"
+        );
+        assert!(!message.contains("Exec {"), "no plan dump: {message}");
+    }
 }
