@@ -216,7 +216,7 @@ fn from_parquet(error: &ParquetError) -> RiffleError {
         return cause;
     }
     let text = error.to_string();
-    if let Some(cause) = printed_store_failure(&text) {
+    if let Some(cause) = printed_store_error(&text) {
         return cause;
     }
     RiffleError::user(format!("cannot read Parquet data: {text}"))
@@ -226,19 +226,30 @@ fn from_parquet(error: &ParquetError) -> RiffleError {
 /// How DataFusion prints an object store's error (`DataFusionError::ObjectStore`).
 const PRINTED_STORE_ERROR: &str = "Object Store error: ";
 
-/// The classification of an object store failure that DataFusion printed into the text of
-/// another error, losing the error itself: it does so when the footer of a Parquet file
-/// cannot be fetched (`Failed to fetch metadata for file f: Object Store error: ...`).
-/// `None` when `text` holds no such failure.
-fn printed_store_failure(text: &str) -> Option<RiffleError> {
+/// An object store's failure as DataFusion printed it into the text of another error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrintedStoreFailure {
+    /// The object is not there.
+    NotFound,
+    /// The store refused the credentials or the access.
+    Denied,
+    /// The store or the way to it failed; whether waiting can help.
+    Failed {
+        /// A timeout, a connection failure, a 429 or a 5xx.
+        transient: bool,
+    },
+}
+
+/// Finds an object store failure that DataFusion printed into the text of another error,
+/// losing the error itself: it does so when the footer of a Parquet file cannot be fetched
+/// (`Failed to fetch metadata for file f: Object Store error: ...`). `None` when `text`
+/// holds no such failure. The one place that reads object_store's wording.
+pub fn printed_store_failure(text: &str) -> Option<PrintedStoreFailure> {
     let at = text.find(PRINTED_STORE_ERROR)?;
     let store = &text[at + PRINTED_STORE_ERROR.len()..];
     // object_store's wording of NotFound, and of PermissionDenied and Unauthenticated.
     if store.starts_with("Object at location ") && store.contains(" not found: ") {
-        return Some(
-            RiffleError::user(text.to_string())
-                .with_hint("check the path, the bucket and the glob pattern"),
-        );
+        return Some(PrintedStoreFailure::NotFound);
     }
     let denied = [
         "lacked the necessary privileges",
@@ -249,11 +260,25 @@ fn printed_store_failure(text: &str) -> Option<RiffleError> {
         .chain(&ACCESS_DENIED)
         .any(|marker| store.contains(marker))
     {
-        return Some(
-            RiffleError::user(text.to_string()).with_hint("check the object store credentials"),
-        );
+        return Some(PrintedStoreFailure::Denied);
     }
-    Some(RiffleError::external(text.to_string()).with_retryable(transient_in_text(store)))
+    Some(PrintedStoreFailure::Failed {
+        transient: transient_in_text(store),
+    })
+}
+
+/// The error for a store failure printed into `text`, if there is one.
+fn printed_store_error(text: &str) -> Option<RiffleError> {
+    Some(match printed_store_failure(text)? {
+        PrintedStoreFailure::NotFound => RiffleError::user(text.to_string())
+            .with_hint("check the path, the bucket and the glob pattern"),
+        PrintedStoreFailure::Denied => {
+            RiffleError::user(text.to_string()).with_hint("check the object store credentials")
+        }
+        PrintedStoreFailure::Failed { transient } => {
+            RiffleError::external(text.to_string()).with_retryable(transient)
+        }
+    })
 }
 
 /// Whether the text of a store's failure says that waiting can help: the request failed

@@ -12,5 +12,5 @@ mod error;
 pub mod options;
 
 pub use config::JobConfig;
-pub use error::{ErrorKind, Result, RiffleError};
+pub use error::{ErrorKind, PrintedStoreFailure, Result, RiffleError, printed_store_failure};
 pub use options::Options;

@@ -35,7 +35,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use riffle_common::RiffleError;
+use riffle_common::{PrintedStoreFailure, RiffleError};
 
 use crate::scan_context::file_url;
 
@@ -313,24 +313,14 @@ fn decide(error: &(dyn Error + 'static)) -> Option<FileFailure> {
 }
 
 /// A decode or schema error, unless its text holds an object store's failure that
-/// DataFusion printed into it, keeping no error to look at: it does so when a Parquet
-/// footer cannot be fetched (`Failed to fetch metadata for file f: Object Store error:
-/// ...`).
+/// DataFusion printed into it, keeping no error to look at (riffle_common reads that
+/// wording for both this and the error categories).
 fn printed_or_corrupt(text: &str) -> FileFailure {
-    printed_store_failure(text).unwrap_or(FileFailure::Corrupt)
-}
-
-/// What the object store's failure printed into `text` says, if there is one.
-fn printed_store_failure(text: &str) -> Option<FileFailure> {
-    // How DataFusion prints `DataFusionError::ObjectStore`, and object_store a NotFound.
-    const PRINTED: &str = "Object Store error: ";
-    let store = &text[text.find(PRINTED)? + PRINTED.len()..];
-    let gone = store.starts_with("Object at location ") && store.contains(" not found: ");
-    Some(if gone {
-        FileFailure::Gone
-    } else {
-        FileFailure::Other
-    })
+    match riffle_common::printed_store_failure(text) {
+        None => FileFailure::Corrupt,
+        Some(PrintedStoreFailure::NotFound) => FileFailure::Gone,
+        Some(_) => FileFailure::Other,
+    }
 }
 
 /// The error that stops the scan when reading `file` failed through no fault of the file.
