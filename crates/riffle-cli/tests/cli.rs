@@ -88,7 +88,7 @@ fn explain_shows_the_job_graph() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("== Logical plan =="), "{stdout}");
     assert!(stdout.contains("== Job graph =="), "{stdout}");
-    assert!(stdout.contains("[parallelism=3]"), "{stdout}");
+    assert!(stdout.contains("parallelism=3]"), "{stdout}");
     assert!(stdout.contains("(HASH("), "{stdout}");
 }
 

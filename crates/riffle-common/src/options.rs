@@ -88,6 +88,12 @@ pub const KNOWN_OPTIONS: &[OptionSpec] = &[
         doc: "Where checkpoints are written: a local folder or an object store URL (s3://, gs://, az://, file://).",
     },
     OptionSpec {
+        key: "pipeline.operator-chaining.enabled",
+        kind: OptionKind::Bool,
+        default: "true",
+        doc: "Runs the stateless parts of a job (scans, projections, filters, functions, LIMIT, sinks) as chains of Riffle operators, which checkpoints need; when false, every vertex is a DataFusion fragment.",
+    },
+    OptionSpec {
         key: "url.allow-private",
         kind: OptionKind::Bool,
         default: "false",

@@ -37,24 +37,79 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
+use crate::chain::plan_chain;
 use crate::exchange::ExchangeReadExec;
-use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex, VertexId};
+use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex, VertexId, VertexKind};
 use crate::sink::SinkExec;
 
-/// Cuts `plan` into a job graph.
+/// How the builder makes vertices.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainOptions {
+    /// Whether fragments that can run as chains do (`pipeline.operator-chaining.enabled`);
+    /// when off, every vertex is a DataFusion fragment, as before chains existed.
+    pub enabled: bool,
+    /// Rows per batch that the coalescing after a filter aims at.
+    pub batch_rows: usize,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// Cuts `plan` into a job graph, with chains where they can run.
 pub fn build_job_graph(plan: Arc<dyn ExecutionPlan>) -> Result<JobGraph> {
-    let mut builder = Builder::default();
+    build_job_graph_with(plan, ChainOptions::default())
+}
+
+/// Cuts `plan` into a job graph; `chains` says whether and how to make chain vertices.
+///
+/// A vertex fed by an unbounded source must be a chain (a fragment never finishes its
+/// stream, so it could never take a checkpoint); such a fragment is refused, naming its
+/// operator. Vertices behind a LIMIT are bounded and may be fragments.
+pub fn build_job_graph_with(
+    plan: Arc<dyn ExecutionPlan>,
+    chains: ChainOptions,
+) -> Result<JobGraph> {
+    let mut builder = Builder {
+        graph: JobGraph::default(),
+        inputs: Vec::new(),
+        chains,
+    };
     builder.add_vertex(plan)?;
     let graph = builder.graph;
     graph.check().map_err(DataFusionError::Internal)?;
+    if chains.enabled {
+        for vertex in &graph.vertices {
+            let unbounded = vertex.fragment.boundedness().is_unbounded();
+            if let VertexKind::Fragment { reason } = &vertex.kind
+                && unbounded
+            {
+                return Err(DataFusionError::External(Box::new(
+                    riffle_common::RiffleError::user(format!(
+                        "unbounded source: the job cannot run as a stream because {reason}"
+                    ))
+                    .with_hint(
+                        "an unbounded job runs projections, filters, functions, LIMIT and \
+                         INSERT; bound the source (a LIMIT, or 'number-of-rows' for datagen) \
+                         for the rest",
+                    ),
+                )));
+            }
+        }
+    }
     Ok(graph)
 }
 
-#[derive(Default)]
 struct Builder {
     graph: JobGraph,
     /// Number of exchange readers placed so far, per vertex.
     inputs: Vec<usize>,
+    chains: ChainOptions,
 }
 
 impl Builder {
@@ -67,12 +122,17 @@ impl Builder {
             name: String::new(),
             parallelism: 0,
             fragment: Arc::clone(&plan),
+            kind: VertexKind::Fragment {
+                reason: String::new(),
+            },
         });
         let fragment = self.cut(plan, id)?;
+        let kind = vertex_kind(&fragment, self.chains);
         let vertex = &mut self.graph.vertices[id];
         vertex.parallelism = fragment.output_partitioning().partition_count();
         vertex.name = fragment_name(&fragment);
         vertex.fragment = fragment;
+        vertex.kind = kind;
         Ok(id)
     }
 
@@ -223,6 +283,19 @@ fn reads_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
     // A visit that fails (it never does for these closures) keeps the plan whole: not
     // cutting is always correct.
     visited.is_err() || found || plan.children().into_iter().any(reads_scalar_subquery)
+}
+
+/// A chain when `fragment` can run as one and chaining is on; a fragment otherwise.
+pub(crate) fn vertex_kind(fragment: &Arc<dyn ExecutionPlan>, chains: ChainOptions) -> VertexKind {
+    if !chains.enabled {
+        return VertexKind::Fragment {
+            reason: "operator chaining is off (pipeline.operator-chaining.enabled)".into(),
+        };
+    }
+    match plan_chain(fragment, chains.batch_rows) {
+        Ok(chain) => VertexKind::Chain(chain),
+        Err(reason) => VertexKind::Fragment { reason },
+    }
 }
 
 /// Names a fragment by its operators, from the root down the first child.

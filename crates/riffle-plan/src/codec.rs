@@ -30,9 +30,10 @@ use prost::Message;
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
 
 use crate::async_batches::AsyncBatchExec;
+use crate::builder::{ChainOptions, vertex_kind};
 use crate::exchange::ExchangeReadExec;
 use crate::fixed_parallelism::FixedParallelismExec;
-use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex};
+use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex, VertexKind};
 use crate::scan_context::ScanContextExec;
 use crate::sink::{Sink, SinkExec};
 use crate::skip_corrupt::SkipCorruptFilesExec;
@@ -322,6 +323,10 @@ struct VertexMessage {
     parallelism: u64,
     #[prost(bytes = "vec", tag = "4")]
     fragment: Vec<u8>,
+    /// Rows per coalesced batch when the vertex is a chain (rebuilt from the fragment on
+    /// decode); absent for a fragment vertex.
+    #[prost(uint64, optional, tag = "5")]
+    chain_batch_rows: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -341,6 +346,14 @@ struct EdgeMessage {
     keys: Vec<protobuf::PhysicalExprNode>,
 }
 
+/// The coalescing target a chain vertex was planned with; `None` for a fragment vertex.
+fn chain_batch_rows(kind: &VertexKind) -> Option<u64> {
+    match kind {
+        VertexKind::Chain(chain) => Some(chain.batch_rows as u64),
+        VertexKind::Fragment { .. } => None,
+    }
+}
+
 impl JobGraph {
     /// Encodes the graph: its shape, every fragment and every partitioning key.
     pub fn encode(&self, codec: &RiffleCodec) -> Result<Vec<u8>> {
@@ -353,6 +366,7 @@ impl JobGraph {
                 name: vertex.name.clone(),
                 parallelism: vertex.parallelism as u64,
                 fragment: fragment.to_vec(),
+                chain_batch_rows: chain_batch_rows(&vertex.kind),
             });
         }
         let mut edges = Vec::with_capacity(self.edges.len());
@@ -395,11 +409,23 @@ impl JobGraph {
                 }
                 Ok(TreeNodeRecursion::Continue)
             })?;
+            let chains = ChainOptions {
+                enabled: vertex.chain_batch_rows.is_some(),
+                batch_rows: vertex.chain_batch_rows.unwrap_or_default() as usize,
+            };
+            let kind = vertex_kind(&fragment, chains);
+            if chains.enabled && !kind.is_chain() {
+                return Err(DataFusionError::Internal(format!(
+                    "vertex {} was planned as a chain but decodes as a fragment",
+                    vertex.id
+                )));
+            }
             graph.vertices.push(Vertex {
                 id: vertex.id as usize,
                 name: vertex.name,
                 parallelism: vertex.parallelism as usize,
                 fragment,
+                kind,
             });
         }
         for edge in message.edges {

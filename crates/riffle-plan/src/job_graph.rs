@@ -13,6 +13,7 @@ use std::sync::Arc;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, displayable};
 use serde::Serialize;
 
+use crate::chain::ChainPlan;
 use crate::sink::Sink;
 
 /// Index of a vertex in [`JobGraph::vertices`].
@@ -49,6 +50,26 @@ impl fmt::Display for EdgePartitioning {
     }
 }
 
+/// How a vertex runs (see [`crate::chain`]).
+#[derive(Debug, Clone)]
+pub enum VertexKind {
+    /// A chain of Riffle operators, driven one batch at a time by a task that owns its
+    /// input: barriers, watermarks and the end of input pass between batches.
+    Chain(ChainPlan),
+    /// A DataFusion fragment pulled as a stream: it takes no checkpoints.
+    Fragment {
+        /// Why the fragment is not a chain, naming the operator.
+        reason: String,
+    },
+}
+
+impl VertexKind {
+    /// Whether the vertex is a chain.
+    pub fn is_chain(&self) -> bool {
+        matches!(self, VertexKind::Chain(_))
+    }
+}
+
 /// One vertex: a plan fragment run as `parallelism` subtasks.
 #[derive(Debug, Clone)]
 pub struct Vertex {
@@ -60,6 +81,8 @@ pub struct Vertex {
     pub parallelism: usize,
     /// The fused operator chain; its leaves are sources or exchange readers.
     pub fragment: Arc<dyn ExecutionPlan>,
+    /// Whether it runs as a chain of Riffle operators or as a DataFusion fragment.
+    pub kind: VertexKind,
 }
 
 /// One edge, from every subtask of `from` to input `input` of `to`.
@@ -92,6 +115,11 @@ impl JobGraph {
     /// The edge leaving `vertex`, if any: a vertex without one feeds the job's result.
     pub fn output_edge(&self, vertex: VertexId) -> Option<&Edge> {
         self.edges.iter().find(|edge| edge.from == vertex)
+    }
+
+    /// Whether every vertex runs as a chain, so that the job can take checkpoints.
+    pub fn is_all_chains(&self) -> bool {
+        self.vertices.iter().all(|vertex| vertex.kind.is_chain())
     }
 
     /// Whether every source of the job is bounded, so that the job finishes on its own.
@@ -140,6 +168,7 @@ impl JobGraph {
                     id: vertex.id,
                     name: vertex.name.clone(),
                     parallelism: vertex.parallelism,
+                    chain: vertex.kind.is_chain(),
                 })
                 .collect(),
             edges: self
@@ -174,6 +203,8 @@ pub struct VertexSummary {
     pub name: String,
     /// Number of subtasks.
     pub parallelism: usize,
+    /// Whether it runs as a chain (else as a DataFusion fragment).
+    pub chain: bool,
 }
 
 /// One edge of a [`JobGraphSummary`].
@@ -199,11 +230,19 @@ impl fmt::Display for JobGraph {
                 ),
                 None => "-> result".to_string(),
             };
+            let kind = match &vertex.kind {
+                VertexKind::Chain(_) => "chain",
+                VertexKind::Fragment { .. } => "fragment",
+            };
             writeln!(
                 f,
-                "vertex {} [parallelism={}] {} {}",
+                "vertex {} [{kind}, parallelism={}] {} {}",
                 vertex.id, vertex.parallelism, vertex.name, output
             )?;
+            match &vertex.kind {
+                VertexKind::Chain(chain) => writeln!(f, "  chain: {chain}")?,
+                VertexKind::Fragment { reason } => writeln!(f, "  fragment: {reason}")?,
+            }
             let plan = displayable(vertex.fragment.as_ref())
                 .indent(false)
                 .to_string();

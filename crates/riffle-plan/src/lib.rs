@@ -9,6 +9,7 @@
 
 mod async_batches;
 mod builder;
+mod chain;
 mod codec;
 mod exchange;
 mod fixed_parallelism;
@@ -21,14 +22,16 @@ mod skip_corrupt;
 mod unbounded;
 
 pub use async_batches::{AsyncBatchExec, AsyncBatchesRule};
-pub use builder::build_job_graph;
+pub use builder::{ChainOptions, build_job_graph, build_job_graph_with};
+pub use chain::{BatchSlot, BatchSlotExec, ChainInput, ChainPlan, ChainStage, plan_chain};
 pub use codec::{ConnectorCodec, RiffleCodec};
 pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
 pub use fixed_parallelism::FixedParallelismExec;
 pub use job_graph::{
-    Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexSummary,
+    Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexKind,
+    VertexSummary,
 };
 pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
-pub use sink::{Sink, SinkExec, count_schema};
+pub use sink::{Sink, SinkExec, check_sink_input, count_schema};
 pub use skip_corrupt::{SkipCorruptFilesExec, SkippedFile, SkippedFiles};

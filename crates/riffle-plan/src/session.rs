@@ -34,7 +34,7 @@ use crate::async_batches::AsyncBatchesRule;
 use crate::skip_corrupt::{SkippedFile, SkippedFiles};
 use crate::unbounded;
 
-use crate::builder::build_job_graph;
+use crate::builder::{ChainOptions, build_job_graph_with};
 use crate::job_graph::JobGraph;
 use crate::scan_context::name_scanned_files;
 use crate::sink::{Sink, SinkExec};
@@ -328,7 +328,18 @@ impl RiffleSession {
     /// The job graph that runs a query and returns its rows.
     pub async fn query_job(&self, plan: &LogicalPlan) -> Result<JobGraph> {
         let physical = self.physical_plan(plan).await?;
-        Ok(build_job_graph(physical)?)
+        Ok(build_job_graph_with(physical, self.chain_options()?)?)
+    }
+
+    /// How this session's jobs make chain vertices (`pipeline.operator-chaining.enabled`).
+    fn chain_options(&self) -> Result<ChainOptions> {
+        let config = self.config();
+        Ok(ChainOptions {
+            enabled: config
+                .options
+                .get_bool("pipeline.operator-chaining.enabled")?,
+            batch_rows: config.batch_size,
+        })
     }
 
     /// The job graph that writes the rows of `input` into table `table`: through the sink of
@@ -406,6 +417,7 @@ impl RiffleSession {
             }
             _ => {}
         }
-        Ok(build_job_graph(Arc::new(SinkExec::new(physical, sink)))?)
+        let sink = Arc::new(SinkExec::new(physical, sink));
+        Ok(build_job_graph_with(sink, self.chain_options()?)?)
     }
 }

@@ -109,8 +109,20 @@ pub fn count_schema() -> SchemaRef {
     )]))
 }
 
+/// Refuses to run `sink` over an unbounded input when it publishes only at commit (see the
+/// module docs); what [`SinkExec`] and a chain's sink operator check before writing.
+pub fn check_sink_input(
+    sink: &dyn Sink,
+    unbounded_input: bool,
+) -> std::result::Result<(), RiffleError> {
+    if unbounded_input && sink.publishes_at_commit() {
+        return Err(unbounded_input_error(sink));
+    }
+    Ok(())
+}
+
 /// Why a sink does not run over an unbounded input.
-fn unbounded_input(sink: &dyn Sink) -> RiffleError {
+fn unbounded_input_error(sink: &dyn Sink) -> RiffleError {
     RiffleError::user(format!(
         "INSERT INTO {} reads an unbounded source; its files would be published only when \
          the job ends, which it never does",
@@ -168,9 +180,7 @@ impl ExecutionPlan for SinkExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if self.sink.publishes_at_commit() && self.input.boundedness().is_unbounded() {
-            return Err(unbounded_input(self.sink.as_ref()).into());
-        }
+        check_sink_input(self.sink.as_ref(), self.input.boundedness().is_unbounded())?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let sink = Arc::clone(&self.sink);
         let schema = count_schema();

@@ -21,10 +21,13 @@ use datafusion::arrow::array::RecordBatch;
 use riffle_common::{Result, RiffleError};
 use tokio::sync::mpsc;
 
+use crate::failure::TaskFailure;
 use crate::gate::{GateOutput, InputGate};
 use crate::message::{CheckpointId, Message};
 use crate::operator::{Emitted, Operator, OperatorContext, OperatorState, Output};
-use crate::partitioner::{OutputPartitioner, SendError};
+use crate::output::TaskOutput;
+use crate::partitioner::SendError;
+use crate::source::{SOURCE_STATE, SourceReader};
 
 /// From the coordinator to a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +162,11 @@ impl Chain {
         self.operators.iter().all(|operator| operator.can_accept())
     }
 
+    /// Whether an operator wants no more input (a LIMIT reached): the chain then finishes.
+    fn is_done(&self) -> bool {
+        self.operators.iter().any(|operator| operator.is_done())
+    }
+
     /// Waits for the first operator with completed asynchronous work; returns its index and
     /// what it emitted.
     async fn next_completion(&mut self) -> Result<(usize, Vec<Emitted>)> {
@@ -175,21 +183,43 @@ impl Chain {
     }
 }
 
+/// Where a chain task's batches come from.
+pub enum TaskInput {
+    /// The vertex's input gate over its upstream channels.
+    Gate(InputGate),
+    /// A source the task reads itself; barriers start here, when the coordinator says.
+    Source(SourceReader),
+}
+
+impl TaskInput {
+    /// The next thing to handle; `None` at the end of every input.
+    async fn next(&mut self) -> Result<Option<GateOutput>> {
+        match self {
+            TaskInput::Gate(gate) => Ok(gate.next().await),
+            TaskInput::Source(source) => Ok(source
+                .next()
+                .await?
+                .map(|batch| GateOutput::Batch { input: 0, batch })),
+        }
+    }
+}
+
 /// Everything a chain task needs.
 pub struct ChainTask {
     /// Where it runs.
     pub context: OperatorContext,
-    /// Its inputs.
-    pub gate: InputGate,
+    /// Its input.
+    pub input: TaskInput,
     /// Its operators.
     pub chain: Chain,
-    /// Its output edge.
-    pub(crate) output: OutputPartitioner,
+    /// Its output edge, or the job's result.
+    pub(crate) output: TaskOutput,
     /// Messages from the coordinator.
     pub control: mpsc::UnboundedReceiver<ToTask>,
     /// Messages to the coordinator.
     pub events: mpsc::UnboundedSender<FromTask>,
-    /// The operators' states from a restored checkpoint.
+    /// The operators' states from a restored checkpoint (the source's under
+    /// [`SOURCE_STATE`]).
     pub restored: Vec<(String, OperatorState)>,
 }
 
@@ -203,11 +233,24 @@ impl ChainTask {
         let _ = self.events.send(event);
     }
 
-    /// Runs the task until its inputs end, it is cancelled, or it fails.
-    pub async fn run(mut self) -> Result<()> {
-        let restored = std::mem::take(&mut self.restored);
+    /// Runs the task until its inputs end (or its chain wants no more), it is cancelled, or
+    /// it fails.
+    pub async fn run(mut self) -> std::result::Result<(), TaskFailure> {
+        let mut restored = std::mem::take(&mut self.restored);
+        if let Some(index) = restored.iter().position(|(name, _)| name == SOURCE_STATE) {
+            let (_, state) = restored.swap_remove(index);
+            match &mut self.input {
+                TaskInput::Source(source) => source.restore(&state)?,
+                TaskInput::Gate(_) => {
+                    return Err(RiffleError::internal(
+                        "a checkpoint holds a source position for a task without a source",
+                    )
+                    .into());
+                }
+            }
+        }
         self.chain.open(&self.context, restored).await?;
-        loop {
+        while !self.chain.is_done() {
             let accepting = self.chain.can_accept();
             tokio::select! {
                 biased;
@@ -222,10 +265,15 @@ impl ChainTask {
                             operator.notify_checkpoint_aborted(id);
                         }
                     }
-                    // Barriers come through the gate for a task with inputs.
-                    Some(ToTask::TriggerCheckpoint { .. }) => {}
+                    // Barriers come through the gate for a task with inputs; a source task
+                    // starts them between two batches.
+                    Some(ToTask::TriggerCheckpoint { id }) => {
+                        if matches!(self.input, TaskInput::Source(_)) {
+                            self.checkpoint(id).await?;
+                        }
+                    }
                     Some(ToTask::Cancel) | None => {
-                        return Err(RiffleError::user("the job was cancelled"));
+                        return Err(RiffleError::user("the job was cancelled").into());
                     }
                 },
                 completion = self.chain.next_completion() => {
@@ -233,7 +281,7 @@ impl ChainTask {
                     let leaving = self.chain.run_from(index + 1, emitted).await?;
                     self.send(leaving).await?;
                 }
-                next = self.gate.next(), if accepting => match next {
+                next = self.input.next(), if accepting => match next? {
                     Some(GateOutput::Batch { input, batch }) => {
                         let leaving = self.chain.process_batch(input, batch).await?;
                         self.send(leaving).await?;
@@ -250,14 +298,17 @@ impl ChainTask {
                         reason: "a newer barrier arrived before this one aligned".into(),
                     }),
                     Some(GateOutput::Broken) => {
-                        return Err(RiffleError::external(
+                        return Err(TaskFailure::Consequence(RiffleError::external(
                             "an upstream task stopped before the end of its input",
-                        ));
+                        )));
                     }
                     None => break,
                 },
             }
         }
+        // The input is not read any further: a chain that wanted no more (a LIMIT reached)
+        // lets its producers go at once.
+        self.input = TaskInput::Gate(InputGate::closed());
         let leaving = self.chain.finish().await?;
         self.send(leaving).await?;
         self.forward(Message::EndOfInput).await?;
@@ -268,14 +319,18 @@ impl ChainTask {
         Ok(())
     }
 
-    /// Snapshots every operator, acknowledges, and forwards the barrier once.
-    async fn checkpoint(&mut self, id: CheckpointId) -> Result<()> {
+    /// Snapshots the source and every operator, acknowledges, and forwards the barrier once.
+    async fn checkpoint(&mut self, id: CheckpointId) -> std::result::Result<(), TaskFailure> {
+        let source = match &self.input {
+            TaskInput::Source(source) => Some((SOURCE_STATE.to_string(), source.snapshot())),
+            TaskInput::Gate(_) => None,
+        };
         match self.chain.snapshot(id) {
-            Ok(states) => self.report(FromTask::Ack {
+            Ok(operators) => self.report(FromTask::Ack {
                 id,
                 task: self.task(),
                 attempt: self.context.attempt,
-                states,
+                states: source.into_iter().chain(operators).collect(),
             }),
             Err(error) => self.report(FromTask::Decline {
                 id,
@@ -287,26 +342,26 @@ impl ChainTask {
         self.forward(Message::Barrier(id)).await
     }
 
-    async fn send(&mut self, leaving: Vec<Emitted>) -> Result<()> {
+    async fn send(&mut self, leaving: Vec<Emitted>) -> std::result::Result<(), TaskFailure> {
         for item in leaving {
             let sent = match item {
                 Emitted::Batch(batch) => self.output.send_batch(batch).await,
                 Emitted::Watermark(w) => self.output.send_all(Message::Watermark(w)).await,
             };
-            sent.map_err(send_error)?;
+            sent.map_err(send_failure)?;
         }
         Ok(())
     }
 
-    async fn forward(&mut self, message: Message) -> Result<()> {
-        self.output.send_all(message).await.map_err(send_error)
+    async fn forward(&mut self, message: Message) -> std::result::Result<(), TaskFailure> {
+        self.output.send_all(message).await.map_err(send_failure)
     }
 }
 
-fn send_error(error: SendError) -> RiffleError {
+fn send_failure(error: SendError) -> TaskFailure {
     match error {
-        SendError::Compute(error) => RiffleError::from(error),
-        SendError::Disconnected => RiffleError::user("the task's consumers are gone"),
+        SendError::Compute(error) => TaskFailure::Cause(RiffleError::from(error)),
+        SendError::Disconnected => TaskFailure::ConsumerGone,
     }
 }
 
@@ -322,6 +377,7 @@ mod tests {
 
     use super::*;
     use crate::channel::{Credit, Received, Receiver, Sender, channel, channel_notifying};
+    use crate::partitioner::OutputPartitioner;
 
     fn batch(values: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
@@ -382,7 +438,7 @@ mod tests {
         control: mpsc::UnboundedSender<ToTask>,
         events: mpsc::UnboundedReceiver<FromTask>,
         completed: Arc<std::sync::Mutex<Vec<CheckpointId>>>,
-        task: tokio::task::JoinHandle<Result<()>>,
+        task: tokio::task::JoinHandle<std::result::Result<(), TaskFailure>>,
     }
 
     fn start(producers: usize, restored: Vec<(String, OperatorState)>) -> Harness {
@@ -419,9 +475,9 @@ mod tests {
                 parallelism: 1,
                 attempt: 3,
             },
-            gate: InputGate::new(channels, readable),
+            input: TaskInput::Gate(InputGate::new(channels, readable)),
             chain: Chain::new(vec![Box::new(counter)]),
-            output,
+            output: TaskOutput::Edge(output),
             control: control_receiver,
             events: events_sender,
             restored,
@@ -469,7 +525,7 @@ mod tests {
         for input in &mut harness.inputs {
             input.send(Message::EndOfInput).await.unwrap();
         }
-        harness.task.await.unwrap().unwrap();
+        assert!(harness.task.await.unwrap().is_ok());
 
         match harness.events.recv().await.unwrap() {
             FromTask::Ack {
@@ -524,7 +580,7 @@ mod tests {
             .send(ToTask::CheckpointComplete { id: 9 })
             .unwrap();
         harness.inputs[0].send(Message::EndOfInput).await.unwrap();
-        harness.task.await.unwrap().unwrap();
+        assert!(harness.task.await.unwrap().is_ok());
         assert_eq!(*harness.completed.lock().unwrap(), vec![9]);
         let seen = downstream(&mut harness.downstream).await;
         assert_eq!(seen, vec!["[1, 2]", "barrier 9", "[-42]", "end"]);
@@ -534,7 +590,9 @@ mod tests {
     async fn cancel_stops_the_task() {
         let harness = start(1, Vec::new());
         harness.control.send(ToTask::Cancel).unwrap();
-        let error = harness.task.await.unwrap().unwrap_err();
-        assert!(error.to_string().contains("cancelled"));
+        match harness.task.await.unwrap() {
+            Err(TaskFailure::Cause(error)) => assert!(error.to_string().contains("cancelled")),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
@@ -18,16 +19,24 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use riffle_common::{JobConfig, Result, RiffleError};
-use riffle_plan::{ExchangeInputs, ExchangeRegistry, JobGraph, Sink, VertexId};
-use tokio::sync::Notify;
+use riffle_plan::{
+    ChainInput, ExchangeInputs, ExchangeRegistry, JobGraph, Sink, VertexId, VertexKind,
+};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
+use crate::chain::{ChainTask, TaskInput, ToTask};
 use crate::channel::{
     ChannelStats, Credit, Received, Receiver, Sender, channel, channel_notifying,
 };
+use crate::failure::{TaskFailure, UpstreamFailed};
 use crate::gate::{GateOutput, InputGate};
 use crate::message::Message;
+use crate::operator::OperatorContext;
+use crate::operators::build_chain;
+use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
+use crate::source::SourceReader;
 
 /// Runs job graphs on the current tokio runtime.
 #[derive(Debug, Clone)]
@@ -145,14 +154,15 @@ impl LocalExecutor {
             context.runtime_env(),
         ));
 
-        // Open every fragment before starting any task, so that a planning mistake fails the
-        // job before it writes anything.
-        let mut opened = Vec::new();
+        // Open every fragment and build every chain before starting any task, so that a
+        // planning mistake fails the job before it writes anything.
+        let mut opened: Vec<(String, Runnable, Arc<AtomicUsize>, VertexId)> = Vec::new();
+        let mut controls = Vec::new();
+        let (events, _events_receiver) = mpsc::unbounded_channel();
         for vertex in &graph.vertices {
-            let running = Arc::new(std::sync::atomic::AtomicUsize::new(vertex.parallelism));
+            let running = Arc::new(AtomicUsize::new(vertex.parallelism));
             let mut partitioners = outputs.remove(&vertex.id);
             for subtask in (0..vertex.parallelism).rev() {
-                let stream = vertex.fragment.execute(subtask, Arc::clone(&context))?;
                 let output = match partitioners.as_mut() {
                     Some(partitioners) => match partitioners.pop() {
                         Some(partitioner) => TaskOutput::Edge(partitioner),
@@ -164,18 +174,62 @@ impl LocalExecutor {
                     },
                 };
                 let name = format!("vertex {} ({}) subtask {subtask}", vertex.id, vertex.name);
-                opened.push((name, stream, output, Arc::clone(&running), vertex.id));
+                let runnable = match &vertex.kind {
+                    VertexKind::Fragment { .. } => {
+                        let stream = vertex.fragment.execute(subtask, Arc::clone(&context))?;
+                        Runnable::Fragment(stream, output)
+                    }
+                    VertexKind::Chain(plan) => {
+                        let input = match &plan.input {
+                            ChainInput::Exchange { input } => {
+                                let gate = inputs.take(vertex.id, *input, subtask)?;
+                                TaskInput::Gate(gate)
+                            }
+                            ChainInput::Source(source) => TaskInput::Source(SourceReader::new(
+                                source,
+                                subtask,
+                                Arc::clone(&context),
+                            )?),
+                        };
+                        let (control, control_receiver) = mpsc::unbounded_channel();
+                        controls.push(control);
+                        Runnable::Chain(Box::new(ChainTask {
+                            context: OperatorContext {
+                                vertex: vertex.id,
+                                subtask,
+                                parallelism: vertex.parallelism,
+                                attempt: 0,
+                            },
+                            input,
+                            chain: build_chain(plan, subtask, &context)?,
+                            output,
+                            control: control_receiver,
+                            events: events.clone(),
+                            restored: Vec::new(),
+                        }))
+                    }
+                };
+                opened.push((name, runnable, Arc::clone(&running), vertex.id));
             }
         }
         let mut tasks = JoinSet::new();
-        for (name, stream, output, running, id) in opened {
+        for (name, runnable, running, id) in opened {
             let inputs = Arc::clone(&inputs);
             tasks.spawn(async move {
-                let outcome = run_task(name, stream, output).await;
+                let outcome = match runnable {
+                    Runnable::Fragment(stream, output) => run_task(name, stream, output).await,
+                    Runnable::Chain(task) => {
+                        let outcome = task.run().await;
+                        if let Err(TaskFailure::Cause(error)) = &outcome {
+                            tracing::debug!("{name} failed: {error}");
+                        }
+                        outcome
+                    }
+                };
                 // A fragment need not open every input partition (a LIMIT can end it
                 // first). Once the whole vertex is done, close what it left unopened, so
                 // that producers waiting for credit there stop instead of waiting forever.
-                if running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                if running.fetch_sub(1, Ordering::AcqRel) == 1 {
                     inputs.close_vertex(id);
                 }
                 outcome
@@ -183,7 +237,12 @@ impl LocalExecutor {
         }
 
         let cancel = Arc::new(Notify::new());
-        let driver = tokio::spawn(drive(tasks, graph.sinks.clone(), Arc::clone(&cancel)));
+        let driver = tokio::spawn(drive(
+            tasks,
+            graph.sinks.clone(),
+            Arc::clone(&cancel),
+            controls,
+        ));
         Ok(JobHandle {
             schema,
             bounded,
@@ -193,6 +252,14 @@ impl LocalExecutor {
             channel_stats,
         })
     }
+}
+
+/// A subtask, ready to run.
+enum Runnable {
+    /// A fragment's stream and where it goes.
+    Fragment(SendableRecordBatchStream, TaskOutput),
+    /// A chain task.
+    Chain(Box<ChainTask>),
 }
 
 /// Statistics of one channel of a running job.
@@ -314,49 +381,6 @@ impl JobCanceller {
     }
 }
 
-/// Where a subtask's output goes.
-enum TaskOutput {
-    Edge(OutputPartitioner),
-    Result(Sender),
-}
-
-impl TaskOutput {
-    async fn send_batch(&mut self, batch: RecordBatch) -> Result<(), SendError> {
-        match self {
-            TaskOutput::Edge(partitioner) => partitioner.send_batch(batch).await,
-            TaskOutput::Result(sender) => {
-                if batch.num_rows() > 0 {
-                    sender.send(Message::Batch(batch)).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Marks the error a task reports when its input broke because another task failed, so
-/// that the job reports the cause instead.
-#[derive(Debug)]
-struct UpstreamFailed;
-
-impl fmt::Display for UpstreamFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "an upstream task stopped before the end of its input")
-    }
-}
-
-impl std::error::Error for UpstreamFailed {}
-
-/// How a task ended, when it did not succeed.
-enum TaskFailure {
-    /// The task's own error: a candidate for the job's error.
-    Cause(RiffleError),
-    /// A consequence of another task's failure.
-    Consequence(RiffleError),
-    /// The task's consumer stopped reading; not a failure by itself.
-    ConsumerGone,
-}
-
 async fn run_task(
     name: String,
     mut stream: SendableRecordBatchStream,
@@ -394,6 +418,9 @@ async fn drive(
     mut tasks: JoinSet<Result<(), TaskFailure>>,
     sinks: Vec<Arc<dyn Sink>>,
     cancel: Arc<Notify>,
+    // The chain tasks' control channels: a chain task whose channel closes stops, so they
+    // live as long as the job.
+    _controls: Vec<mpsc::UnboundedSender<ToTask>>,
 ) -> Result<()> {
     let mut failures = Failures::default();
     let mut cancelled = false;
@@ -514,6 +541,19 @@ impl fmt::Debug for ChannelInputs {
 }
 
 impl ChannelInputs {
+    /// Takes the input gate of a chain task, which reads it itself.
+    fn take(&self, vertex: VertexId, input: usize, partition: usize) -> Result<InputGate> {
+        self.gates
+            .lock()
+            .map_err(|_| RiffleError::internal("channel registry poisoned"))?
+            .remove(&(vertex, input, partition))
+            .ok_or_else(|| {
+                RiffleError::internal(format!(
+                    "no channel for vertex {vertex} input {input} partition {partition}"
+                ))
+            })
+    }
+
     /// Drops the input gates of `vertex` that were never opened.
     fn close_vertex(&self, vertex: VertexId) {
         if let Ok(mut gates) = self.gates.lock() {

@@ -242,6 +242,12 @@ impl InputGate {
         }
     }
 
+    /// A gate over no channels: already at its end. Replacing a task's gate with it drops
+    /// the channels, so that their producers stop.
+    pub fn closed() -> Self {
+        Self::new(Vec::new(), Arc::new(Notify::new()))
+    }
+
     /// The next thing for the task; `None` once every channel has ended.
     pub async fn next(&mut self) -> Option<GateOutput> {
         loop {

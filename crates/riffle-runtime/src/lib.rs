@@ -9,21 +9,27 @@
 //! consumer's channels (barrier alignment, the minimum watermark) are what a network
 //! transport implements for cluster mode.
 //!
-//! The operator contract for chain vertices ([`operator::Operator`], driven by
-//! [`chain::ChainTask`] with barriers aligned by the gate and the coordinator's messages
-//! [`chain::ToTask`] / [`chain::FromTask`]) is in place and tested on its own; the planner
-//! does not build chain vertices yet, so every vertex still runs as a DataFusion fragment.
+//! Chain vertices run as [`chain::ChainTask`]s: a task loop that owns its input (an input
+//! gate, or a [`source::SourceReader`]) and drives the vertex's [`operators`] one batch at a
+//! time on the [`operator::Operator`] contract, with barriers aligned by the gate and the
+//! coordinator's messages [`chain::ToTask`] / [`chain::FromTask`]. Fragment vertices run
+//! as DataFusion streams, as before chains existed.
 
 #![warn(missing_docs)]
 
 pub mod chain;
 pub mod channel;
 mod executor;
+mod failure;
 pub mod gate;
 mod message;
 pub mod operator;
+pub mod operators;
+mod output;
 mod partitioner;
+pub mod source;
 
 pub use channel::{ChannelStats, Credit};
 pub use executor::{ChannelInfo, JobCanceller, JobHandle, LocalExecutor};
+pub use failure::TaskFailure;
 pub use message::{CheckpointId, Message};

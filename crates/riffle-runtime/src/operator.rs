@@ -137,6 +137,12 @@ pub trait Operator: Send {
         Poll::Pending
     }
 
+    /// Whether the operator wants no more input, ever (a LIMIT reached): the task then
+    /// stops reading and finishes the chain.
+    fn is_done(&self) -> bool {
+        false
+    }
+
     /// Whether the operator takes more input now; while false, the task reads control and
     /// barriers but no data (soft backpressure, Flink's FLINK-39680 lesson).
     fn can_accept(&self) -> bool {

@@ -22,7 +22,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use riffle_common::JobConfig;
-use riffle_plan::{Edge, EdgePartitioning, ExchangeReadExec, JobGraph, Sink, SinkExec, Vertex};
+use riffle_plan::{
+    Edge, EdgePartitioning, ExchangeReadExec, JobGraph, Sink, SinkExec, Vertex, VertexKind,
+    plan_chain,
+};
 use riffle_runtime::LocalExecutor;
 
 fn schema() -> SchemaRef {
@@ -225,6 +228,12 @@ fn job(
                 id: 0,
                 name: "consumer".into(),
                 parallelism: consumers,
+                // Consumers that can run as chains do, so that these tests drive chain
+                // tasks reading input gates as well as fragments.
+                kind: match plan_chain(&consumer, 8192) {
+                    Ok(chain) => VertexKind::Chain(chain),
+                    Err(reason) => VertexKind::Fragment { reason },
+                },
                 fragment: consumer,
             },
             Vertex {
@@ -232,6 +241,9 @@ fn job(
                 name: "source".into(),
                 parallelism: producers,
                 fragment: source,
+                kind: VertexKind::Fragment {
+                    reason: "a test source".into(),
+                },
             },
         ],
         edges: vec![Edge {

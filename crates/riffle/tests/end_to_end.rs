@@ -137,8 +137,11 @@ async fn parquet_round_trip_splits_reads_over_parallel_readers_and_prunes() {
         .explain("INSERT INTO copy SELECT id FROM pq")
         .await
         .unwrap();
-    assert!(explain.contains("[parallelism=2] Sink"), "{explain}");
-    assert!(explain.contains("[parallelism=4] ScanContext"), "{explain}");
+    assert!(explain.contains("[chain, parallelism=2] Sink"), "{explain}");
+    assert!(
+        explain.contains("[chain, parallelism=4] ScanContext"),
+        "{explain}"
+    );
     session
         .sql("INSERT INTO copy SELECT id FROM pq")
         .await

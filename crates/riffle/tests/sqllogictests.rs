@@ -61,6 +61,9 @@ impl sqllogictest::AsyncDB for Database {
                     .map_err(|e| SqlError(e.to_string()))?;
                 let is_query = !frame.schema().fields().is_empty();
                 let batches = frame.collect().await.map_err(|e| SqlError(e.to_string()))?;
+                if is_query && let Ok(explained) = session.explain(sql).await {
+                    check_chains(sql, &explained).map_err(SqlError)?;
+                }
                 (batches, is_query)
             }
             Engine::DataFusion(context) => {
@@ -90,6 +93,58 @@ impl sqllogictest::AsyncDB for Database {
     }
 
     async fn shutdown(&mut self) {}
+}
+
+/// DataFusion operators that need their whole input, more than one batch at a time, or more
+/// than one input: only a vertex holding one of these may run as a DataFusion fragment.
+/// This list is the suite's own, apart from the planner's (which lists what a chain can
+/// run), so that a stateless vertex planned as a fragment fails the suite.
+const NEEDS_A_FRAGMENT: &[&str] = &[
+    "AggregateExec",
+    "SortExec",
+    "SortPreservingMergeExec",
+    "HashJoinExec",
+    "NestedLoopJoinExec",
+    "SortMergeJoinExec",
+    "CrossJoinExec",
+    "SymmetricHashJoinExec",
+    "WindowAggExec",
+    "BoundedWindowAggExec",
+    "UnionExec",
+    "InterleaveExec",
+    "ScalarSubqueryExec",
+    "RecursiveQueryExec",
+    // In-memory tables are written by DataFusion's own insert.
+    "DataSinkExec",
+];
+
+/// Fails when a vertex of the explained job graph runs as a fragment although it holds
+/// none of [`NEEDS_A_FRAGMENT`].
+fn check_chains(sql: &str, explained: &str) -> Result<(), String> {
+    let Some((_, graph)) = explained.split_once("== Job graph ==") else {
+        return Ok(());
+    };
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    for line in graph.lines() {
+        if line.starts_with("vertex ") {
+            blocks.push(vec![line]);
+        } else if let Some(block) = blocks.last_mut() {
+            block.push(line);
+        }
+    }
+    for block in blocks {
+        let fragment = block[0].contains("[fragment,");
+        let stateful = block
+            .iter()
+            .any(|line| NEEDS_A_FRAGMENT.iter().any(|name| line.contains(name)));
+        if fragment && !stateful {
+            return Err(format!(
+                "a stateless vertex was planned as a fragment, not a chain:\n{sql}\n{}",
+                block.join("\n")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn column_type(data_type: &DataType) -> DefaultColumnType {
