@@ -210,23 +210,20 @@ pub fn plan_chain(
     };
     for index in (0..path.len()).rev() {
         let plan = &path[index];
-        let flush = |segment: &mut Option<Arc<dyn ExecutionPlan>>, stages: &mut Vec<ChainStage>| {
-            close_segment(segment, stages, None, batch_rows)
-        };
         if let Some(limit) = plan.downcast_ref::<GlobalLimitExec>() {
-            flush(&mut segment, &mut stages);
+            close_segment(&mut segment, &mut stages, None, batch_rows);
             stages.push(ChainStage::Limit {
                 skip: limit.skip(),
                 fetch: limit.fetch(),
             });
         } else if let Some(limit) = plan.downcast_ref::<LocalLimitExec>() {
-            flush(&mut segment, &mut stages);
+            close_segment(&mut segment, &mut stages, None, batch_rows);
             stages.push(ChainStage::Limit {
                 skip: 0,
                 fetch: Some(limit.fetch()),
             });
         } else if let Some(sink) = plan.downcast_ref::<SinkExec>() {
-            flush(&mut segment, &mut stages);
+            close_segment(&mut segment, &mut stages, None, batch_rows);
             let input = &plan.children()[0];
             stages.push(ChainStage::Sink {
                 sink: Arc::clone(sink.sink()),

@@ -117,11 +117,6 @@ impl JobGraph {
         self.edges.iter().find(|edge| edge.from == vertex)
     }
 
-    /// Whether every vertex runs as a chain, so that the job can take checkpoints.
-    pub fn is_all_chains(&self) -> bool {
-        self.vertices.iter().all(|vertex| vertex.kind.is_chain())
-    }
-
     /// Whether every source of the job is bounded, so that the job finishes on its own.
     pub fn is_bounded(&self) -> bool {
         use datafusion::physical_plan::ExecutionPlanProperties;
