@@ -39,6 +39,11 @@ enum Command {
     Run {
         /// The script.
         file: std::path::PathBuf,
+        /// Restores the script's job from this checkpoint (`.../chk-0000042`) or job
+        /// checkpoint folder (its latest complete checkpoint). Without it, a checkpointed job
+        /// resumes by itself from its own latest checkpoint, if it left one.
+        #[arg(long, value_name = "PATH")]
+        from_checkpoint: Option<String>,
     },
     /// Prints the logical plan and the job graph of a query or INSERT.
     Explain {
@@ -83,7 +88,13 @@ async fn run(cli: Cli) -> Result<(), RiffleError> {
     let session = Session::with_config(config)?;
     match cli.command {
         Command::Sql { sql } => run_script(&session, &sql).await,
-        Command::Run { file } => {
+        Command::Run {
+            file,
+            from_checkpoint,
+        } => {
+            if let Some(path) = from_checkpoint {
+                session.restore_from(path)?;
+            }
             let script = std::fs::read_to_string(&file)
                 .map_err(|e| RiffleError::user(format!("cannot read {}: {e}", file.display())))?;
             run_script(&session, &script).await
@@ -114,26 +125,26 @@ async fn run_script(session: &Session, script: &str) -> Result<(), RiffleError> 
     Ok(())
 }
 
-/// Runs one statement; prints the rows of an unbounded job as they come, and stops the job
-/// on Ctrl-C.
+/// Runs one statement; prints the rows of an unbounded job as they come. Ctrl-C or SIGTERM
+/// stops the job: with a savepoint when it is checkpointed (running the same command again
+/// resumes from it), cancelled otherwise.
 async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>, RiffleError> {
     let frame = session.sql(sql).await?;
     let is_insert = matches!(
         frame.logical_plan(),
         riffle::datafusion::logical_expr::LogicalPlan::Dml(_)
     );
-    if is_insert {
-        return frame.collect().await;
-    }
     let mut job = frame.execute().await?;
-    let canceller = job.canceller();
+    let stopper = job.stopper();
     let interrupt = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cancelling the job");
-            canceller.cancel();
-        }
+        stop_signal().await;
+        eprintln!("stopping the job (with a savepoint when it takes checkpoints)");
+        stopper.stop_with_savepoint();
+        // A second signal cancels at once.
+        stop_signal().await;
+        stopper.cancel();
     });
-    let streaming = !job.is_bounded();
+    let streaming = !job.is_bounded() && !is_insert;
     let mut batches = Vec::new();
     let outcome = loop {
         match job.next_batch().await {
@@ -148,7 +159,87 @@ async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>,
         }
     };
     interrupt.abort();
-    outcome
+    report(&job.report());
+    let batches = outcome?;
+    if is_insert {
+        return insert_count(&batches);
+    }
+    Ok(batches)
+}
+
+/// Waits for Ctrl-C or SIGTERM (what a preempted machine's shutdown sends).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints what a job did besides its rows: restarts, checkpoints, the checkpoint it resumed.
+fn report(report: &riffle::JobReport) {
+    for skipped in &report.passed_over {
+        eprintln!("warning: not restored from {skipped}");
+    }
+    if let Some(id) = report.restored_from {
+        eprintln!("resumed from checkpoint {id}");
+    }
+    if let Some(reason) = &report.checkpointing_off {
+        eprintln!("warning: this job takes no checkpoints: {reason}");
+    }
+    if report.checkpoints.completed > 0 || report.checkpoints.aborted > 0 {
+        eprintln!(
+            "checkpoints: {} completed, {} aborted",
+            report.checkpoints.completed, report.checkpoints.aborted
+        );
+    }
+    if let Some(id) = report.savepoint {
+        eprintln!("stopped with savepoint {id}; run the same command again to resume");
+    }
+    for (index, failure) in report.failures.iter().enumerate() {
+        eprintln!("restart {}: after {failure}", index + 1);
+    }
+}
+
+/// One row with the total of an insert's `count` rows.
+fn insert_count(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, RiffleError> {
+    use riffle::datafusion::arrow::array::UInt64Array;
+    let mut total = 0u64;
+    for batch in batches {
+        if let Some(counts) = batch
+            .columns()
+            .first()
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        {
+            total += counts.iter().flatten().sum::<u64>();
+        }
+    }
+    let schema = std::sync::Arc::new(riffle::datafusion::arrow::datatypes::Schema::new(vec![
+        riffle::datafusion::arrow::datatypes::Field::new(
+            "count",
+            riffle::datafusion::arrow::datatypes::DataType::UInt64,
+            false,
+        ),
+    ]));
+    let count = UInt64Array::from(vec![total]);
+    Ok(vec![RecordBatch::try_new(
+        schema,
+        vec![std::sync::Arc::new(count)],
+    )?])
 }
 
 fn print_result(batches: &[RecordBatch], elapsed: std::time::Duration) -> Result<(), RiffleError> {

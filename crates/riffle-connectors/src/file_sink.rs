@@ -6,6 +6,7 @@
 //! skip). [`Sink::commit`] completes every upload once the whole job has finished;
 //! [`Sink::abort`] aborts them, so a failed job leaves no part visible.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use riffle_common::RiffleError;
-use riffle_plan::{Sink, WriteMode};
+use riffle_plan::{PartWriter, Sink, StagedPart, WriteMode};
 use url::Url;
 
 use crate::format::FileFormatKind;
@@ -408,6 +409,209 @@ impl Sink for FileSink {
             upload.abort().await.map_err(to_df)?;
         }
         Ok(())
+    }
+
+    fn writes_staged_parts(&self) -> bool {
+        true
+    }
+
+    fn overwrites(&self) -> bool {
+        self.mode == WriteMode::Overwrite
+    }
+
+    async fn open_part(&self, name: &str, schema: SchemaRef) -> Result<Box<dyn PartWriter>> {
+        let file = format!("part-{}-{name}{}", self.job_tag, self.format.extension());
+        let target = self.directory.clone().join(file.as_str());
+        let staged = self.staging().join(format!("{file}{IN_PROGRESS}"));
+        let schema = self.schema.clone().unwrap_or(schema);
+        let encoder = Encoder::new(
+            self.format,
+            Arc::clone(&schema),
+            self.csv_header,
+            self.csv_delimiter,
+        )?;
+        let upload = self.store.put_multipart(&staged).await.map_err(|e| {
+            DataFusionError::from(RiffleError::from(e).context(format!("writing {staged}")))
+        })?;
+        Ok(Box::new(FilePartWriter {
+            table: self.table.clone(),
+            schema,
+            encoder: Some(encoder),
+            upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+            staged,
+            target,
+            rows: 0,
+        }))
+    }
+
+    async fn publish(&self, parts: &[StagedPart], last: bool) -> Result<()> {
+        if last && self.mode == WriteMode::Overwrite {
+            // Not atomic: a reader between the delete and the publish sees an empty table.
+            let keep: HashSet<&str> = parts.iter().map(|part| part.target.as_str()).collect();
+            self.delete_top_level_except(&keep).await?;
+        }
+        // Sequential: a rename is one metadata operation locally and one server-side copy on
+        // a cloud store, and Send-ness of a buffered stream of borrowing futures trips
+        // async_trait's bounds.
+        for part in parts {
+            self.publish_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn discard_staged(&self, prefix: &str, keep: &[StagedPart]) -> Result<()> {
+        let keep: HashSet<&str> = keep.iter().map(|part| part.staged.as_str()).collect();
+        let name_prefix = format!("part-{}-{prefix}", self.job_tag);
+        let staging = self.staging();
+        let mut listing = self.store.list(Some(&staging));
+        let mut garbage = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(to_df)?;
+            let name = meta.location.filename().unwrap_or_default();
+            if name.starts_with(&name_prefix) && !keep.contains(meta.location.as_ref()) {
+                garbage.push(meta.location);
+            }
+        }
+        for location in garbage {
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(to_df(error)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The folder of a table's directory where parts wait to be published. Readers skip it:
+/// DataFusion's listing ignores subdirectories, pyarrow, Spark and Hive skip names that
+/// start with `_`, and a staged part's name does not end in the format's extension.
+const STAGING: &str = "_riffle_staging";
+
+/// The suffix of a staged part's name (Flink's in-progress files).
+const IN_PROGRESS: &str = ".inprogress";
+
+impl FileSink {
+    fn staging(&self) -> Path {
+        self.directory.clone().join(STAGING)
+    }
+
+    /// Moves a staged part to its published name; a part already moved is done.
+    async fn publish_part(&self, part: &StagedPart) -> Result<()> {
+        let staged = Path::from(part.staged.as_str());
+        let target = Path::from(part.target.as_str());
+        match self.store.rename(&staged, &target).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => match self.store.head(&target).await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(DataFusionError::from(RiffleError::internal(format!(
+                    "publishing {target} into {}: its staged file {staged} is gone and it was \
+                     never published ({error})",
+                    self.table
+                )))),
+            },
+            Err(error) => Err(DataFusionError::from(
+                RiffleError::from(error).context(format!("publishing {target}")),
+            )),
+        }
+    }
+
+    /// Deletes the files directly in the directory (not the staging folder) that are not in
+    /// `keep`: what an INSERT OVERWRITE replaces.
+    async fn delete_top_level_except(&self, keep: &HashSet<&str>) -> Result<()> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.directory))
+            .await
+            .map_err(to_df)?;
+        for meta in listing.objects {
+            if !keep.contains(meta.location.as_ref()) {
+                match self.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(to_df(error)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One staged part being written: encoded batches go to a multipart upload of the staging
+/// object, completed when the part is closed at a barrier.
+struct FilePartWriter {
+    table: String,
+    schema: SchemaRef,
+    encoder: Option<Encoder>,
+    upload: Option<WriteMultipart>,
+    staged: Path,
+    target: Path,
+    rows: u64,
+}
+
+#[async_trait]
+impl PartWriter for FilePartWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (Some(encoder), Some(upload)) = (&mut self.encoder, &mut self.upload) else {
+            return Err(DataFusionError::Internal(format!(
+                "part {} written after it was closed",
+                self.staged
+            )));
+        };
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+            .map_err(|e| {
+                DataFusionError::from(RiffleError::user(format!(
+                    "cannot write a row of {} with its declared columns: {e}",
+                    self.table
+                )))
+            })?;
+        self.rows += batch.num_rows() as u64;
+        encoder.write(&batch).await?;
+        if encoder.buffered() >= PART_SIZE {
+            upload
+                .wait_for_capacity(UPLOAD_CONCURRENCY)
+                .await
+                .map_err(to_df)?;
+            upload.write(&encoder.take_bytes());
+        }
+        Ok(())
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<StagedPart> {
+        let (Some(encoder), Some(mut upload)) = (self.encoder.take(), self.upload.take()) else {
+            return Err(DataFusionError::Internal(format!(
+                "part {} closed twice",
+                self.staged
+            )));
+        };
+        let tail = encoder.finish().await?;
+        upload.write(&tail);
+        upload.finish().await.map_err(|e| {
+            DataFusionError::from(RiffleError::from(e).context(format!("staging {}", self.staged)))
+        })?;
+        Ok(StagedPart {
+            staged: self.staged.to_string(),
+            target: self.target.to_string(),
+            rows: self.rows,
+        })
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some(upload) = self.upload.take() {
+            let _ = upload.abort().await;
+        }
+    }
+}
+
+impl Drop for FilePartWriter {
+    /// A part dropped unfinished (its task aborted by a failure or a cancel) aborts its
+    /// upload, so that no half-written upload is left behind.
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = upload.abort().await;
+            });
+        }
     }
 }
 

@@ -33,5 +33,5 @@ pub use job_graph::{
 };
 pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
-pub use sink::{Sink, SinkExec, check_sink_input, count_schema};
+pub use sink::{PartWriter, Sink, SinkExec, StagedPart, check_sink_input, count_schema};
 pub use skip_corrupt::{SkipCorruptFilesExec, SkippedFile, SkippedFiles};

@@ -157,6 +157,11 @@ impl RiffleSession {
         options.optimizer.enable_join_dynamic_filter_pushdown = false;
         options.optimizer.enable_topk_dynamic_filter_pushdown = false;
         options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        // A file scan's partitions must read a fixed set of files: a source's checkpointed
+        // position counts the rows of its own files, and a vertex's subtasks may run on
+        // different machines. DataFusion's work stealing moves files between partitions at
+        // run time, so it is off.
+        options.execution.enable_file_stream_work_stealing = false;
         // Jobs add and replace files under a table's path: a cached listing would hide them.
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()

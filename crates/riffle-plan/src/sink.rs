@@ -7,8 +7,9 @@
 //!
 //! A sink that publishes only when the job ends ([`Sink::publishes_at_commit`], the file
 //! sink) is refused an unbounded input by its [`SinkExec`]: that job never ends, so it
-//! would publish nothing, ever. Commits at each checkpoint
-//! (`execution.checkpointing.interval`) will lift this.
+//! would publish nothing, ever. In a chain, a sink that [writes staged
+//! parts](Sink::writes_staged_parts) publishes them at every completed checkpoint instead
+//! (two-phase commit), which lifts the refusal when checkpointing is on.
 
 use std::fmt;
 use std::sync::Arc;
@@ -63,6 +64,75 @@ pub trait Sink: Send + Sync + fmt::Debug {
 
     /// Discards everything written; called when the job failed or was cancelled.
     async fn abort(&self) -> Result<()>;
+
+    /// Whether the sink replaces what its destination held (INSERT OVERWRITE): it then
+    /// publishes only at the job's end.
+    fn overwrites(&self) -> bool {
+        false
+    }
+
+    /// Whether the sink writes [staged parts](Sink::open_part) that it can publish per
+    /// checkpoint (two-phase commit). A chain's sink operator then rolls a part at every
+    /// barrier; otherwise it streams into [`Sink::write`], whose rows show as they go, at
+    /// least once across restarts.
+    fn writes_staged_parts(&self) -> bool {
+        false
+    }
+
+    /// Opens a part named `name` (unique within the job: subtask, attempt and sequence),
+    /// invisible until [`Sink::publish`]ed.
+    async fn open_part(&self, name: &str, schema: SchemaRef) -> Result<Box<dyn PartWriter>> {
+        let _ = (name, schema);
+        Err(DataFusionError::Internal(format!(
+            "{} cannot write staged parts",
+            self.describe()
+        )))
+    }
+
+    /// Publishes staged parts. Idempotent: a part already published is left as it is, so
+    /// that commits lost in a failure can be replayed. `last` marks the job's final
+    /// publication, where an overwriting sink replaces what was there before.
+    async fn publish(&self, parts: &[StagedPart], last: bool) -> Result<()> {
+        let _ = (parts, last);
+        Err(DataFusionError::Internal(format!(
+            "{} cannot publish staged parts",
+            self.describe()
+        )))
+    }
+
+    /// Deletes the staged parts whose names start with `prefix` and that are not in `keep`:
+    /// what a failed attempt staged and no checkpoint refers to.
+    async fn discard_staged(&self, prefix: &str, keep: &[StagedPart]) -> Result<()> {
+        let _ = (prefix, keep);
+        Ok(())
+    }
+}
+
+/// A part a sink wrote and staged at a checkpoint barrier (or at the end of its input):
+/// invisible until published. Both names are fixed when it is staged, so that publishing it
+/// again after a failure is harmless. Kept in the sink operator's checkpointed state until
+/// the checkpoint that covers it completes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedPart {
+    /// Where the part is staged (an object path).
+    pub staged: String,
+    /// The path it is published as.
+    pub target: String,
+    /// Rows it holds.
+    pub rows: u64,
+}
+
+/// Writes one staged part of a sink.
+#[async_trait]
+pub trait PartWriter: Send {
+    /// Appends rows.
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// Finishes the part (a Parquet footer) and stages it, durably.
+    async fn close(self: Box<Self>) -> Result<StagedPart>;
+
+    /// Throws the part away.
+    async fn abort(self: Box<Self>);
 }
 
 /// Writes its input into a [`Sink`] and yields one row per partition with the number of rows
@@ -110,12 +180,15 @@ pub fn count_schema() -> SchemaRef {
 }
 
 /// Refuses to run `sink` over an unbounded input when it publishes only at commit (see the
-/// module docs); what [`SinkExec`] and a chain's sink operator check before writing.
+/// module docs) and the job does not commit at checkpoints (`per_checkpoint`); what
+/// [`SinkExec`] and a chain's sink operator check before writing.
 pub fn check_sink_input(
     sink: &dyn Sink,
     unbounded_input: bool,
+    per_checkpoint: bool,
 ) -> std::result::Result<(), RiffleError> {
-    if unbounded_input && sink.publishes_at_commit() {
+    let publishes = per_checkpoint && sink.writes_staged_parts();
+    if unbounded_input && sink.publishes_at_commit() && !publishes {
         return Err(unbounded_input_error(sink));
     }
     Ok(())
@@ -129,8 +202,9 @@ fn unbounded_input_error(sink: &dyn Sink) -> RiffleError {
         sink.target()
     ))
     .with_hint(
-        "bound the source (a LIMIT, or 'number-of-rows' for datagen); commits at every \
-         checkpoint (execution.checkpointing.interval) are being built and will lift this",
+        "bound the source (a LIMIT, or 'number-of-rows' for datagen), or turn checkpointing \
+         on (SET 'execution.checkpointing.interval' = '10 s') so that files are published at \
+         every checkpoint, with 'sink.commit-mode' = 'checkpoint'",
     )
 }
 
@@ -180,7 +254,11 @@ impl ExecutionPlan for SinkExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        check_sink_input(self.sink.as_ref(), self.input.boundedness().is_unbounded())?;
+        check_sink_input(
+            self.sink.as_ref(),
+            self.input.boundedness().is_unbounded(),
+            false,
+        )?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let sink = Arc::clone(&self.sink);
         let schema = count_schema();

@@ -22,9 +22,11 @@ use riffle_common::{Result, RiffleError};
 use tokio::sync::mpsc;
 
 use crate::failure::TaskFailure;
+use crate::fault::TaskFault;
 use crate::gate::{GateOutput, InputGate};
 use crate::message::{CheckpointId, Message};
 use crate::operator::{Emitted, Operator, OperatorContext, OperatorState, Output};
+use crate::operators::END_OF_INPUT;
 use crate::output::TaskOutput;
 use crate::partitioner::SendError;
 use crate::source::{SOURCE_STATE, SourceReader};
@@ -76,12 +78,16 @@ pub enum FromTask {
         /// Why.
         reason: String,
     },
-    /// The task's inputs all ended and its chain finished.
+    /// The task's inputs all ended and its chain finished; here are its final states (the
+    /// source at its end, a sink's parts closed at the end of input), which every later
+    /// checkpoint records for it (FLIP-147).
     Finished {
         /// The vertex and subtask.
         task: (usize, usize),
         /// The attempt the task ran in.
         attempt: u64,
+        /// Each operator's state after the chain finished, in chain order.
+        states: Vec<(String, OperatorState)>,
     },
 }
 
@@ -140,11 +146,12 @@ impl Chain {
         self.run_from(0, vec![Emitted::Watermark(watermark)]).await
     }
 
-    fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<(String, OperatorState)>> {
-        self.operators
-            .iter_mut()
-            .map(|operator| Ok((operator.name().to_string(), operator.snapshot(id)?)))
-            .collect()
+    async fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<(String, OperatorState)>> {
+        let mut states = Vec::with_capacity(self.operators.len());
+        for operator in &mut self.operators {
+            states.push((operator.name().to_string(), operator.snapshot(id).await?));
+        }
+        Ok(states)
     }
 
     /// Finishes each operator in order, running what it flushes through the rest.
@@ -221,6 +228,8 @@ pub struct ChainTask {
     /// The operators' states from a restored checkpoint (the source's under
     /// [`SOURCE_STATE`]).
     pub restored: Vec<(String, OperatorState)>,
+    /// A fault injected by `riffle.test.fail`, if any.
+    pub(crate) fault: TaskFault,
 }
 
 impl ChainTask {
@@ -256,6 +265,7 @@ impl ChainTask {
                 biased;
                 control = self.control.recv() => match control {
                     Some(ToTask::CheckpointComplete { id }) => {
+                        self.fault.on_commit()?;
                         for operator in &mut self.chain.operators {
                             operator.notify_checkpoint_complete(id).await?;
                         }
@@ -283,6 +293,7 @@ impl ChainTask {
                 }
                 next = self.input.next(), if accepting => match next? {
                     Some(GateOutput::Batch { input, batch }) => {
+                        self.fault.on_batch()?;
                         let leaving = self.chain.process_batch(input, batch).await?;
                         self.send(leaving).await?;
                     }
@@ -312,33 +323,40 @@ impl ChainTask {
         let leaving = self.chain.finish().await?;
         self.send(leaving).await?;
         self.forward(Message::EndOfInput).await?;
+        let states = self.states(END_OF_INPUT).await?;
         self.report(FromTask::Finished {
             task: self.task(),
             attempt: self.context.attempt,
+            states,
         });
         Ok(())
     }
 
-    /// Snapshots the source and every operator, acknowledges, and forwards the barrier once.
-    async fn checkpoint(&mut self, id: CheckpointId) -> std::result::Result<(), TaskFailure> {
+    /// The source's position and every operator's state.
+    async fn states(&mut self, id: CheckpointId) -> Result<Vec<(String, OperatorState)>> {
         let source = match &self.input {
             TaskInput::Source(source) => Some((SOURCE_STATE.to_string(), source.snapshot())),
             TaskInput::Gate(_) => None,
         };
-        match self.chain.snapshot(id) {
-            Ok(operators) => self.report(FromTask::Ack {
-                id,
-                task: self.task(),
-                attempt: self.context.attempt,
-                states: source.into_iter().chain(operators).collect(),
-            }),
-            Err(error) => self.report(FromTask::Decline {
-                id,
-                task: self.task(),
-                attempt: self.context.attempt,
-                reason: error.to_string(),
-            }),
-        }
+        let operators = self.chain.snapshot(id).await?;
+        Ok(source.into_iter().chain(operators).collect())
+    }
+
+    /// Snapshots the source and every operator, acknowledges, and forwards the barrier once.
+    /// A snapshot that fails fails the task: an operator that could not hand over its state
+    /// (a sink whose part did not close) cannot go on consistently.
+    async fn checkpoint(&mut self, id: CheckpointId) -> std::result::Result<(), TaskFailure> {
+        self.fault.on_snapshot().await?;
+        let states = self
+            .states(id)
+            .await
+            .map_err(|error| error.context(format!("taking checkpoint {id}")))?;
+        self.report(FromTask::Ack {
+            id,
+            task: self.task(),
+            attempt: self.context.attempt,
+            states,
+        });
         self.forward(Message::Barrier(id)).await
     }
 
@@ -416,7 +434,7 @@ mod tests {
             out.batch(batch);
             Ok(())
         }
-        fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+        async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
             Ok(OperatorState {
                 inline: self.rows.to_le_bytes().to_vec(),
                 batches: Vec::new(),
@@ -481,6 +499,7 @@ mod tests {
             control: control_receiver,
             events: events_sender,
             restored,
+            fault: TaskFault::default(),
         };
         Harness {
             inputs,

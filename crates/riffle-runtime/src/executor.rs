@@ -7,7 +7,7 @@
 //! watches them all: the first failure (or a cancel) aborts every task, aborts the sinks and
 //! becomes the job's error; when every task has finished, the sinks are committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,32 +16,50 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use riffle_common::{JobConfig, Result, RiffleError};
+use riffle_common::{ErrorKind, JobConfig, Options, Result, RiffleError};
 use riffle_plan::{
-    ChainInput, ExchangeInputs, ExchangeRegistry, JobGraph, Sink, VertexId, VertexKind,
+    ChainInput, ExchangeInputs, ExchangeRegistry, JobGraph, Sink, StagedPart, VertexId, VertexKind,
 };
+use riffle_state::{CheckpointStore, RestoreChoice, TaskId, Validity};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use crate::chain::{ChainTask, TaskInput, ToTask};
-use crate::channel::{
-    ChannelStats, Credit, Received, Receiver, Sender, channel, channel_notifying,
+use crate::chain::{ChainTask, FromTask, TaskInput, ToTask};
+use crate::channel::{ChannelStats, Credit, Sender, channel_notifying};
+use crate::coordinator::{
+    CheckpointCounts, Coordinator, JobIdentity, Outcome, Publishing, Restore, StagedSinks,
+    publish_parts, staged_parts,
 };
 use crate::failure::{TaskFailure, UpstreamFailed};
+use crate::fault::TaskFault;
 use crate::gate::{GateOutput, InputGate};
 use crate::message::Message;
-use crate::operator::OperatorContext;
-use crate::operators::build_chain;
+use crate::operator::{OperatorContext, OperatorState};
+use crate::operators::{CommitMode, SinkCommits, build_chain, staged_sinks as staged_sinks_of};
 use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
-use crate::source::SourceReader;
+use crate::settings::{JobSettings, RestartStrategy, checkpoint_location};
+use crate::source::{SOURCE_STATE, SourceReader};
 
 /// Runs job graphs on the current tokio runtime.
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     credit: Credit,
+}
+
+/// Where a job starts from.
+#[derive(Debug, Clone, Default)]
+pub enum StartFrom {
+    /// Its own latest complete checkpoint, if its checkpoint folder has one (a job run again
+    /// after a crash resumes by itself); otherwise the beginning.
+    #[default]
+    Latest,
+    /// A checkpoint folder (`chk-N`) or a job's checkpoint directory (its latest complete
+    /// checkpoint), as `riffle run --from-checkpoint PATH` names it.
+    Checkpoint(String),
 }
 
 impl LocalExecutor {
@@ -55,30 +73,472 @@ impl LocalExecutor {
         }
     }
 
-    /// Starts `graph`. Its fragments run with `context` (DataFusion's functions, memory pool
-    /// and object stores). The returned handle streams the job's result; dropping it cancels
-    /// the job.
+    /// Starts `graph` with default options (no checkpoints, no restarts).
     pub fn execute(&self, graph: JobGraph, context: &TaskContext) -> Result<JobHandle> {
+        self.execute_with(graph, context, &Options::new(), StartFrom::Latest)
+    }
+
+    /// Starts `graph` under the job options `options` (checkpointing, restarts, sink
+    /// commits), from `start`. Its fragments run with `context` (DataFusion's functions,
+    /// memory pool and object stores). The returned handle streams the job's result;
+    /// dropping it cancels the job.
+    pub fn execute_with(
+        &self,
+        graph: JobGraph,
+        context: &TaskContext,
+        options: &Options,
+        start: StartFrom,
+    ) -> Result<JobHandle> {
         graph.check().map_err(RiffleError::internal)?;
-        let roots: Vec<VertexId> = graph
-            .vertices
-            .iter()
-            .filter(|vertex| graph.output_edge(vertex.id).is_none())
-            .map(|vertex| vertex.id)
-            .collect();
-        let Some(&root) = roots.first() else {
-            return Err(RiffleError::internal(
-                "job graph has no vertex without an output",
-            ));
-        };
-        if roots.len() > 1 {
-            return Err(RiffleError::internal(
-                "job graph has more than one result vertex",
-            ));
-        }
+        let root = result_vertex(&graph)?;
+        let settings = JobSettings::from_options(options)?;
         let schema = graph.vertices[root].fragment.schema();
         let bounded = graph.is_bounded();
+        let job = Job::new(graph, context, self.credit, settings, start)?;
+        let cancel = Arc::new(Notify::new());
+        let stop = Arc::new(Notify::new());
+        let (results, released) = mpsc::channel(self.credit.batches.max(1));
+        let report = Arc::new(Mutex::new(JobReport::default()));
+        let channel_stats = SharedChannelStats::default();
+        let driver = tokio::spawn(job.run(
+            Arc::clone(&cancel),
+            Arc::clone(&stop),
+            results,
+            Arc::clone(&report),
+            channel_stats.clone(),
+        ));
+        Ok(JobHandle {
+            schema,
+            bounded,
+            results: released,
+            cancel,
+            stop,
+            driver: Some(driver),
+            report,
+            channel_stats,
+        })
+    }
+}
 
+fn result_vertex(graph: &JobGraph) -> Result<VertexId> {
+    let roots: Vec<VertexId> = graph
+        .vertices
+        .iter()
+        .filter(|vertex| graph.output_edge(vertex.id).is_none())
+        .map(|vertex| vertex.id)
+        .collect();
+    match roots.as_slice() {
+        [root] => Ok(*root),
+        [] => Err(RiffleError::internal(
+            "job graph has no vertex without an output",
+        )),
+        _ => Err(RiffleError::internal(
+            "job graph has more than one result vertex",
+        )),
+    }
+}
+
+/// What a job did, for its end-of-run report.
+#[derive(Debug, Clone, Default)]
+pub struct JobReport {
+    /// Times the job restarted after a failure.
+    pub restarts: u64,
+    /// Checkpoints completed and aborted.
+    pub checkpoints: CheckpointCounts,
+    /// The checkpoint the job was restored from when it started, if any.
+    pub restored_from: Option<u64>,
+    /// Newer checkpoints the restore passed over (incomplete or corrupt), and why.
+    pub passed_over: Vec<String>,
+    /// Why the job takes no checkpoints although checkpointing is on, if it does not.
+    pub checkpointing_off: Option<String>,
+    /// The errors that caused restarts, in order.
+    pub failures: Vec<String>,
+    /// The savepoint the job stopped with, when it was stopped with one.
+    pub savepoint: Option<u64>,
+    /// Rows the sources read again after restarts: between the restored position and where
+    /// the failed attempt had got to.
+    pub rows_read_again: u64,
+}
+
+/// The graph's identity in checkpoints: vertices and edges, without the parallelism.
+fn identity(graph: &JobGraph) -> JobIdentity {
+    let mut lines: Vec<String> = graph
+        .vertices
+        .iter()
+        .map(|vertex| match &vertex.kind {
+            VertexKind::Chain(plan) => format!("vertex {}: {plan}", vertex.id),
+            VertexKind::Fragment { .. } => format!("vertex {}: {}", vertex.id, vertex.name),
+        })
+        .collect();
+    lines.extend(graph.edges.iter().map(|edge| {
+        format!(
+            "edge {} -> {} input {}: {:?}",
+            edge.from, edge.to, edge.input, edge.partitioning
+        )
+    }));
+    JobIdentity {
+        fingerprint: lines.join("\n"),
+        parallelism: graph.vertices.iter().map(|v| v.parallelism).collect(),
+    }
+}
+
+/// A job being run: its graph and everything that lives across attempts.
+struct Job {
+    graph: JobGraph,
+    context: Arc<TaskContext>,
+    credit: Credit,
+    settings: JobSettings,
+    start: StartFrom,
+    root: VertexId,
+    /// Sinks of chain vertices that write staged parts, by vertex.
+    staged_sinks: StagedSinks,
+    /// Sinks written by fragment vertices (or by chains without staged parts): committed
+    /// when the job ends.
+    other_sinks: Vec<Arc<dyn Sink>>,
+    checkpointing_off: Option<String>,
+}
+
+impl Job {
+    fn new(
+        graph: JobGraph,
+        context: &TaskContext,
+        credit: Credit,
+        settings: JobSettings,
+        start: StartFrom,
+    ) -> Result<Self> {
+        let root = result_vertex(&graph)?;
+        let mut staged_sinks: StagedSinks = HashMap::new();
+        for vertex in &graph.vertices {
+            if let VertexKind::Chain(plan) = &vertex.kind {
+                let sinks = staged_sinks_of(plan);
+                if !sinks.is_empty() {
+                    staged_sinks.insert(vertex.id, sinks);
+                }
+            }
+        }
+        for (_, sink) in staged_sinks.values().flatten() {
+            if sink.overwrites()
+                && settings.checkpointing.is_some()
+                && settings.commit_mode_set
+                && settings.commit_mode == CommitMode::Checkpoint
+            {
+                return Err(RiffleError::user(format!(
+                    "INSERT OVERWRITE {} cannot publish at checkpoints: it replaces the table's \
+                     files, which only the job's end may do",
+                    sink.target()
+                ))
+                .with_hint("SET 'sink.commit-mode' = 'end', or append with INSERT INTO"));
+            }
+        }
+        let other_sinks = graph
+            .sinks
+            .iter()
+            .filter(|sink| {
+                !staged_sinks
+                    .values()
+                    .flatten()
+                    .any(|(_, staged)| Arc::ptr_eq(staged, sink))
+            })
+            .cloned()
+            .collect();
+        let fragment = graph.vertices.iter().find_map(|vertex| match &vertex.kind {
+            VertexKind::Fragment { .. } => Some(vertex.name.clone()),
+            VertexKind::Chain(_) => None,
+        });
+        let checkpointing_off = match (&settings.checkpointing, fragment) {
+            (Some(_), Some(name)) => Some(format!(
+                "vertex '{name}' runs as a DataFusion fragment, which cannot be checkpointed; the \
+                 job restarts from the beginning and publishes at its end"
+            )),
+            _ => None,
+        };
+        let context = Arc::new(TaskContext::new(
+            context.task_id(),
+            context.session_id(),
+            context.session_config().clone(),
+            context.scalar_functions().clone(),
+            context.higher_order_functions().clone(),
+            context.aggregate_functions().clone(),
+            context.window_functions().clone(),
+            context.runtime_env(),
+        ));
+        Ok(Self {
+            graph,
+            context,
+            credit,
+            settings,
+            start,
+            root,
+            staged_sinks,
+            other_sinks,
+            checkpointing_off,
+        })
+    }
+
+    fn checkpointed(&self) -> bool {
+        self.settings.checkpointing.is_some() && self.checkpointing_off.is_none()
+    }
+
+    fn tasks(&self) -> Vec<TaskId> {
+        self.graph
+            .vertices
+            .iter()
+            .flat_map(|v| (0..v.parallelism).map(move |s| TaskId::new(v.id, s)))
+            .collect()
+    }
+
+    /// The coordinator, with the checkpoint to restore, when the job is checkpointed.
+    async fn coordinator(&self, passed_over: &mut Vec<String>) -> Result<Option<Coordinator>> {
+        let Some(settings) = &self.settings.checkpointing else {
+            if let StartFrom::Checkpoint(path) = &self.start {
+                return Err(RiffleError::user(format!(
+                    "cannot restore {path}: checkpointing is off for this job"
+                ))
+                .with_hint("SET 'execution.checkpointing.interval' = '10 s' (or -D) as when the checkpoint was taken"));
+            }
+            return Ok(None);
+        };
+        if let Some(reason) = &self.checkpointing_off {
+            tracing::warn!("checkpointing is off: {reason}");
+            return Ok(None);
+        }
+        let identity = identity(&self.graph);
+        let (restore_store, restore_id, location) = match &self.start {
+            StartFrom::Latest => {
+                let (store, folder) = checkpoint_location(&settings.dir, &self.context)?;
+                let folder = folder.join(identity.folder());
+                let store = CheckpointStore::new(store, folder);
+                (
+                    store.clone(),
+                    None,
+                    format!("{}/{}", settings.dir, identity.folder()),
+                )
+            }
+            StartFrom::Checkpoint(path) => {
+                let (store, id) = checkpoint_at(path, &self.context)?;
+                (store, id, path.clone())
+            }
+        };
+        let restored = restore_point(&restore_store, restore_id, &location, passed_over).await?;
+        if let Some(metadata) = &restored {
+            identity.check(metadata, &location)?;
+        }
+        // New checkpoints go to this job's folder under execution.checkpointing.dir; a
+        // restore from elsewhere continues there.
+        let (store, folder) = checkpoint_location(&settings.dir, &self.context)?;
+        let store = CheckpointStore::new(store, folder.join(identity.folder()));
+        // Ids are never reused, also not those of checkpoints that never completed.
+        let first_id = store
+            .list()
+            .await
+            .map_err(|e| RiffleError::external(e.message))?
+            .into_iter()
+            .max()
+            .map_or(1, |newest| newest + 1);
+        let end_mode = self.settings.commit_mode == CommitMode::End
+            || self
+                .staged_sinks
+                .values()
+                .flatten()
+                .any(|(_, sink)| sink.overwrites());
+        let mut coordinator = Coordinator::new(
+            settings.clone(),
+            store,
+            identity,
+            Publishing {
+                sinks: self.staged_sinks.clone(),
+                end_mode,
+            },
+            self.tasks(),
+            Restore {
+                first_id,
+                metadata: restored,
+            },
+        );
+        coordinator.set_restore_store(restore_store);
+        Ok(Some(coordinator))
+    }
+
+    async fn run(
+        self,
+        cancel: Arc<Notify>,
+        stop: Arc<Notify>,
+        results: mpsc::Sender<RecordBatch>,
+        report: Arc<Mutex<JobReport>>,
+        channel_stats: SharedChannelStats,
+    ) -> Result<()> {
+        let mut coordinator = None;
+        let signals = Signals {
+            cancel: &cancel,
+            stop: &stop,
+        };
+        let outcome = self
+            .run_attempts(&mut coordinator, signals, &results, &report, &channel_stats)
+            .await;
+        if outcome.is_err() {
+            for sink in &self.other_sinks {
+                if let Err(error) = sink.abort().await {
+                    tracing::warn!("aborting {}: {error}", sink.describe());
+                }
+            }
+            // Staged parts go, except those the latest checkpoint records: a resumed job
+            // publishes them.
+            let recorded = coordinator
+                .as_ref()
+                .and_then(|c: &Coordinator| c.latest().cloned());
+            let mut keep: Vec<StagedPart> = Vec::new();
+            for entry in recorded.iter().flat_map(|m| &m.tasks) {
+                if let Ok(found) = staged_parts(&self.staged_sinks, entry) {
+                    keep.extend(found.into_iter().flat_map(|(_, parts)| parts));
+                }
+            }
+            for (_, sink) in self.staged_sinks.values().flatten() {
+                if let Err(error) = sink.discard_staged("", &keep).await {
+                    tracing::warn!("discarding staged parts of {}: {error}", sink.describe());
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn run_attempts(
+        &self,
+        coordinator: &mut Option<Coordinator>,
+        signals: Signals<'_>,
+        results: &mpsc::Sender<RecordBatch>,
+        report: &Mutex<JobReport>,
+        channel_stats: &SharedChannelStats,
+    ) -> Result<()> {
+        let mut passed_over = Vec::new();
+        *coordinator = self.coordinator(&mut passed_over).await?;
+        let policy = if coordinator.is_some() {
+            ReleasePolicy::PerCheckpoint
+        } else if self.settings.restart != RestartStrategy::None && self.graph.is_bounded() {
+            ReleasePolicy::AtEnd
+        } else {
+            ReleasePolicy::Immediate
+        };
+        let mut released = Released::new(policy, self.credit.batches);
+        update(report, |r| {
+            r.checkpointing_off = self.checkpointing_off.clone();
+            r.passed_over = passed_over;
+            r.restored_from = coordinator.as_ref().and_then(|c| c.latest()).map(|m| m.id);
+        });
+        let mut restarts = 0u64;
+        // Where each source had got to when the last attempt failed.
+        let mut reached: HashMap<TaskId, u64> = HashMap::new();
+        for attempt in 0.. {
+            let restored = match coordinator {
+                Some(coordinator) => coordinator.restored_states(&self.tasks()).await?,
+                None => HashMap::new(),
+            };
+            let again: u64 = reached
+                .iter()
+                .map(|(task, reached)| {
+                    let from = restored
+                        .get(task)
+                        .and_then(|states| states.iter().find(|(name, _)| name == SOURCE_STATE))
+                        .and_then(|(_, state)| state.inline.get(..8))
+                        .and_then(|bytes| bytes.try_into().ok())
+                        .map_or(0, u64::from_le_bytes);
+                    reached.saturating_sub(from)
+                })
+                .sum();
+            update(report, |r| r.rows_read_again += again);
+            let mut running = self.start_attempt(attempt, restored)?;
+            channel_stats.set(std::mem::take(&mut running.channel_stats));
+            if let Some(coordinator) = coordinator {
+                coordinator.start_attempt(
+                    attempt,
+                    std::mem::take(&mut running.controls),
+                    running.sources.clone(),
+                );
+            }
+            let ended = running
+                .supervise(signals, coordinator.as_mut(), &mut released, results)
+                .await;
+            reached = running
+                .progress
+                .iter()
+                .map(|(task, position)| (*task, position.load(Ordering::Relaxed)))
+                .collect();
+            match ended {
+                Ended::Finished(finished) => {
+                    match coordinator {
+                        Some(coordinator) => coordinator.finish().await?,
+                        None => publish_parts(&self.staged_sinks, finished.values(), true).await?,
+                    }
+                    for (index, sink) in self.other_sinks.iter().enumerate() {
+                        if let Err(error) = sink.commit().await {
+                            for later in &self.other_sinks[index + 1..] {
+                                let _ = later.abort().await;
+                            }
+                            return Err(RiffleError::from(error)
+                                .context(format!("committing {}", sink.describe())));
+                        }
+                    }
+                    if let Some(coordinator) = coordinator {
+                        update(report, |r| r.checkpoints = coordinator.counts());
+                    }
+                    released.release_all();
+                    released.flush(results).await;
+                    return Ok(());
+                }
+                Ended::Cancelled => return Err(RiffleError::user("the job was cancelled")),
+                Ended::Stopped(id) => {
+                    update(report, |r| r.savepoint = Some(id));
+                    released.completed(id);
+                    released.flush(results).await;
+                    return Err(RiffleError::user(format!(
+                        "the job was stopped with savepoint {id}"
+                    ))
+                    .with_hint("run it again with the same checkpoint directory to resume"));
+                }
+                Ended::Failed(error) => {
+                    if let Some(coordinator) = coordinator {
+                        update(report, |r| r.checkpoints = coordinator.counts());
+                    }
+                    let delay = if restartable(&error) {
+                        self.settings.restart.delay(restarts + 1)
+                    } else {
+                        None
+                    };
+                    let Some(delay) = delay else {
+                        return Err(error);
+                    };
+                    if coordinator.is_none() && !self.graph.is_bounded() {
+                        return Err(error);
+                    }
+                    tracing::warn!("the job failed and restarts in {delay:?}: {error}");
+                    restarts += 1;
+                    update(report, |r| {
+                        r.restarts = restarts;
+                        r.failures.push(error.to_string());
+                    });
+                    for sink in &self.other_sinks {
+                        if let Err(error) = sink.abort().await {
+                            tracing::warn!("aborting {}: {error}", sink.describe());
+                        }
+                    }
+                    released.restart();
+                    tokio::select! {
+                        _ = signals.cancel.notified() => return Err(RiffleError::user("the job was cancelled")),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        Err(RiffleError::internal("the job ran out of attempts"))
+    }
+
+    /// Wires the channels of one attempt, builds every task (restored where `restored` has
+    /// state for it) and starts them.
+    fn start_attempt(
+        &self,
+        attempt: u64,
+        mut restored: HashMap<TaskId, Vec<(String, OperatorState)>>,
+    ) -> Result<Attempt> {
+        let graph = &self.graph;
         // Every edge gets one channel per (producer, consumer partition), so that a consumer
         // can tell its producers apart; the channels of one consumer partition form its
         // input gate and share the edge's credit.
@@ -134,35 +594,70 @@ impl LocalExecutor {
                 .collect();
             outputs.insert(edge.from, partitioners);
         }
-        let (mut result_senders, results) = channel(self.credit, graph.vertices[root].parallelism);
+        // The result: one channel per subtask of the result vertex, behind a gate, so that
+        // rows can be released per checkpoint (aligned like any consumer's input).
+        let result_width = graph.vertices[self.root].parallelism;
+        let result_credit = self.credit.share(result_width);
+        let readable = Arc::new(Notify::new());
+        let mut result_senders = Vec::new();
+        let mut result_channels = Vec::new();
+        for _ in 0..result_width {
+            let (mut sender, receiver) = channel_notifying(result_credit, 1, Arc::clone(&readable));
+            result_senders.extend(sender.pop());
+            result_channels.push((0, receiver));
+        }
+        let results = InputGate::new(result_channels, readable);
 
         let inputs = Arc::new(ChannelInputs {
             gates: Mutex::new(gates),
         });
-        let config = context
+        let config = self
+            .context
             .session_config()
             .clone()
             .with_extension(Arc::new(ExchangeRegistry(Arc::clone(&inputs) as _)));
         let context = Arc::new(TaskContext::new(
-            context.task_id(),
-            context.session_id(),
+            self.context.task_id(),
+            self.context.session_id(),
             config,
-            context.scalar_functions().clone(),
-            context.higher_order_functions().clone(),
-            context.aggregate_functions().clone(),
-            context.window_functions().clone(),
-            context.runtime_env(),
+            self.context.scalar_functions().clone(),
+            self.context.higher_order_functions().clone(),
+            self.context.aggregate_functions().clone(),
+            self.context.window_functions().clone(),
+            self.context.runtime_env(),
         ));
+        let commits = SinkCommits {
+            checkpointing: self.checkpointed(),
+            mode: self.settings.commit_mode,
+        };
 
         // Open every fragment and build every chain before starting any task, so that a
         // planning mistake fails the job before it writes anything.
-        let mut opened: Vec<(String, Runnable, Arc<AtomicUsize>, VertexId)> = Vec::new();
-        let mut controls = Vec::new();
-        let (events, _events_receiver) = mpsc::unbounded_channel();
+        let mut opened: Vec<(String, Runnable, Arc<AtomicUsize>, VertexId, TaskId)> = Vec::new();
+        let mut controls = BTreeMap::new();
+        let mut sources = Vec::new();
+        let mut progress = HashMap::new();
+        let (events, events_receiver) = mpsc::unbounded_channel();
         for vertex in &graph.vertices {
             let running = Arc::new(AtomicUsize::new(vertex.parallelism));
             let mut partitioners = outputs.remove(&vertex.id);
+            // A source's plan keeps execution state (a scan's file queue): each attempt
+            // reads from a fresh copy, shared by the vertex's subtasks as one execution.
+            let source = match &vertex.kind {
+                VertexKind::Chain(plan) => match &plan.input {
+                    ChainInput::Source(source) => Some(reset_plan_states(Arc::clone(source))?),
+                    ChainInput::Exchange { .. } => None,
+                },
+                VertexKind::Fragment { .. } => None,
+            };
+            let fragment = match &vertex.kind {
+                VertexKind::Fragment { .. } if attempt > 0 => {
+                    reset_plan_states(Arc::clone(&vertex.fragment))?
+                }
+                _ => Arc::clone(&vertex.fragment),
+            };
             for subtask in (0..vertex.parallelism).rev() {
+                let task_id = TaskId::new(vertex.id, subtask);
                 let output = match partitioners.as_mut() {
                     Some(partitioners) => match partitioners.pop() {
                         Some(partitioner) => TaskOutput::Edge(partitioner),
@@ -176,7 +671,7 @@ impl LocalExecutor {
                 let name = format!("vertex {} ({}) subtask {subtask}", vertex.id, vertex.name);
                 let runnable = match &vertex.kind {
                     VertexKind::Fragment { .. } => {
-                        let stream = vertex.fragment.execute(subtask, Arc::clone(&context))?;
+                        let stream = fragment.execute(subtask, Arc::clone(&context))?;
                         Runnable::Fragment(stream, output)
                     }
                     VertexKind::Chain(plan) => {
@@ -185,37 +680,46 @@ impl LocalExecutor {
                                 let gate = inputs.take(vertex.id, *input, subtask)?;
                                 TaskInput::Gate(gate)
                             }
-                            ChainInput::Source(source) => TaskInput::Source(SourceReader::new(
-                                source,
-                                subtask,
-                                Arc::clone(&context),
-                            )?),
+                            ChainInput::Source(planned) => {
+                                sources.push(task_id);
+                                let reader = SourceReader::new(
+                                    source.as_ref().unwrap_or(planned),
+                                    subtask,
+                                    Arc::clone(&context),
+                                )?;
+                                progress.insert(task_id, reader.progress());
+                                TaskInput::Source(reader)
+                            }
                         };
                         let (control, control_receiver) = mpsc::unbounded_channel();
-                        controls.push(control);
+                        controls.insert(task_id, control);
                         Runnable::Chain(Box::new(ChainTask {
                             context: OperatorContext {
                                 vertex: vertex.id,
                                 subtask,
                                 parallelism: vertex.parallelism,
-                                attempt: 0,
+                                attempt,
                             },
                             input,
-                            chain: build_chain(plan, subtask, &context)?,
+                            chain: build_chain(plan, subtask, &context, commits)?,
                             output,
                             control: control_receiver,
                             events: events.clone(),
-                            restored: Vec::new(),
+                            restored: restored.remove(&task_id).unwrap_or_default(),
+                            fault: TaskFault::new(
+                                self.settings.faults.for_task(attempt, vertex.id, subtask),
+                            ),
                         }))
                     }
                 };
-                opened.push((name, runnable, Arc::clone(&running), vertex.id));
+                opened.push((name, runnable, Arc::clone(&running), vertex.id, task_id));
             }
         }
         let mut tasks = JoinSet::new();
-        for (name, runnable, running, id) in opened {
+        let mut task_ids = HashMap::new();
+        for (name, runnable, running, id, task_id) in opened {
             let inputs = Arc::clone(&inputs);
-            tasks.spawn(async move {
+            let handle = tasks.spawn(async move {
                 let outcome = match runnable {
                     Runnable::Fragment(stream, output) => run_task(name, stream, output).await,
                     Runnable::Chain(task) => {
@@ -234,23 +738,434 @@ impl LocalExecutor {
                 }
                 outcome
             });
+            task_ids.insert(handle.id(), task_id);
         }
-
-        let cancel = Arc::new(Notify::new());
-        let driver = tokio::spawn(drive(
+        Ok(Attempt {
             tasks,
-            graph.sinks.clone(),
-            Arc::clone(&cancel),
+            task_ids,
             controls,
-        ));
-        Ok(JobHandle {
-            schema,
-            bounded,
+            sources,
+            events: events_receiver,
+            _events: events,
             results,
-            cancel,
-            driver: Some(driver),
             channel_stats,
+            progress,
         })
+    }
+}
+
+fn update(report: &Mutex<JobReport>, change: impl FnOnce(&mut JobReport)) {
+    if let Ok(mut report) = report.lock() {
+        change(&mut report);
+    }
+}
+
+/// Whether a restart can help: not for the user's own errors (a bad row, bad SQL, an
+/// `on_error => 'fail'`), which would fail again.
+fn restartable(error: &RiffleError) -> bool {
+    error.kind() != ErrorKind::User
+}
+
+/// Opens the checkpoint store of `path` (one checkpoint, `.../chk-N`, or a job's folder).
+fn checkpoint_at(path: &str, context: &TaskContext) -> Result<(CheckpointStore, Option<u64>)> {
+    let trimmed = path.trim_end_matches('/');
+    let (folder, id) = match trimmed.rsplit_once('/') {
+        Some((parent, last)) => match last.strip_prefix("chk-").and_then(|n| n.parse().ok()) {
+            Some(id) => (parent, Some(id)),
+            None => (trimmed, None),
+        },
+        None => (trimmed, None),
+    };
+    let local = url::Url::parse(folder).map_or(true, |u| u.scheme().len() <= 1);
+    if local && !std::path::Path::new(folder).exists() {
+        return Err(RiffleError::user(format!(
+            "cannot restore {path}: no such checkpoint or checkpoint directory"
+        )));
+    }
+    let (store, root) = checkpoint_location(folder, context)?;
+    Ok((CheckpointStore::new(store, root), id))
+}
+
+/// The checkpoint to restore: `id` in `store`, or its newest complete one.
+async fn restore_point(
+    store: &CheckpointStore,
+    id: Option<u64>,
+    location: &str,
+    passed_over: &mut Vec<String>,
+) -> Result<Option<riffle_state::Metadata>> {
+    let unusable =
+        |message: String| RiffleError::user(format!("cannot restore {location}: {message}"));
+    if let Some(id) = id {
+        return match store.validate(id).await.map_err(|e| unusable(e.message))? {
+            Validity::Complete => store.metadata(id).await.map_err(|e| unusable(e.message)),
+            Validity::Incomplete => Err(unusable(format!(
+                "checkpoint {id} is incomplete (it has no metadata)"
+            ))),
+            Validity::Corrupt(reason) => {
+                Err(unusable(format!("checkpoint {id} is corrupt: {reason}")))
+            }
+        };
+    }
+    match store.latest().await.map_err(|e| unusable(e.message))? {
+        RestoreChoice::Nothing => Ok(None),
+        RestoreChoice::Restore { id, skipped } => {
+            for (skipped, why) in skipped {
+                tracing::warn!("checkpoint {skipped} at {location} passed over: {why}");
+                passed_over.push(format!("checkpoint {skipped} at {location}: {why}"));
+            }
+            store.metadata(id).await.map_err(|e| unusable(e.message))
+        }
+        RestoreChoice::NoneUsable { skipped } => {
+            let reasons: Vec<String> = skipped
+                .iter()
+                .map(|(id, why)| format!("checkpoint {id}: {why}"))
+                .collect();
+            Err(
+                unusable(format!("no complete checkpoint ({})", reasons.join("; ")))
+                    .with_hint("delete the folder to start the job afresh"),
+            )
+        }
+    }
+}
+
+/// One attempt's running tasks.
+struct Attempt {
+    tasks: JoinSet<Result<(), TaskFailure>>,
+    task_ids: HashMap<tokio::task::Id, TaskId>,
+    controls: BTreeMap<TaskId, mpsc::UnboundedSender<ToTask>>,
+    sources: Vec<TaskId>,
+    events: mpsc::UnboundedReceiver<FromTask>,
+    /// Keeps the events channel open while the attempt runs.
+    _events: mpsc::UnboundedSender<FromTask>,
+    results: InputGate,
+    channel_stats: Vec<ChannelInfo>,
+    /// Each source task's position as it reads.
+    progress: HashMap<TaskId, Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// What a job's handle can ask of its driver.
+#[derive(Clone, Copy)]
+struct Signals<'a> {
+    /// Stop now.
+    cancel: &'a Notify,
+    /// Take a savepoint, then stop.
+    stop: &'a Notify,
+}
+
+/// How an attempt ended.
+enum Ended {
+    /// Stopped by the user after savepoint `id` completed.
+    Stopped(u64),
+    /// Every task finished; the end states of chain tasks that finished.
+    Finished(BTreeMap<TaskId, riffle_state::TaskEntry>),
+    Cancelled,
+    Failed(RiffleError),
+}
+
+impl Attempt {
+    /// Runs the attempt to its end: serves the coordinator, forwards released results, and
+    /// stops every task at the first failure.
+    async fn supervise(
+        &mut self,
+        signals: Signals<'_>,
+        mut coordinator: Option<&mut Coordinator>,
+        released: &mut Released,
+        results: &mpsc::Sender<RecordBatch>,
+    ) -> Ended {
+        let mut failures = Failures::default();
+        let mut finished = BTreeMap::new();
+        let mut reading = true;
+        let mut cancelled = false;
+        let mut tasks_done = false;
+        let mut stopping_at: Option<Option<u64>> = None;
+        loop {
+            if tasks_done && !reading {
+                break;
+            }
+            let deadline = coordinator.as_ref().and_then(|c| c.next_deadline());
+            let room = released.has_room();
+            tokio::select! {
+                biased;
+                _ = signals.cancel.notified() => {
+                    cancelled = true;
+                    break;
+                }
+                _ = signals.stop.notified(), if stopping_at.is_none() => {
+                    match coordinator.as_deref_mut() {
+                        Some(c) => {
+                            let (id, outcomes) = c.savepoint().await;
+                            if id.is_none() {
+                                cancelled = true;
+                                break;
+                            }
+                            stopping_at = Some(id);
+                            let stopped = handle_outcomes(outcomes, released, &mut failures, stopping_at);
+                            if let Some(id) = stopped {
+                                self.stop_tasks(&mut failures).await;
+                                return Ended::Stopped(id);
+                            }
+                            if failures.cause.is_some() {
+                                break;
+                            }
+                        }
+                        None => {
+                            cancelled = true;
+                            break;
+                        }
+                    }
+                }
+                joined = self.tasks.join_next_with_id(), if !tasks_done => match joined {
+                    None => tasks_done = true,
+                    Some(Ok((_, Ok(())))) | Some(Ok((_, Err(TaskFailure::ConsumerGone)))) => {}
+                    Some(Ok((id, Err(failure)))) => {
+                        if let (Some(c), Some(task)) = (coordinator.as_deref_mut(), self.task_ids.get(&id)) {
+                            c.task_failed(*task);
+                        }
+                        failures.record(failure);
+                        break;
+                    }
+                    Some(Err(join_error)) => {
+                        if let (Some(c), Some(task)) = (coordinator.as_deref_mut(), self.task_ids.get(&join_error.id())) {
+                            c.task_failed(*task);
+                        }
+                        let error = if join_error.is_panic() {
+                            RiffleError::internal(format!("a task panicked: {}", panic_message(join_error)))
+                        } else {
+                            RiffleError::internal("a task was aborted")
+                        };
+                        failures.cause.get_or_insert(error);
+                        break;
+                    }
+                },
+                Some(message) = self.events.recv() => {
+                    if let FromTask::Finished { task, states, .. } = &message {
+                        finished.insert(TaskId::new(task.0, task.1), riffle_state::TaskEntry {
+                            vertex: task.0,
+                            subtask: task.1,
+                            operators: states.iter().map(|(name, state)| riffle_state::OperatorEntry {
+                                name: name.clone(),
+                                inline: state.inline.clone(),
+                                file: None,
+                            }).collect(),
+                        });
+                    }
+                    if let Some(c) = coordinator.as_deref_mut() {
+                        let outcomes = c.on_message(message).await;
+                        if let Some(id) = handle_outcomes(outcomes, released, &mut failures, stopping_at) {
+                            self.stop_tasks(&mut failures).await;
+                            return Ended::Stopped(id);
+                        }
+                        if failures.cause.is_some() {
+                            break;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(deadline.unwrap_or_default()), if deadline.is_some() => {
+                    if let Some(c) = coordinator.as_deref_mut() {
+                        let outcomes = c.tick().await;
+                        if let Some(id) = handle_outcomes(outcomes, released, &mut failures, stopping_at) {
+                            self.stop_tasks(&mut failures).await;
+                            return Ended::Stopped(id);
+                        }
+                        if failures.cause.is_some() {
+                            break;
+                        }
+                    }
+                }
+                next = self.results.next(), if reading && room => match next {
+                    Some(GateOutput::Batch { batch, .. }) => released.batch(batch),
+                    Some(GateOutput::Aligned(id)) => released.aligned(id),
+                    Some(GateOutput::Watermark(_)) | Some(GateOutput::Abandoned(_)) => {}
+                    // A result task broke: its failure comes through the join set.
+                    Some(GateOutput::Broken) | None => reading = false,
+                },
+                permit = results.reserve(), if released.has_ready() => match permit {
+                    Ok(permit) => released.send_one(permit),
+                    // The handle is gone: the job is being cancelled.
+                    Err(_) => {
+                        cancelled = true;
+                        break;
+                    }
+                },
+            }
+        }
+        if !(cancelled || failures.cause.is_some() || failures.consequence.is_some()) {
+            // Every task ended: take what they reported last.
+            while let Ok(message) = self.events.try_recv() {
+                if let FromTask::Finished { task, states, .. } = &message {
+                    finished.insert(
+                        TaskId::new(task.0, task.1),
+                        riffle_state::TaskEntry {
+                            vertex: task.0,
+                            subtask: task.1,
+                            operators: states
+                                .iter()
+                                .map(|(name, state)| riffle_state::OperatorEntry {
+                                    name: name.clone(),
+                                    inline: state.inline.clone(),
+                                    file: None,
+                                })
+                                .collect(),
+                        },
+                    );
+                }
+                if let Some(c) = coordinator.as_deref_mut() {
+                    let outcomes = c.on_message(message).await;
+                    handle_outcomes(outcomes, released, &mut failures, None);
+                }
+            }
+            if failures.cause.is_none() {
+                return Ended::Finished(finished);
+            }
+        }
+        self.stop_tasks(&mut failures).await;
+        if cancelled {
+            return Ended::Cancelled;
+        }
+        Ended::Failed(
+            failures
+                .cause
+                .or(failures.consequence)
+                .unwrap_or_else(|| RiffleError::internal("job stopped without an error")),
+        )
+    }
+}
+
+impl Attempt {
+    /// Aborts every task still running and waits for them, recording their failures.
+    async fn stop_tasks(&mut self, failures: &mut Failures) {
+        self.tasks.abort_all();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Err(failure)) => failures.record(failure),
+                Err(join_error) if join_error.is_panic() => {
+                    failures.cause.get_or_insert(RiffleError::internal(format!(
+                        "a task panicked: {}",
+                        panic_message(join_error)
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Applies the coordinator's outcomes: completed checkpoints release results, a failure is
+/// recorded. Returns the savepoint id when the savepoint the job stops at completed.
+fn handle_outcomes(
+    outcomes: Vec<Outcome>,
+    released: &mut Released,
+    failures: &mut Failures,
+    stopping_at: Option<Option<u64>>,
+) -> Option<u64> {
+    let mut stopped = None;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Completed(id) => {
+                released.completed(id);
+                if stopping_at
+                    .flatten()
+                    .is_some_and(|savepoint| id >= savepoint)
+                {
+                    stopped = Some(id);
+                }
+            }
+            Outcome::Failed(error) => {
+                failures.cause.get_or_insert(error);
+            }
+        }
+    }
+    stopped
+}
+
+/// When result rows reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReleasePolicy {
+    /// As they come: the job cannot repeat them.
+    Immediate,
+    /// When the checkpoint after them completes: a restart never repeats them.
+    PerCheckpoint,
+    /// At the job's end: a restart from the beginning cannot repeat them.
+    AtEnd,
+}
+
+/// Result rows on their way to the client; see [`ReleasePolicy`].
+struct Released {
+    policy: ReleasePolicy,
+    /// Rows since the last aligned barrier.
+    open: Vec<RecordBatch>,
+    /// Rows before each aligned barrier whose checkpoint has not completed.
+    sealed: BTreeMap<u64, Vec<RecordBatch>>,
+    ready: std::collections::VecDeque<RecordBatch>,
+    limit: usize,
+}
+
+impl Released {
+    fn new(policy: ReleasePolicy, limit: usize) -> Self {
+        Self {
+            policy,
+            open: Vec::new(),
+            sealed: BTreeMap::new(),
+            ready: std::collections::VecDeque::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Whether more rows may be read now (immediate release keeps backpressure).
+    fn has_room(&self) -> bool {
+        self.policy != ReleasePolicy::Immediate || self.ready.len() < self.limit
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    fn batch(&mut self, batch: RecordBatch) {
+        match self.policy {
+            ReleasePolicy::Immediate => self.ready.push_back(batch),
+            _ => self.open.push(batch),
+        }
+    }
+
+    fn aligned(&mut self, id: u64) {
+        if self.policy == ReleasePolicy::PerCheckpoint {
+            let rows = std::mem::take(&mut self.open);
+            self.sealed.entry(id).or_default().extend(rows);
+        }
+    }
+
+    fn completed(&mut self, id: u64) {
+        let later = self.sealed.split_off(&(id + 1));
+        for (_, rows) in std::mem::replace(&mut self.sealed, later) {
+            self.ready.extend(rows);
+        }
+    }
+
+    fn release_all(&mut self) {
+        for (_, rows) in std::mem::take(&mut self.sealed) {
+            self.ready.extend(rows);
+        }
+        self.ready.extend(self.open.drain(..));
+    }
+
+    /// The attempt failed: what it produced and did not release is produced again.
+    fn restart(&mut self) {
+        self.open.clear();
+        self.sealed.clear();
+    }
+
+    fn send_one(&mut self, permit: mpsc::Permit<'_, RecordBatch>) {
+        if let Some(batch) = self.ready.pop_front() {
+            permit.send(batch);
+        }
+    }
+
+    async fn flush(&mut self, results: &mpsc::Sender<RecordBatch>) {
+        while let Some(batch) = self.ready.pop_front() {
+            if results.send(batch).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -277,14 +1192,33 @@ pub struct ChannelInfo {
     pub stats: Arc<ChannelStats>,
 }
 
+/// The channels of a job's current attempt, filled when the attempt starts.
+#[derive(Debug, Clone, Default)]
+pub struct SharedChannelStats(Arc<Mutex<Vec<ChannelInfo>>>);
+
+impl SharedChannelStats {
+    /// The channels and their high-water marks.
+    pub fn get(&self) -> Vec<ChannelInfo> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, channels: Vec<ChannelInfo>) {
+        if let Ok(mut shared) = self.0.lock() {
+            *shared = channels;
+        }
+    }
+}
+
 /// A running job: its result stream, and the means to cancel it.
 pub struct JobHandle {
     schema: SchemaRef,
     bounded: bool,
-    results: Receiver,
+    results: mpsc::Receiver<RecordBatch>,
     cancel: Arc<Notify>,
+    stop: Arc<Notify>,
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
-    channel_stats: Vec<ChannelInfo>,
+    report: Arc<Mutex<JobReport>>,
+    channel_stats: SharedChannelStats,
 }
 
 impl fmt::Debug for JobHandle {
@@ -311,14 +1245,8 @@ impl JobHandle {
     pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         // The driver is taken once the job's outcome is known.
         if self.driver.is_some() {
-            loop {
-                match self.results.recv().await {
-                    Some(Received::Message(Message::Batch(batch))) => return Ok(Some(batch)),
-                    Some(Received::Message(Message::EndOfInput))
-                    | Some(Received::Broken)
-                    | None => break,
-                    Some(Received::Message(_)) => continue,
-                }
+            if let Some(batch) = self.results.recv().await {
+                return Ok(Some(batch));
             }
             self.finish().await?;
         }
@@ -351,14 +1279,27 @@ impl JobHandle {
         self.cancel.notify_one();
     }
 
+    /// A handle that can stop the job with a savepoint, or cancel it, from elsewhere.
+    pub fn stopper(&self) -> JobStopper {
+        JobStopper {
+            cancel: Arc::clone(&self.cancel),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
     /// A handle that can cancel the job from elsewhere (another task, a signal handler).
     pub fn canceller(&self) -> JobCanceller {
         JobCanceller(Arc::clone(&self.cancel))
     }
 
-    /// The channels of the job and their high-water marks.
-    pub fn channel_stats(&self) -> &[ChannelInfo] {
-        &self.channel_stats
+    /// The channels of the job's current attempt and their high-water marks.
+    pub fn channel_stats(&self) -> SharedChannelStats {
+        self.channel_stats.clone()
+    }
+
+    /// What the job did so far: restarts, checkpoints, the checkpoint it started from.
+    pub fn report(&self) -> JobReport {
+        self.report.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -367,6 +1308,27 @@ impl Drop for JobHandle {
         if self.driver.is_some() {
             self.cancel.notify_one();
         }
+    }
+}
+
+/// Stops a job from anywhere: with a savepoint, or at once.
+#[derive(Debug, Clone)]
+pub struct JobStopper {
+    cancel: Arc<Notify>,
+    stop: Arc<Notify>,
+}
+
+impl JobStopper {
+    /// Takes a savepoint and stops the job once it completes (Flink's stop-with-savepoint);
+    /// a job without checkpoints is cancelled. Running the job again with the same
+    /// checkpoint directory resumes from the savepoint.
+    pub fn stop_with_savepoint(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Stops the job at once, as [`JobHandle::cancel`].
+    pub fn cancel(&self) {
+        self.cancel.notify_one();
     }
 }
 
@@ -410,85 +1372,6 @@ async fn run_task(
         TaskOutput::Result(sender) => sender.send(Message::EndOfInput).await.map_err(Into::into),
     };
     finished.map_err(|_| TaskFailure::ConsumerGone)
-}
-
-/// Waits for every task; on the first failure or a cancel, stops them all. Commits the sinks
-/// when the job succeeded and aborts them otherwise.
-async fn drive(
-    mut tasks: JoinSet<Result<(), TaskFailure>>,
-    sinks: Vec<Arc<dyn Sink>>,
-    cancel: Arc<Notify>,
-    // The chain tasks' control channels: a chain task whose channel closes stops, so they
-    // live as long as the job.
-    _controls: Vec<mpsc::UnboundedSender<ToTask>>,
-) -> Result<()> {
-    let mut failures = Failures::default();
-    let mut cancelled = false;
-    loop {
-        tokio::select! {
-            _ = cancel.notified() => {
-                cancelled = true;
-                break;
-            }
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(TaskFailure::ConsumerGone))) => {}
-                Some(Ok(Err(failure))) => {
-                    failures.record(failure);
-                    break;
-                }
-                Some(Err(join_error)) => {
-                    let error = if join_error.is_panic() {
-                        RiffleError::internal(format!("a task panicked: {}", panic_message(join_error)))
-                    } else {
-                        RiffleError::internal("a task was aborted")
-                    };
-                    failures.cause.get_or_insert(error);
-                    break;
-                }
-            }
-        }
-    }
-    let stopping = cancelled || failures.cause.is_some() || failures.consequence.is_some();
-    if stopping {
-        tasks.abort_all();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Err(failure)) => failures.record(failure),
-                Err(join_error) if join_error.is_panic() => {
-                    failures.cause.get_or_insert(RiffleError::internal(format!(
-                        "a task panicked: {}",
-                        panic_message(join_error)
-                    )));
-                }
-                _ => {}
-            }
-        }
-        for sink in &sinks {
-            if let Err(error) = sink.abort().await {
-                tracing::warn!("aborting {}: {error}", sink.describe());
-            }
-        }
-        let error = if cancelled {
-            RiffleError::user("the job was cancelled")
-        } else {
-            failures
-                .cause
-                .or(failures.consequence)
-                .unwrap_or_else(|| RiffleError::internal("job stopped without an error"))
-        };
-        return Err(error);
-    }
-    for (index, sink) in sinks.iter().enumerate() {
-        if let Err(error) = sink.commit().await {
-            for later in &sinks[index + 1..] {
-                let _ = later.abort().await;
-            }
-            return Err(RiffleError::from(error).context(format!("committing {}", sink.describe())));
-        }
-    }
-    Ok(())
 }
 
 /// The failures seen while stopping a job; the job reports the first cause.

@@ -19,17 +19,24 @@
 
 pub mod chain;
 pub mod channel;
+mod coordinator;
 mod executor;
 mod failure;
+pub mod fault;
 pub mod gate;
 mod message;
 pub mod operator;
 pub mod operators;
 mod output;
 mod partitioner;
+pub mod settings;
 pub mod source;
 
 pub use channel::{ChannelStats, Credit};
-pub use executor::{ChannelInfo, JobCanceller, JobHandle, LocalExecutor};
+pub use coordinator::{CheckpointCounts, JobIdentity};
+pub use executor::{
+    ChannelInfo, JobCanceller, JobHandle, JobReport, JobStopper, LocalExecutor, SharedChannelStats,
+    StartFrom,
+};
 pub use failure::TaskFailure;
 pub use message::{CheckpointId, Message};

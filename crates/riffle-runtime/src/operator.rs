@@ -112,9 +112,11 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// The synchronous part of a checkpoint, at the barrier: hand over what the operator
-    /// holds, without I/O. Stateless operators hold nothing.
-    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+    /// The operator's part of a checkpoint, at the barrier: hand over what it holds.
+    /// Stateless operators hold nothing. It may do I/O that the checkpoint's consistency
+    /// needs (a sink closes its open file, so that the file's rows are exactly the rows
+    /// before the barrier); state itself is uploaded by the coordinator, not here.
+    async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
         Ok(OperatorState::default())
     }
 

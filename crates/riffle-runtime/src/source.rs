@@ -8,6 +8,7 @@
 //! is the next refinement.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -26,6 +27,8 @@ pub struct SourceReader {
     stream: SendableRecordBatchStream,
     emitted: u64,
     to_skip: u64,
+    /// The position, readable by the job's driver (rows read again after a restart).
+    progress: Arc<AtomicU64>,
 }
 
 impl SourceReader {
@@ -39,7 +42,13 @@ impl SourceReader {
             stream: plan.execute(partition, context)?,
             emitted: 0,
             to_skip: 0,
+            progress: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The position, as the reader advances: what a failed attempt had read when it failed.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.progress)
     }
 
     /// Resumes at the position in `state`: the rows before it are read and dropped.
@@ -47,6 +56,7 @@ impl SourceReader {
         let position = read_u64(&state.inline, 0, SOURCE_STATE)?;
         self.emitted = position;
         self.to_skip = position;
+        self.progress.store(position, Ordering::Relaxed);
         Ok(())
     }
 
@@ -66,6 +76,7 @@ impl SourceReader {
             let skip = std::mem::take(&mut self.to_skip);
             let batch = batch.slice(skip as usize, (rows - skip) as usize);
             self.emitted += batch.num_rows() as u64;
+            self.progress.store(self.emitted, Ordering::Relaxed);
             return Ok(Some(batch));
         }
     }

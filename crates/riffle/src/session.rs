@@ -16,7 +16,7 @@ use datafusion::prelude::{col, lit, when};
 use riffle_common::{JobConfig, Options, Result, RiffleError};
 use riffle_connectors::{ConnectorsCodec, FilesFunction};
 use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, SkippedFile, TableDefinition, WriteMode};
-use riffle_runtime::{JobHandle, LocalExecutor};
+use riffle_runtime::{JobHandle, LocalExecutor, StartFrom};
 use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
 
 use crate::dataframe::DataFrame;
@@ -32,6 +32,8 @@ pub struct Session {
 struct Inner {
     planner: RiffleSession,
     executor: LocalExecutor,
+    /// Where the next job starts: a checkpoint given by [`Session::restore_from`].
+    start: std::sync::Mutex<Option<StartFrom>>,
 }
 
 /// The result of one statement of a script.
@@ -59,7 +61,11 @@ impl Session {
         }
         riffle_connectors::register_functions(planner.context(), &options)?;
         Ok(Self {
-            inner: Arc::new(Inner { planner, executor }),
+            inner: Arc::new(Inner {
+                planner,
+                executor,
+                start: std::sync::Mutex::new(None),
+            }),
         })
     }
 
@@ -405,10 +411,36 @@ impl Session {
         self.execute_graph(graph)
     }
 
-    /// Starts a planned job graph.
+    /// Starts a planned job graph, under the options set so far (checkpointing, restarts,
+    /// sink commits). A checkpointed job resumes from its own latest complete checkpoint
+    /// when its checkpoint folder has one, or from the checkpoint given to
+    /// [`Session::restore_from`].
     pub fn execute_graph(&self, graph: JobGraph) -> Result<JobHandle> {
         let context = self.inner.planner.context().task_ctx();
-        self.inner.executor.execute(graph, &context)
+        let start = self
+            .inner
+            .start
+            .lock()
+            .map_err(|_| RiffleError::internal("session state poisoned"))?
+            .take()
+            .unwrap_or_default();
+        self.inner
+            .executor
+            .execute_with(graph, &context, &self.options(), start)
+    }
+
+    /// Makes the next job start from the checkpoint at `path` (`riffle run
+    /// --from-checkpoint`): one checkpoint (`.../chk-0000042`) or a job's checkpoint folder
+    /// (its latest complete checkpoint). A checkpoint of another job is refused, saying
+    /// what differs.
+    pub fn restore_from(&self, path: impl Into<String>) -> Result<()> {
+        *self
+            .inner
+            .start
+            .lock()
+            .map_err(|_| RiffleError::internal("session state poisoned"))? =
+            Some(StartFrom::Checkpoint(path.into()));
+        Ok(())
     }
 
     fn empty(&self) -> Result<DataFrame> {

@@ -13,6 +13,8 @@ use riffle::{ErrorKind, JobConfig, Session};
 
 #[path = "end_to_end/audio.rs"]
 mod audio;
+#[path = "end_to_end/exactly_once.rs"]
+mod exactly_once;
 #[path = "end_to_end/files.rs"]
 mod files;
 #[path = "end_to_end/ignore_corrupt.rs"]
@@ -56,6 +58,8 @@ async fn scalar(session: &Session, sql: &str) -> i64 {
     int_column(&batches, 0)[0]
 }
 
+/// The files a reader of the directory sees: names starting with `_` or `.` (the staging
+/// folder of unpublished parts) are hidden, as pyarrow, Spark and DataFusion hide them.
 fn visible_files(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -63,6 +67,7 @@ fn visible_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|name| !name.starts_with('_') && !name.starts_with('.'))
         .collect();
     names.sort();
     names

@@ -82,7 +82,7 @@ impl Operator for CoalesceOperator {
         Ok(())
     }
 
-    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+    async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
         Ok(OperatorState {
             inline: Vec::new(),
             batches: self.buffered.clone(),

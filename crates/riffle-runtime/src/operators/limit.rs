@@ -70,7 +70,7 @@ impl Operator for LimitOperator {
         Ok(())
     }
 
-    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+    async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
         let mut inline = self.skipped.to_le_bytes().to_vec();
         inline.extend_from_slice(&self.passed.to_le_bytes());
         Ok(OperatorState {
@@ -131,7 +131,7 @@ mod tests {
         limit.process_batch(0, batch(2..5), &mut out).await.unwrap();
         assert_eq!(rows(&mut out), vec![3, 4]);
         assert!(!limit.is_done());
-        let state = limit.snapshot(1).unwrap();
+        let state = limit.snapshot(1).await.unwrap();
 
         let mut restored = LimitOperator::new("limit-1".into(), 3, Some(4));
         restored.open(&context(), Some(state)).await.unwrap();

@@ -8,6 +8,7 @@ mod coalesce;
 mod limit;
 mod segment;
 mod sink;
+mod staged_sink;
 
 use std::sync::Arc;
 
@@ -19,13 +20,28 @@ pub use coalesce::CoalesceOperator;
 pub use limit::LimitOperator;
 pub use segment::SegmentOperator;
 pub use sink::SinkOperator;
+pub use staged_sink::{CommitMode, END_OF_INPUT, SinkState, StagedSinkOperator};
 
 use crate::chain::Chain;
 use crate::operator::Operator;
 
+/// How a job's sinks commit: whether at checkpoints, and in which mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkCommits {
+    /// Whether the job takes checkpoints.
+    pub checkpointing: bool,
+    /// `sink.commit-mode`.
+    pub mode: CommitMode,
+}
+
 /// The operators of `plan` for subtask `subtask`, built (and their DataFusion segments
 /// instantiated) before the task starts, so that a planning mistake fails the job early.
-pub fn build_chain(plan: &ChainPlan, subtask: usize, context: &Arc<TaskContext>) -> Result<Chain> {
+pub fn build_chain(
+    plan: &ChainPlan,
+    subtask: usize,
+    context: &Arc<TaskContext>,
+    commits: SinkCommits,
+) -> Result<Chain> {
     let mut operators: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.stages.len());
     for (index, stage) in plan.stages.iter().enumerate() {
         let position = index + 1;
@@ -49,19 +65,55 @@ pub fn build_chain(plan: &ChainPlan, subtask: usize, context: &Arc<TaskContext>)
                 schema,
                 unbounded_input,
             } => {
-                riffle_plan::check_sink_input(sink.as_ref(), *unbounded_input)?;
-                Box::new(SinkOperator::new(
-                    format!("sink-{position}"),
-                    Arc::clone(sink),
-                    Arc::clone(schema),
-                    subtask,
-                    Arc::clone(context),
-                ))
+                let per_checkpoint =
+                    commits.checkpointing && commits.mode == CommitMode::Checkpoint;
+                riffle_plan::check_sink_input(sink.as_ref(), *unbounded_input, per_checkpoint)?;
+                if sink.writes_staged_parts() {
+                    Box::new(StagedSinkOperator::new(
+                        sink_operator_name(position),
+                        Arc::clone(sink),
+                        Arc::clone(schema),
+                        subtask,
+                        if sink.overwrites() {
+                            CommitMode::End
+                        } else {
+                            commits.mode
+                        },
+                    ))
+                } else {
+                    Box::new(SinkOperator::new(
+                        sink_operator_name(position),
+                        Arc::clone(sink),
+                        Arc::clone(schema),
+                        subtask,
+                        Arc::clone(context),
+                    ))
+                }
             }
         };
         operators.push(operator);
     }
     Ok(Chain::new(operators))
+}
+
+/// The name of the sink operator at `position` of a chain (its stage index plus one).
+pub fn sink_operator_name(position: usize) -> String {
+    format!("sink-{position}")
+}
+
+/// The staged sinks of a chain: each sink operator's name and its sink, for the coordinator
+/// that publishes the parts of finished tasks.
+pub fn staged_sinks(plan: &ChainPlan) -> Vec<(String, Arc<dyn riffle_plan::Sink>)> {
+    plan.stages
+        .iter()
+        .enumerate()
+        .filter_map(|(index, stage)| match stage {
+            ChainStage::Sink { sink, .. } if sink.writes_staged_parts() => {
+                Some((sink_operator_name(index + 1), Arc::clone(sink)))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads a little-endian `u64` at `index` of an operator's inline state.

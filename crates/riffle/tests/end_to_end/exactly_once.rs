@@ -1,0 +1,354 @@
+//! Exactly-once under failures, the way Flink shows it: faults injected at seeded random
+//! points (`riffle.test.fail`), restarts from the latest checkpoint, and the published
+//! output compared with the expected rows one by one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use riffle::{JobConfig, Session};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{int_column, visible_files};
+
+/// A loopback HTTP server that answers every path with its own text and logs the paths it
+/// was asked for, in order.
+async fn echo_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::clone(&log);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let requests = Arc::clone(&requests);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                requests.lock().unwrap().push(path.clone());
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    path.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(path.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (port, log)
+}
+
+/// A small seeded generator (xorshift), so that a failing run can be replayed.
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+const KINDS: [&str; 5] = ["error", "panic", "snapshot", "commit", "stall-snapshot"];
+
+/// `count` faults, one per attempt, at seeded random points of the given vertices (each
+/// with its parallelism and the batches a subtask sees in a whole run).
+fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) -> String {
+    let mut random = Seeded(seed.max(1));
+    (0..count)
+        .map(|attempt| {
+            let (vertex, parallelism, batches) =
+                vertices[random.next(vertices.len() as u64) as usize];
+            let subtask = random.next(parallelism as u64);
+            // Early enough that the attempt reaches it (each attempt restarts from a
+            // checkpoint, not from the start, so later attempts see fewer batches).
+            let after = 1 + random.next((batches / (count + 1)).max(1));
+            let kind = KINDS[(attempt % KINDS.len() as u64) as usize];
+            format!(
+                "attempt={attempt},vertex={vertex},subtask={subtask},after-batches={after},kind={kind}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Writes `rows` ids (0..rows) as Parquet under `path`, in one file of ascending ids (its
+/// row groups are split between the readers).
+async fn parquet_input(path: &std::path::Path, rows: u64) {
+    let session = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}')"
+        ))
+        .await
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    session
+        .sql("INSERT INTO src SELECT id FROM gen")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+}
+
+fn checkpointed_session(dir: &std::path::Path) -> Session {
+    // Small batches, so that a barrier queued behind full channels still passes within the
+    // timeout in a debug build (a barrier waits for the batches before it: aligned
+    // checkpoints).
+    let config = JobConfig {
+        batch_size: 1024,
+        ..JobConfig::default().with_parallelism(2)
+    };
+    let session = Session::with_config(config).unwrap();
+    for (key, value) in [
+        ("execution.checkpointing.interval", "200 ms"),
+        ("execution.checkpointing.timeout", "5 s"),
+        ("execution.checkpointing.dir", dir.to_str().unwrap()),
+        ("restart-strategy.type", "fixed-delay"),
+        ("restart-strategy.fixed-delay.attempts", "40"),
+        ("restart-strategy.fixed-delay.delay", "0 ms"),
+        ("url.allow-private", "true"),
+    ] {
+        session.set_option(key, value).unwrap();
+    }
+    session
+}
+
+async fn declare(session: &Session, input: &std::path::Path, output: &std::path::Path) {
+    session
+        .sql(&format!(
+            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT, twice BIGINT, body VARCHAR) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ))
+        .await
+        .unwrap();
+}
+
+async fn published_ids(output: &std::path::Path) -> Vec<i64> {
+    let reader = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    reader
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT, twice BIGINT, body VARCHAR) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ))
+        .await
+        .unwrap();
+    let batches = reader
+        .sql("SELECT id FROM out WHERE twice = 2 * id AND (id % 10 <> 0 OR body = concat('/', CAST(id AS VARCHAR))) ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    int_column(&batches, 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
+    const ROWS: u64 = 300_000;
+    const FAILURES: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    let output = dir.path().join("output");
+    let checkpoints = dir.path().join("checkpoints");
+    parquet_input(&input, ROWS).await;
+    let (port, requests) = echo_server().await;
+
+    let session = checkpointed_session(&checkpoints);
+    declare(&session, &input, &output).await;
+    let insert = format!(
+        // The CASE is inside: DataFusion evaluates an async function's arguments for every
+        // row before the expression around it, so a CASE around the call would not spare
+        // the other rows a request (a NULL URL makes none).
+        "INSERT INTO out SELECT id, id * 2, \
+         CAST(url_download(CASE WHEN id % 10 = 0 THEN concat('http://127.0.0.1:{port}/', CAST(id AS VARCHAR)) END) AS VARCHAR) \
+         FROM src"
+    );
+    let plan = session.explain(&insert).await.unwrap();
+    assert!(plan.contains("[chain"), "{plan}");
+    assert!(
+        !plan.contains("[fragment"),
+        "every vertex is a chain: {plan}"
+    );
+    let graph = session
+        .job_graph(session.sql(&insert).await.unwrap().logical_plan())
+        .await
+        .unwrap();
+    // Batches a subtask of each vertex sees in a run, roughly: rows over the batch size.
+    let vertices: Vec<(usize, usize, u64)> = graph
+        .vertices
+        .iter()
+        .map(|v| (v.id, v.parallelism, ROWS / 1024 / v.parallelism as u64))
+        .collect();
+    let seed = std::env::var("RIFFLE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026);
+    let plan = faults(seed, FAILURES, &vertices);
+    session.set_option("riffle.test.fail", &plan).unwrap();
+
+    let job = session.sql(&insert).await.unwrap().execute().await.unwrap();
+    let mut job = job;
+    let mut counts = Vec::new();
+    while let Some(batch) = job.next_batch().await.unwrap() {
+        counts.push(batch);
+    }
+    let report = job.report();
+    assert_eq!(
+        report.restarts, FAILURES,
+        "seed {seed}, faults {plan}: {report:?}"
+    );
+    assert!(report.checkpoints.completed > 0, "{report:?}");
+    let written: i64 = int_column(&counts, 0).iter().sum();
+    assert_eq!(written as u64, ROWS, "the count the insert reports");
+
+    let ids = published_ids(&output).await;
+    assert_eq!(ids.len() as u64, ROWS, "seed {seed}: rows published");
+    for (expected, id) in ids.iter().enumerate() {
+        assert_eq!(*id, expected as i64, "seed {seed}: each id exactly once");
+    }
+    assert!(
+        visible_files(&output)
+            .iter()
+            .all(|f| f.ends_with(".parquet")),
+        "{:?}",
+        visible_files(&output)
+    );
+
+    // Every 10th row was downloaded. Witnessed by the server's log, the rows asked for again
+    // are at most those the sources read again: each restart resumes the sources at the
+    // restored checkpoint's positions, and a run of n consecutive ids holds at most
+    // n / 10 + 1 multiples of 10 (+ 1 more where a reader's row groups are not adjacent).
+    let log = requests.lock().unwrap().clone();
+    let mut asked: HashMap<&str, usize> = HashMap::new();
+    for path in &log {
+        *asked.entry(path.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        asked.len() as u64,
+        ROWS / 10,
+        "every 10th row, once at least"
+    );
+    let again = (log.len() - asked.len()) as u64;
+    let bound = report.rows_read_again / 10 + FAILURES * 2 * 2;
+    assert!(
+        again <= bound,
+        "{again} requests repeated, more than the {} rows read again allow ({bound}): {report:?}",
+        report.rows_read_again
+    );
+    assert!(
+        report.rows_read_again < ROWS,
+        "restores resume near the failure, not at the start: {report:?}"
+    );
+    assert!(
+        asked.values().all(|&n| n as u64 <= FAILURES + 1),
+        "no row asked for more often than there were attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_insert_publishes_at_checkpoints_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("output");
+    let session = checkpointed_session(&dir.path().join("checkpoints"));
+    session
+        .sql("CREATE TABLE endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000')")
+        .await
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ))
+        .await
+        .unwrap();
+    session
+        .set_option(
+            "riffle.test.fail",
+            "attempt=0,vertex=0,after-batches=3;attempt=1,vertex=0,subtask=1,after-batches=2,kind=commit",
+        )
+        .unwrap();
+    let job = session
+        .sql("INSERT INTO out SELECT id FROM endless")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    // Files appear while the job runs, per checkpoint.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = published_ids_of(&output).await;
+        if ids.len() > 50_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "too few rows published"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = job.report();
+    job.cancel();
+    assert_eq!(report.restarts, 2, "{report:?}");
+    // What is published is a prefix of each subtask's sequence, each id once: datagen
+    // subtask s of 2 emits s, s + 2, s + 4, ...
+    let ids = published_ids_of(&output).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for id in &ids {
+        assert!(seen.insert(*id), "id {id} published twice");
+    }
+    for subtask in 0..2i64 {
+        let mine: Vec<i64> = seen
+            .iter()
+            .copied()
+            .filter(|id| id % 2 == subtask)
+            .collect();
+        let expected: Vec<i64> = (0..mine.len() as i64).map(|i| i * 2 + subtask).collect();
+        assert_eq!(mine, expected, "subtask {subtask}: a gapless prefix");
+    }
+}
+
+async fn published_ids_of(output: &std::path::Path) -> Vec<i64> {
+    if !output.exists() {
+        return Vec::new();
+    }
+    let reader = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    reader
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ))
+        .await
+        .unwrap();
+    match reader.sql("SELECT id FROM out").await {
+        Ok(frame) => int_column(&frame.collect().await.unwrap_or_default(), 0),
+        Err(_) => Vec::new(),
+    }
+}
