@@ -135,6 +135,14 @@ async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>,
         riffle::datafusion::logical_expr::LogicalPlan::Dml(_)
     );
     let mut job = frame.execute().await?;
+    job.started().await;
+    let started = job.report();
+    for skipped in &started.passed_over {
+        eprintln!("warning: not restored from {skipped}");
+    }
+    if let Some(id) = started.restored_from {
+        eprintln!("resumed from checkpoint {id}");
+    }
     let stopper = job.stopper();
     let interrupt = tokio::spawn(async move {
         stop_signal().await;
@@ -159,7 +167,7 @@ async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>,
         }
     };
     interrupt.abort();
-    report(&job.report());
+    report(&job.report(), is_insert);
     let batches = outcome?;
     if is_insert {
         return insert_count(&batches);
@@ -190,18 +198,12 @@ async fn stop_signal() {
     }
 }
 
-/// Prints what a job did besides its rows: restarts, checkpoints, the checkpoint it resumed.
-fn report(report: &riffle::JobReport) {
-    for skipped in &report.passed_over {
-        eprintln!("warning: not restored from {skipped}");
-    }
-    if let Some(id) = report.restored_from {
-        eprintln!("resumed from checkpoint {id}");
-    }
+/// Prints what a job did besides its rows: restarts, checkpoints, a savepoint.
+fn report(report: &riffle::JobReport, is_insert: bool) {
     if let Some(reason) = &report.checkpointing_off {
         eprintln!("warning: this job takes no checkpoints: {reason}");
     }
-    if report.checkpoints.completed > 0 || report.checkpoints.aborted > 0 {
+    if is_insert && (report.checkpoints.completed > 0 || report.checkpoints.aborted > 0) {
         eprintln!(
             "checkpoints: {} completed, {} aborted",
             report.checkpoints.completed, report.checkpoints.aborted

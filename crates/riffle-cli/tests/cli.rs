@@ -185,3 +185,245 @@ fn set_in_a_script_names_the_line_of_a_bad_option() {
         "{stderr}"
     );
 }
+
+/// The parquet files a reader of `dir` sees, and the ids in them, counted by a second
+/// riffle process.
+fn published_ids(dir: &std::path::Path) -> (u64, u64, i64) {
+    let script = format!(
+        "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+         SELECT count(*) AS n, count(DISTINCT id) AS d, max(id) AS m FROM out;",
+        dir.display()
+    );
+    let output = riffle(&["sql", &script]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let row = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+        .next_back()
+        .unwrap_or_else(|| panic!("no count row in {stdout}"))
+        .to_string();
+    let cells: Vec<&str> = row
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    (
+        cells[0].parse().unwrap(),
+        cells[1].parse().unwrap(),
+        cells[2].parse().unwrap(),
+    )
+}
+
+fn checkpoint_metadata(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(jobs) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for job in jobs.flatten() {
+        for checkpoint in std::fs::read_dir(job.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let metadata = checkpoint.path().join("_metadata");
+            if metadata.exists() {
+                found.push(metadata);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_job_killed_with_sigkill_finishes_exactly_once_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("checkpoints");
+    let script = dir.path().join("job.sql");
+    const ROWS: i64 = 400_000;
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '100000');
+             CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+             INSERT INTO out SELECT id FROM gen;",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let defines = [
+        "-D".to_string(),
+        "execution.checkpointing.interval=200ms".to_string(),
+        "-D".to_string(),
+        format!("execution.checkpointing.dir={}", checkpoints.display()),
+        "-p".to_string(),
+        "2".to_string(),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args(&defines)
+        .arg("run")
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a few checkpoints completed, well before its 4 s of input ended.
+    let started = std::time::Instant::now();
+    while checkpoint_metadata(&checkpoints).len() < 2 {
+        assert!(started.elapsed().as_secs() < 60, "no checkpoint completed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (before, distinct, _) = published_ids(&out);
+    assert_eq!(
+        before, distinct,
+        "what was published before the kill is exact"
+    );
+    assert!(
+        before < ROWS as u64,
+        "killed before the end ({before} rows)"
+    );
+
+    // The job's checkpoint folder, as `riffle run --from-checkpoint` takes it.
+    let job_folder = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.join("chk-0000001").exists()
+                || checkpoint_metadata(&checkpoints)
+                    .iter()
+                    .any(|m| m.starts_with(p))
+        })
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args(&defines)
+        .arg("run")
+        .arg("--from-checkpoint")
+        .arg(&job_folder)
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
+    assert_eq!(
+        published_ids(&out),
+        (ROWS as u64, ROWS as u64, ROWS - 1),
+        "every id once after the resume"
+    );
+    assert!(
+        checkpoint_metadata(&checkpoints).is_empty(),
+        "a finished job deletes its checkpoints"
+    );
+}
+
+#[test]
+fn an_incomplete_checkpoint_is_passed_over_and_a_corrupt_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("checkpoints");
+    let script = dir.path().join("job.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '50000');
+             CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+             INSERT INTO out SELECT id FROM gen;",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let defines = [
+        "-D".to_string(),
+        "execution.checkpointing.interval=100ms".to_string(),
+        "-D".to_string(),
+        format!("execution.checkpointing.dir={}", checkpoints.display()),
+        "-p".to_string(),
+        "2".to_string(),
+    ];
+    // Runs the job until `ready` says so, then kills it (SIGKILL); returns its stderr.
+    let run_until = |ready: &dyn Fn() -> bool| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riffle"))
+            .args(&defines)
+            .arg("run")
+            .arg(&script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !ready() {
+            assert!(started.elapsed().as_secs() < 60, "the job made no progress");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        text(&output.stderr)
+    };
+    run_until(&|| checkpoint_metadata(&checkpoints).len() >= 2);
+    let metadata = checkpoint_metadata(&checkpoints);
+    let newest = metadata.last().unwrap().clone();
+    let job = newest.parent().unwrap().parent().unwrap().to_path_buf();
+
+    // A checkpoint that never completed (state written, no metadata): passed over.
+    let incomplete = job.join("chk-9999999");
+    std::fs::create_dir_all(&incomplete).unwrap();
+    std::fs::write(incomplete.join("v0-s0-o1.arrow"), b"half").unwrap();
+    // Ids go on past every id in the folder: wait for the second checkpoint after it.
+    let stderr = run_until(&|| {
+        checkpoint_metadata(&checkpoints)
+            .iter()
+            .any(|m| m.to_string_lossy().contains("chk-10000001"))
+    });
+    assert!(
+        stderr.contains("warning: not restored from checkpoint 9999999"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("incomplete"), "{stderr}");
+    assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
+    let (rows, distinct, max) = published_ids(&out);
+    assert_eq!(rows, distinct, "no id twice");
+    assert_eq!(rows as i64, max + 1, "no id missing");
+
+    // A corrupt newest checkpoint may have published its rows: restoring an older one
+    // would repeat them, so the job refuses, naming it, and says how to go on.
+    let newest = checkpoint_metadata(&checkpoints).last().unwrap().clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&newest, &bytes).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args(&defines)
+        .arg("run")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("is corrupt"), "{stderr}");
+    assert!(stderr.contains("would publish again"), "{stderr}");
+    assert!(stderr.contains("--from-checkpoint"), "{stderr}");
+    assert_eq!(
+        published_ids(&out).0,
+        rows,
+        "nothing published by the refused run"
+    );
+
+    // With every checkpoint corrupt, the job refuses to start rather than start afresh.
+    for metadata in checkpoint_metadata(&checkpoints) {
+        std::fs::write(&metadata, b"not json").unwrap();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args(&defines)
+        .arg("run")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no complete checkpoint"), "{stderr}");
+    assert!(stderr.contains("hint: delete the folder"), "{stderr}");
+}

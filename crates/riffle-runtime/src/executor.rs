@@ -375,6 +375,7 @@ impl Job {
         let outcome = self
             .run_attempts(&mut coordinator, signals, &results, &report, &channel_stats)
             .await;
+        channel_stats.started.send_replace(true);
         if outcome.is_err() {
             for sink in &self.other_sinks {
                 if let Err(error) = sink.abort().await {
@@ -809,9 +810,28 @@ async fn restore_point(
     match store.latest().await.map_err(|e| unusable(e.message))? {
         RestoreChoice::Nothing => Ok(None),
         RestoreChoice::Restore { id, skipped } => {
-            for (skipped, why) in skipped {
-                tracing::warn!("checkpoint {skipped} at {location} passed over: {why}");
-                passed_over.push(format!("checkpoint {skipped} at {location}: {why}"));
+            for (newer, why) in &skipped {
+                // A newer checkpoint that completed (it has metadata, now unreadable) may have
+                // published its sinks' parts: restoring an older one would publish those rows
+                // again. Only the user can accept that, by naming the older checkpoint.
+                if let Validity::Corrupt(reason) = store
+                    .validate(*newer)
+                    .await
+                    .map_err(|e| unusable(e.message))?
+                {
+                    return Err(unusable(format!(
+                        "its newest checkpoint {newer} is corrupt ({reason}); restoring the \
+                         older checkpoint {id} instead would publish again what {newer} \
+                         committed"
+                    ))
+                    .with_hint(format!(
+                        "restore it anyway with --from-checkpoint {location}/{}, accepting \
+                         rows twice in the output, or delete the folder to start afresh",
+                        riffle_state::store::checkpoint_folder(id)
+                    )));
+                }
+                tracing::warn!("checkpoint {newer} at {location} passed over: {why}");
+                passed_over.push(format!("checkpoint {newer} at {location}: {why}"));
             }
             store.metadata(id).await.map_err(|e| unusable(e.message))
         }
@@ -1192,20 +1212,34 @@ pub struct ChannelInfo {
     pub stats: Arc<ChannelStats>,
 }
 
-/// The channels of a job's current attempt, filled when the attempt starts.
-#[derive(Debug, Clone, Default)]
-pub struct SharedChannelStats(Arc<Mutex<Vec<ChannelInfo>>>);
+/// The channels of a job's current attempt, filled when the attempt starts; and whether the
+/// job has started (restored its checkpoint, started its tasks) or failed before.
+#[derive(Debug, Clone)]
+pub struct SharedChannelStats {
+    channels: Arc<Mutex<Vec<ChannelInfo>>>,
+    started: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for SharedChannelStats {
+    fn default() -> Self {
+        Self {
+            channels: Arc::default(),
+            started: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+}
 
 impl SharedChannelStats {
     /// The channels and their high-water marks.
     pub fn get(&self) -> Vec<ChannelInfo> {
-        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+        self.channels.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     fn set(&self, channels: Vec<ChannelInfo>) {
-        if let Ok(mut shared) = self.0.lock() {
+        if let Ok(mut shared) = self.channels.lock() {
             *shared = channels;
         }
+        self.started.send_replace(true);
     }
 }
 
@@ -1295,6 +1329,13 @@ impl JobHandle {
     /// The channels of the job's current attempt and their high-water marks.
     pub fn channel_stats(&self) -> SharedChannelStats {
         self.channel_stats.clone()
+    }
+
+    /// Waits until the job has started its tasks (after restoring a checkpoint), or ended
+    /// before; [`JobHandle::report`] then says what it restored.
+    pub async fn started(&self) {
+        let mut started = self.channel_stats.started.subscribe();
+        let _ = started.wait_for(|started| *started).await;
     }
 
     /// What the job did so far: restarts, checkpoints, the checkpoint it started from.

@@ -408,6 +408,11 @@ impl Session {
     /// Starts the job that runs `plan` and returns its handle.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
         let graph = self.job_graph(plan).await?;
+        if matches!(plan, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row) {
+            // What DDL statements return: nothing to checkpoint or restore.
+            let context = self.inner.planner.context().task_ctx();
+            return self.inner.executor.execute(graph, &context);
+        }
         self.execute_graph(graph)
     }
 
