@@ -199,8 +199,7 @@ fn published_ids(dir: &std::path::Path) -> (u64, u64, i64) {
     let stdout = text(&output.stdout);
     let row = stdout
         .lines()
-        .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
-        .next_back()
+        .rfind(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
         .unwrap_or_else(|| panic!("no count row in {stdout}"))
         .to_string();
     let cells: Vec<&str> = row
