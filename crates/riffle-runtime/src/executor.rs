@@ -160,6 +160,54 @@ pub struct JobReport {
     pub rows_read_again: u64,
 }
 
+/// Why `graph` cannot be checkpointed, if it cannot: a vertex that runs as a DataFusion
+/// fragment (an aggregate, a sort, a join) has no operator state to snapshot.
+fn uncheckpointable(graph: &JobGraph) -> Option<String> {
+    graph.vertices.iter().find_map(|vertex| match &vertex.kind {
+        VertexKind::Fragment { .. } => Some(format!(
+            "vertex {} ({}) runs as a DataFusion fragment, which cannot be checkpointed; the \
+             job restarts from the beginning and publishes at its end",
+            vertex.id, vertex.name
+        )),
+        VertexKind::Chain(_) => None,
+    })
+}
+
+/// What a job of `graph` does about checkpoints under `options`, in a line (for EXPLAIN).
+pub fn describe_checkpointing(graph: &JobGraph, options: &Options) -> Result<String> {
+    let settings = JobSettings::from_options(options)?;
+    let restarts = match &settings.restart {
+        RestartStrategy::None => "no restarts".to_string(),
+        RestartStrategy::FixedDelay { attempts, delay } => {
+            format!("up to {attempts} restarts, {delay:?} apart")
+        }
+        RestartStrategy::ExponentialDelay {
+            attempts, initial, ..
+        } if *attempts >= u64::from(i32::MAX as u32) => {
+            format!("restarts with exponential delay from {initial:?}")
+        }
+        RestartStrategy::ExponentialDelay {
+            attempts, initial, ..
+        } => format!("up to {attempts} restarts with exponential delay from {initial:?}"),
+    };
+    Ok(match (&settings.checkpointing, uncheckpointable(graph)) {
+        (None, _) => {
+            format!("checkpoints: off (execution.checkpointing.interval unset); {restarts}")
+        }
+        (Some(_), Some(reason)) => format!("checkpoints: none, {reason}; {restarts}"),
+        (Some(checkpointing), None) => {
+            let mode = match settings.commit_mode {
+                CommitMode::Checkpoint => "file sinks publish at each checkpoint",
+                CommitMode::End => "file sinks publish at the end",
+            };
+            format!(
+                "checkpoints: every {} ms, aligned, exactly-once; {mode}; {restarts}, from the latest",
+                checkpointing.tracker.interval.unwrap_or_default()
+            )
+        }
+    })
+}
+
 /// The graph's identity in checkpoints: vertices and edges, without the parallelism.
 fn identity(graph: &JobGraph) -> JobIdentity {
     let mut lines: Vec<String> = graph
@@ -241,17 +289,10 @@ impl Job {
             })
             .cloned()
             .collect();
-        let fragment = graph.vertices.iter().find_map(|vertex| match &vertex.kind {
-            VertexKind::Fragment { .. } => Some(vertex.name.clone()),
-            VertexKind::Chain(_) => None,
-        });
-        let checkpointing_off = match (&settings.checkpointing, fragment) {
-            (Some(_), Some(name)) => Some(format!(
-                "vertex '{name}' runs as a DataFusion fragment, which cannot be checkpointed; the \
-                 job restarts from the beginning and publishes at its end"
-            )),
-            _ => None,
-        };
+        let checkpointing_off = settings
+            .checkpointing
+            .as_ref()
+            .and_then(|_| uncheckpointable(&graph));
         let context = Arc::new(TaskContext::new(
             context.task_id(),
             context.session_id(),
@@ -673,7 +714,10 @@ impl Job {
                 let runnable = match &vertex.kind {
                     VertexKind::Fragment { .. } => {
                         let stream = fragment.execute(subtask, Arc::clone(&context))?;
-                        Runnable::Fragment(stream, output)
+                        let fault = TaskFault::new(
+                            self.settings.faults.for_task(attempt, vertex.id, subtask),
+                        );
+                        Runnable::Fragment(stream, output, fault)
                     }
                     VertexKind::Chain(plan) => {
                         let input = match &plan.input {
@@ -722,7 +766,9 @@ impl Job {
             let inputs = Arc::clone(&inputs);
             let handle = tasks.spawn(async move {
                 let outcome = match runnable {
-                    Runnable::Fragment(stream, output) => run_task(name, stream, output).await,
+                    Runnable::Fragment(stream, output, fault) => {
+                        run_task(name, stream, output, fault).await
+                    }
                     Runnable::Chain(task) => {
                         let outcome = task.run().await;
                         if let Err(TaskFailure::Cause(error)) = &outcome {
@@ -1118,6 +1164,9 @@ struct Released {
     sealed: BTreeMap<u64, Vec<RecordBatch>>,
     ready: std::collections::VecDeque<RecordBatch>,
     limit: usize,
+    /// The newest completed checkpoint: its barrier may reach the result after the
+    /// coordinator heard every task acknowledge it.
+    completed: Option<u64>,
 }
 
 impl Released {
@@ -1128,6 +1177,7 @@ impl Released {
             sealed: BTreeMap::new(),
             ready: std::collections::VecDeque::new(),
             limit: limit.max(1),
+            completed: None,
         }
     }
 
@@ -1150,11 +1200,16 @@ impl Released {
     fn aligned(&mut self, id: u64) {
         if self.policy == ReleasePolicy::PerCheckpoint {
             let rows = std::mem::take(&mut self.open);
-            self.sealed.entry(id).or_default().extend(rows);
+            if self.completed.is_some_and(|completed| id <= completed) {
+                self.ready.extend(rows);
+            } else {
+                self.sealed.entry(id).or_default().extend(rows);
+            }
         }
     }
 
     fn completed(&mut self, id: u64) {
+        self.completed = self.completed.max(Some(id));
         let later = self.sealed.split_off(&(id + 1));
         for (_, rows) in std::mem::replace(&mut self.sealed, later) {
             self.ready.extend(rows);
@@ -1192,7 +1247,7 @@ impl Released {
 /// A subtask, ready to run.
 enum Runnable {
     /// A fragment's stream and where it goes.
-    Fragment(SendableRecordBatchStream, TaskOutput),
+    Fragment(SendableRecordBatchStream, TaskOutput, TaskFault),
     /// A chain task.
     Chain(Box<ChainTask>),
 }
@@ -1388,6 +1443,7 @@ async fn run_task(
     name: String,
     mut stream: SendableRecordBatchStream,
     mut output: TaskOutput,
+    mut fault: TaskFault,
 ) -> Result<(), TaskFailure> {
     let failed = |error: DataFusionError| {
         let upstream = matches!(error.find_root(), DataFusionError::External(inner) if inner.is::<UpstreamFailed>());
@@ -1403,6 +1459,7 @@ async fn run_task(
     // job is stopping because of another task's error, which the job reports instead.
     while let Some(next) = stream.next().await {
         let batch = next.map_err(failed)?;
+        fault.on_batch()?;
         output.send_batch(batch).await.map_err(|e| match e {
             SendError::Compute(error) => failed(error),
             SendError::Disconnected => TaskFailure::ConsumerGone,
@@ -1569,6 +1626,33 @@ mod tests {
             .downcast_ref::<Int64Array>()
             .unwrap();
         values.value(0)
+    }
+
+    #[test]
+    fn results_are_released_when_the_checkpoint_after_them_completes() {
+        let mut released = Released::new(ReleasePolicy::PerCheckpoint, 4);
+        released.batch(batch(1));
+        released.aligned(1);
+        released.batch(batch(2));
+        assert!(
+            !released.has_ready(),
+            "nothing before checkpoint 1 completes"
+        );
+        released.completed(1);
+        assert_eq!(released.ready.len(), 1);
+        // Checkpoint 2 completes before its barrier reaches the result: the rows before
+        // the barrier are released when it comes, not held forever.
+        released.completed(2);
+        released.aligned(2);
+        assert_eq!(released.ready.len(), 2);
+        released.batch(batch(3));
+        released.restart();
+        released.release_all();
+        assert_eq!(
+            released.ready.len(),
+            2,
+            "a failed attempt's unreleased rows are dropped"
+        );
     }
 
     #[tokio::test]

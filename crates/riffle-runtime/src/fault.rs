@@ -5,7 +5,7 @@
 //! subtask `S` of vertex `V` fails once it has processed `N` batches, in the way `K` says:
 //!
 //! - `error`: the task returns an external (retryable) error;
-//! - `panic`: an operator panics;
+//! - `panic`: an operator panics (these two also in fragment vertices);
 //! - `snapshot`: the task fails while it takes its next checkpoint;
 //! - `commit`: the task fails when it is next told a checkpoint completed;
 //! - `stall-snapshot`: the task's next snapshot never ends (the checkpoint times out).

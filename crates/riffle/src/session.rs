@@ -365,9 +365,11 @@ impl Session {
         }
         let optimized = self.inner.planner.optimize(plan)?;
         let graph = self.job_graph(plan).await?;
+        let checkpoints = riffle_runtime::describe_checkpointing(&graph, &self.options())?;
         Ok(format!(
-            "== Logical plan ==\n{}\n\n== Job graph ==\n{graph}",
-            optimized.display_indent()
+            "== Logical plan ==\n{}\n\n== Job graph ==\n{}\n{checkpoints}\n",
+            optimized.display_indent(),
+            graph.to_string().trim_end()
         ))
     }
 

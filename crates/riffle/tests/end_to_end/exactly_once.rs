@@ -196,6 +196,10 @@ async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
         !plan.contains("[fragment"),
         "every vertex is a chain: {plan}"
     );
+    assert!(
+        plan.contains("checkpoints: every 200 ms, aligned, exactly-once"),
+        "{plan}"
+    );
     let graph = session
         .job_graph(session.sql(&insert).await.unwrap().logical_plan())
         .await
@@ -351,4 +355,82 @@ async fn published_ids_of(output: &std::path::Path) -> Vec<i64> {
         Ok(frame) => int_column(&frame.collect().await.unwrap_or_default(), 0),
         Err(_) => Vec::new(),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_fragment_vertices_says_it_takes_no_checkpoints_and_restarts_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = checkpointed_session(&dir.path().join("checkpoints"));
+    session
+        .sql("CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '50000')")
+        .await
+        .unwrap();
+    let query = "SELECT id % 7 AS k, count(*) AS n FROM gen GROUP BY id % 7 ORDER BY k";
+    let plan = session.explain(query).await.unwrap();
+    assert!(
+        plan.contains("checkpoints: none, vertex") && plan.contains("cannot be checkpointed"),
+        "{plan}"
+    );
+    // A failure restarts it from the beginning; its result is whole and not repeated.
+    let graph = session
+        .job_graph(session.sql(query).await.unwrap().logical_plan())
+        .await
+        .unwrap();
+    let scan = graph
+        .vertices
+        .iter()
+        .find(|v| v.name.contains("DataGen"))
+        .map(|v| v.id)
+        .expect("a vertex scans");
+    session
+        .set_option(
+            "riffle.test.fail",
+            &format!("vertex={scan},after-batches=1,kind=error"),
+        )
+        .unwrap();
+    let mut job = session.sql(query).await.unwrap().execute().await.unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = job.next_batch().await.unwrap() {
+        batches.push(batch);
+    }
+    let report = job.report();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert!(report.checkpointing_off.is_some(), "{report:?}");
+    assert_eq!(int_column(&batches, 0), (0..7).collect::<Vec<i64>>());
+    let total: i64 = int_column(&batches, 1).iter().sum();
+    assert_eq!(total, 50_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_result_reaches_the_client_once_through_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = checkpointed_session(&dir.path().join("checkpoints"));
+    session
+        .sql("CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '200000', 'rows-per-second' = '200000')")
+        .await
+        .unwrap();
+    session
+        .set_option(
+            "riffle.test.fail",
+            "attempt=0,vertex=0,subtask=0,after-batches=60;attempt=1,vertex=0,subtask=1,after-batches=40,kind=panic",
+        )
+        .unwrap();
+    let mut job = session
+        .sql("SELECT id FROM gen WHERE id % 3 <> 1")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    while let Some(batch) = job.next_batch().await.unwrap() {
+        ids.extend(int_column(&[batch], 0));
+    }
+    let report = job.report();
+    assert_eq!(report.restarts, 2, "{report:?}");
+    assert!(report.checkpoints.completed > 0, "{report:?}");
+    ids.sort_unstable();
+    let expected: Vec<i64> = (0..200_000).filter(|id| id % 3 != 1).collect();
+    assert_eq!(ids.len(), expected.len(), "{report:?}");
+    assert!(ids == expected, "each row once, none missing");
 }
