@@ -202,6 +202,19 @@ pub(crate) async fn restore_states(
     Ok(states)
 }
 
+/// The size of a checkpoint: its metadata (JSON, with the inline state) and its state files.
+fn metadata_bytes(metadata: &Metadata) -> u64 {
+    let json = serde_json::to_vec(metadata).map_or(0, |bytes| bytes.len() as u64);
+    let files: u64 = metadata
+        .tasks
+        .iter()
+        .flat_map(|task| &task.operators)
+        .filter_map(|operator| operator.file.as_ref())
+        .map(|file| file.size)
+        .sum();
+    json + files
+}
+
 /// What the coordinator tells the job's driver.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -220,6 +233,10 @@ pub struct CheckpointCounts {
     pub aborted: u64,
     /// The newest completed checkpoint, if any.
     pub latest: Option<CheckpointId>,
+    /// Time from trigger to completion of each completed checkpoint, in order.
+    pub durations: Vec<std::time::Duration>,
+    /// Bytes of the newest completed checkpoint: metadata (with inline state) and files.
+    pub latest_bytes: u64,
 }
 
 /// What the coordinator publishes for finished tasks, and when.
@@ -260,6 +277,8 @@ pub(crate) struct Coordinator {
     tasks: Vec<TaskId>,
     /// One past the newest checkpoint id used.
     next_id: CheckpointId,
+    /// When each checkpoint in progress was triggered.
+    triggered: BTreeMap<CheckpointId, Instant>,
     /// Why each checkpoint in progress was taken.
     kinds: BTreeMap<CheckpointId, CheckpointKind>,
     /// Whether a sink publishes only at the end (`sink.commit-mode = 'end'`, or OVERWRITE):
@@ -308,6 +327,7 @@ impl Coordinator {
             latest_store: store.clone(),
             counts: CheckpointCounts::default(),
             kinds: BTreeMap::new(),
+            triggered: BTreeMap::new(),
             end_mode,
         }
     }
@@ -526,6 +546,7 @@ impl Coordinator {
                 Decision::Trigger { id, kind, .. } => {
                     tracing::debug!("checkpoint {id} ({kind:?}) triggered");
                     self.kinds.insert(id, kind);
+                    self.triggered.insert(id, Instant::now());
                     self.next_id = self.next_id.max(id + 1);
                     for source in &self.sources {
                         if let Some(control) = self.controls.get(source) {
@@ -548,6 +569,10 @@ impl Coordinator {
                 Decision::NotifyComplete { id, .. } => {
                     tracing::debug!("checkpoint {id} complete");
                     self.counts.completed += 1;
+                    if let Some(triggered) = self.triggered.remove(&id) {
+                        self.counts.durations.push(triggered.elapsed());
+                    }
+                    self.triggered.retain(|pending, _| *pending > id);
                     self.counts.latest = Some(id);
                     self.acks.retain(|pending, _| *pending > id);
                     for control in self.controls.values() {
@@ -619,6 +644,7 @@ impl Coordinator {
             .commit(&metadata)
             .await
             .map_err(|e| RiffleError::external(e.message))?;
+        self.counts.latest_bytes = metadata_bytes(&metadata);
         self.latest = Some(metadata);
         self.latest_store = self.store.clone();
         Ok(())

@@ -42,7 +42,7 @@ use crate::operators::{CommitMode, SinkCommits, build_chain, staged_sinks as sta
 use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
 use crate::settings::{JobSettings, RestartStrategy, checkpoint_location};
-use crate::source::{SOURCE_STATE, SourceReader};
+use crate::source::{SOURCE_STATE, SourceProgress, SourceReader};
 
 /// Runs job graphs on the current tokio runtime.
 #[derive(Debug, Clone)]
@@ -158,6 +158,11 @@ pub struct JobReport {
     /// Rows the sources read again after restarts: between the restored position and where
     /// the failed attempt had got to.
     pub rows_read_again: u64,
+    /// For each restart, the time from the failure until a source emitted rows again, not
+    /// counting the restart strategy's delay (`restart_delay`).
+    pub recoveries: Vec<std::time::Duration>,
+    /// The restart strategy's delay before the last restart.
+    pub restart_delay: std::time::Duration,
 }
 
 /// Why `graph` cannot be checkpointed, if it cannot: a vertex that runs as a DataFusion
@@ -469,6 +474,7 @@ impl Job {
         let mut restarts = 0u64;
         // Where each source had got to when the last attempt failed.
         let mut reached: HashMap<TaskId, u64> = HashMap::new();
+        let mut failed_at: Option<std::time::Instant> = None;
         for attempt in 0.. {
             let restored = match coordinator {
                 Some(coordinator) => coordinator.restored_states(&self.tasks()).await?,
@@ -502,8 +508,22 @@ impl Job {
             reached = running
                 .progress
                 .iter()
-                .map(|(task, position)| (*task, position.load(Ordering::Relaxed)))
+                .map(|(task, progress)| (*task, progress.rows.load(Ordering::Relaxed)))
                 .collect();
+            if let Some(failed_at) = failed_at.take() {
+                // Rows flowed again when the first source of this attempt emitted a row.
+                let flowing = running
+                    .progress
+                    .values()
+                    .filter_map(|progress| progress.first_row.get().copied())
+                    .min();
+                if let Some(flowing) = flowing {
+                    let recovery = flowing.saturating_duration_since(failed_at);
+                    update(report, |r| {
+                        r.recoveries.push(recovery.saturating_sub(r.restart_delay));
+                    });
+                }
+            }
             match ended {
                 Ended::Finished(finished) => {
                     match coordinator {
@@ -553,9 +573,11 @@ impl Job {
                     }
                     tracing::warn!("the job failed and restarts in {delay:?}: {error}");
                     restarts += 1;
+                    failed_at = Some(std::time::Instant::now());
                     update(report, |r| {
                         r.restarts = restarts;
                         r.failures.push(error.to_string());
+                        r.restart_delay = delay;
                     });
                     for sink in &self.other_sinks {
                         if let Err(error) = sink.abort().await {
@@ -906,7 +928,7 @@ struct Attempt {
     results: InputGate,
     channel_stats: Vec<ChannelInfo>,
     /// Each source task's position as it reads.
-    progress: HashMap<TaskId, Arc<std::sync::atomic::AtomicU64>>,
+    progress: HashMap<TaskId, Arc<SourceProgress>>,
 }
 
 /// What a job's handle can ask of its driver.

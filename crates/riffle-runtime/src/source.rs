@@ -28,7 +28,16 @@ pub struct SourceReader {
     emitted: u64,
     to_skip: u64,
     /// The position, readable by the job's driver (rows read again after a restart).
-    progress: Arc<AtomicU64>,
+    progress: Arc<SourceProgress>,
+}
+
+/// How far a source got, as the job's driver sees it.
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    /// The position: rows emitted, counting those before a restored position.
+    pub rows: AtomicU64,
+    /// When the source emitted its first row (after a restored position): rows flow.
+    pub first_row: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl SourceReader {
@@ -42,12 +51,12 @@ impl SourceReader {
             stream: plan.execute(partition, context)?,
             emitted: 0,
             to_skip: 0,
-            progress: Arc::new(AtomicU64::new(0)),
+            progress: Arc::new(SourceProgress::default()),
         })
     }
 
     /// The position, as the reader advances: what a failed attempt had read when it failed.
-    pub fn progress(&self) -> Arc<AtomicU64> {
+    pub fn progress(&self) -> Arc<SourceProgress> {
         Arc::clone(&self.progress)
     }
 
@@ -56,7 +65,7 @@ impl SourceReader {
         let position = read_u64(&state.inline, 0, SOURCE_STATE)?;
         self.emitted = position;
         self.to_skip = position;
-        self.progress.store(position, Ordering::Relaxed);
+        self.progress.rows.store(position, Ordering::Relaxed);
         Ok(())
     }
 
@@ -76,7 +85,8 @@ impl SourceReader {
             let skip = std::mem::take(&mut self.to_skip);
             let batch = batch.slice(skip as usize, (rows - skip) as usize);
             self.emitted += batch.num_rows() as u64;
-            self.progress.store(self.emitted, Ordering::Relaxed);
+            self.progress.rows.store(self.emitted, Ordering::Relaxed);
+            self.progress.first_row.get_or_init(std::time::Instant::now);
             return Ok(Some(batch));
         }
     }
