@@ -11,6 +11,7 @@
 
 mod codec;
 mod datagen;
+pub mod faulty_store;
 mod file_sink;
 mod files;
 mod filesystem;

@@ -21,6 +21,8 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::{ObjectStore, RetryConfig};
 use riffle_common::{Result, RiffleError};
+
+use crate::faulty_store::{FaultyStore, StoreFaults};
 use url::Url;
 
 /// Makes sure `runtime` can reach the store that `url` names, building it from `options`.
@@ -68,6 +70,11 @@ pub fn register_object_store(
             ))
             .with_hint("use a local path, file://, s3://, gs:// or az://"));
         }
+    };
+    // Failure injection for tests and benchmarks (see `faulty_store`).
+    let store: Arc<dyn ObjectStore> = match options.get("test.store-faults") {
+        Some(faults) => Arc::new(FaultyStore::new(store, StoreFaults::parse(faults)?)),
+        None => store,
     };
     let mut root = url.clone();
     root.set_path("");

@@ -11,7 +11,7 @@
 //! (FLIP-147), and the parts its sinks closed at the end of input are published by the
 //! coordinator when such a checkpoint completes, or at the job's final checkpoint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -275,6 +275,8 @@ pub(crate) struct Coordinator {
     counts: CheckpointCounts,
     /// Every task of the job.
     tasks: Vec<TaskId>,
+    /// The tasks whose end states the newest completed checkpoint records.
+    latest_finished: BTreeSet<TaskId>,
     /// One past the newest checkpoint id used.
     next_id: CheckpointId,
     /// When each checkpoint in progress was triggered.
@@ -312,6 +314,7 @@ impl Coordinator {
                 0,
             ),
             tasks,
+            latest_finished: BTreeSet::new(),
             next_id: first_id,
             store: store.clone(),
             settings,
@@ -393,6 +396,19 @@ impl Coordinator {
                 self.now(),
             );
         }
+    }
+
+    /// A task stopped because its consumers need no more rows (a LIMIT reached downstream):
+    /// it counts as finished, with nothing to restore (a restored consumer that had enough
+    /// stops it again at once).
+    pub(crate) async fn task_gone(&mut self, task: TaskId) -> Vec<Outcome> {
+        let attempt = self.tracker.attempt();
+        self.on_message(FromTask::Finished {
+            task: (task.vertex, task.subtask),
+            attempt,
+            states: Vec::new(),
+        })
+        .await
     }
 
     /// A task of the current attempt failed: pending checkpoints are aborted.
@@ -532,8 +548,19 @@ impl Coordinator {
             .collect();
         publish_parts(&self.sinks, unpublished, true).await?;
         // A finished job needs its checkpoints no more: running it again starts afresh.
-        for id in self.store.list().await.unwrap_or_default() {
-            let _ = self.store.delete(id).await;
+        // Oldest first, stopping at the first failure, so that what is left always ends
+        // with the final checkpoint: a rerun then restores it and writes nothing again,
+        // never an older one that would write rows again.
+        match self.store.list().await {
+            Ok(ids) => {
+                for id in ids {
+                    if let Err(error) = self.store.delete(id).await {
+                        tracing::warn!("deleting the finished job's checkpoint {id}: {error}");
+                        break;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!("listing the finished job's checkpoints: {error}"),
         }
         Ok(())
     }
@@ -613,13 +640,17 @@ impl Coordinator {
     /// tasks that finished.
     async fn persist(&mut self, id: CheckpointId) -> Result<()> {
         let acked = self.acks.remove(&id).unwrap_or_default();
+        let mut recorded_finished = BTreeSet::new();
         let mut tasks: Vec<TaskEntry> = acked.into_values().collect();
         for (task, entry) in &self.finished {
             if !tasks
                 .iter()
                 .any(|t| t.vertex == task.vertex && t.subtask == task.subtask)
             {
+                // Its end state, not its state at this checkpoint's barrier (which it
+                // acknowledged before finishing, when it did).
                 tasks.push(entry.clone());
+                recorded_finished.insert(*task);
             }
         }
         tasks.sort_by_key(|t| (t.vertex, t.subtask));
@@ -646,28 +677,22 @@ impl Coordinator {
             .map_err(|e| RiffleError::external(e.message))?;
         self.counts.latest_bytes = metadata_bytes(&metadata);
         self.latest = Some(metadata);
+        self.latest_finished = recorded_finished;
         self.latest_store = self.store.clone();
         Ok(())
     }
 
-    /// Publishes the end parts of finished tasks that the newest checkpoint records.
+    /// Publishes the end parts of finished tasks whose end states the newest checkpoint
+    /// records (a task that acknowledged it and finished after has parts it does not cover).
     async fn publish_finished(&mut self) -> Result<()> {
         if self.end_mode {
             return Ok(());
         }
-        let Some(latest) = &self.latest else {
-            return Ok(());
-        };
         let recorded: Vec<TaskId> = self
             .finished
             .keys()
             .filter(|task| !self.published.contains_key(task))
-            .filter(|task| {
-                latest
-                    .tasks
-                    .iter()
-                    .any(|t| t.vertex == task.vertex && t.subtask == task.subtask)
-            })
+            .filter(|task| self.latest_finished.contains(task))
             .copied()
             .collect();
         let entries: Vec<&TaskEntry> = recorded

@@ -414,9 +414,11 @@ impl Job {
         channel_stats: SharedChannelStats,
     ) -> Result<()> {
         let mut coordinator = None;
+        let stop_requested = std::sync::atomic::AtomicBool::new(false);
         let signals = Signals {
             cancel: &cancel,
             stop: &stop,
+            stop_requested: &stop_requested,
         };
         let outcome = self
             .run_attempts(&mut coordinator, signals, &results, &report, &channel_stats)
@@ -524,12 +526,29 @@ impl Job {
                     });
                 }
             }
-            match ended {
+            // The end: the final checkpoint and the publication of what it records. A
+            // failure there (a store's) restarts the job like any other; publishing again
+            // from the restored checkpoint is harmless.
+            let ended = match ended {
                 Ended::Finished(finished) => {
-                    match coordinator {
-                        Some(coordinator) => coordinator.finish().await?,
-                        None => publish_parts(&self.staged_sinks, finished.values(), true).await?,
+                    let published = match coordinator {
+                        Some(coordinator) => coordinator.finish().await,
+                        // Without a checkpoint to restore, a restart would write again what
+                        // was published before the failure: the error ends the job.
+                        None => {
+                            publish_parts(&self.staged_sinks, finished.values(), true).await?;
+                            Ok(())
+                        }
+                    };
+                    match published {
+                        Ok(()) => Ended::Finished(finished),
+                        Err(error) => Ended::Failed(error),
                     }
+                }
+                other => other,
+            };
+            match ended {
+                Ended::Finished(_) => {
                     for (index, sink) in self.other_sinks.iter().enumerate() {
                         if let Err(error) = sink.commit().await {
                             for later in &self.other_sinks[index + 1..] {
@@ -819,6 +838,22 @@ impl Job {
             results,
             channel_stats,
             progress,
+            consumers: graph
+                .vertices
+                .iter()
+                .map(|vertex| {
+                    let tasks = graph
+                        .edges
+                        .iter()
+                        .filter(|edge| edge.from == vertex.id)
+                        .flat_map(|edge| {
+                            (0..graph.vertices[edge.to].parallelism)
+                                .map(move |s| TaskId::new(edge.to, s))
+                        })
+                        .collect();
+                    (vertex.id, tasks)
+                })
+                .collect(),
         })
     }
 }
@@ -929,6 +964,8 @@ struct Attempt {
     channel_stats: Vec<ChannelInfo>,
     /// Each source task's position as it reads.
     progress: HashMap<TaskId, Arc<SourceProgress>>,
+    /// The tasks that read each vertex's output.
+    consumers: HashMap<VertexId, Vec<TaskId>>,
 }
 
 /// What a job's handle can ask of its driver.
@@ -938,6 +975,8 @@ struct Signals<'a> {
     cancel: &'a Notify,
     /// Take a savepoint, then stop.
     stop: &'a Notify,
+    /// Whether a stop was asked for: it outlives a restart (a savepoint that failed).
+    stop_requested: &'a std::sync::atomic::AtomicBool,
 }
 
 /// How an attempt ended.
@@ -966,6 +1005,13 @@ impl Attempt {
         let mut cancelled = false;
         let mut tasks_done = false;
         let mut stopping_at: Option<Option<u64>> = None;
+        // Tasks whose consumers stopped reading, counted as finished once those consumers
+        // finished (not when a consumer failed: that is the job's failure).
+        let mut gone: Vec<TaskId> = Vec::new();
+        if signals.stop_requested.load(Ordering::SeqCst) {
+            // Asked to stop during an earlier attempt, whose savepoint did not complete.
+            signals.stop.notify_one();
+        }
         loop {
             if tasks_done && !reading {
                 break;
@@ -979,6 +1025,7 @@ impl Attempt {
                     break;
                 }
                 _ = signals.stop.notified(), if stopping_at.is_none() => {
+                    signals.stop_requested.store(true, Ordering::SeqCst);
                     match coordinator.as_deref_mut() {
                         Some(c) => {
                             let (id, outcomes) = c.savepoint().await;
@@ -990,6 +1037,7 @@ impl Attempt {
                             let stopped = handle_outcomes(outcomes, released, &mut failures, stopping_at);
                             if let Some(id) = stopped {
                                 self.stop_tasks(&mut failures).await;
+                                self.drain_results(released);
                                 return Ended::Stopped(id);
                             }
                             if failures.cause.is_some() {
@@ -1004,7 +1052,19 @@ impl Attempt {
                 }
                 joined = self.tasks.join_next_with_id(), if !tasks_done => match joined {
                     None => tasks_done = true,
-                    Some(Ok((_, Ok(())))) | Some(Ok((_, Err(TaskFailure::ConsumerGone)))) => {}
+                    Some(Ok((_, Ok(())))) => {}
+                    Some(Ok((id, Err(TaskFailure::ConsumerGone)))) => {
+                        if let Some(task) = self.task_ids.get(&id) {
+                            gone.push(*task);
+                        }
+                        if let Some(c) = coordinator.as_deref_mut() {
+                            let outcomes = self.settle_gone(&mut gone, &finished, c).await;
+                            handle_outcomes(outcomes, released, &mut failures, None);
+                            if failures.cause.is_some() {
+                                break;
+                            }
+                        }
+                    }
                     Some(Ok((id, Err(failure)))) => {
                         if let (Some(c), Some(task)) = (coordinator.as_deref_mut(), self.task_ids.get(&id)) {
                             c.task_failed(*task);
@@ -1038,9 +1098,11 @@ impl Attempt {
                         });
                     }
                     if let Some(c) = coordinator.as_deref_mut() {
-                        let outcomes = c.on_message(message).await;
+                        let mut outcomes = c.on_message(message).await;
+                        outcomes.extend(self.settle_gone(&mut gone, &finished, c).await);
                         if let Some(id) = handle_outcomes(outcomes, released, &mut failures, stopping_at) {
                             self.stop_tasks(&mut failures).await;
+                            self.drain_results(released);
                             return Ended::Stopped(id);
                         }
                         if failures.cause.is_some() {
@@ -1053,6 +1115,7 @@ impl Attempt {
                         let outcomes = c.tick().await;
                         if let Some(id) = handle_outcomes(outcomes, released, &mut failures, stopping_at) {
                             self.stop_tasks(&mut failures).await;
+                            self.drain_results(released);
                             return Ended::Stopped(id);
                         }
                         if failures.cause.is_some() {
@@ -1102,11 +1165,18 @@ impl Attempt {
                     handle_outcomes(outcomes, released, &mut failures, None);
                 }
             }
+            if let Some(c) = coordinator {
+                let outcomes = self.settle_gone(&mut gone, &finished, c).await;
+                handle_outcomes(outcomes, released, &mut failures, None);
+            }
             if failures.cause.is_none() {
                 return Ended::Finished(finished);
             }
         }
         self.stop_tasks(&mut failures).await;
+        // Rows a checkpoint completed for may still wait in the result channels, behind
+        // that checkpoint's barrier: released, they are not produced again by the restore.
+        self.drain_results(released);
         if cancelled {
             return Ended::Cancelled;
         }
@@ -1120,6 +1190,43 @@ impl Attempt {
 }
 
 impl Attempt {
+    /// Reads what the result channels still hold (their producers are stopped), so that
+    /// rows before the barrier of a completed checkpoint are released.
+    fn drain_results(&mut self, released: &mut Released) {
+        use futures::FutureExt;
+        while let Some(Some(next)) = self.results.next().now_or_never() {
+            match next {
+                GateOutput::Batch { batch, .. } => released.batch(batch),
+                GateOutput::Aligned(id) => released.aligned(id),
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the coordinator of the tasks in `gone` whose consumers all finished.
+    async fn settle_gone(
+        &self,
+        gone: &mut Vec<TaskId>,
+        finished: &BTreeMap<TaskId, riffle_state::TaskEntry>,
+        coordinator: &mut Coordinator,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        let mut waiting = Vec::new();
+        for task in std::mem::take(gone) {
+            let consumers = self.consumers.get(&task.vertex);
+            let done = consumers.is_some_and(|consumers| {
+                !consumers.is_empty() && consumers.iter().all(|c| finished.contains_key(c))
+            });
+            if done {
+                outcomes.extend(coordinator.task_gone(task).await);
+            } else {
+                waiting.push(task);
+            }
+        }
+        *gone = waiting;
+        outcomes
+    }
+
     /// Aborts every task still running and waits for them, recording their failures.
     async fn stop_tasks(&mut self, failures: &mut Failures) {
         self.tasks.abort_all();

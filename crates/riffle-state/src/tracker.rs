@@ -287,13 +287,29 @@ impl Tracker {
             .pending
             .values()
             .map(|pending| pending.triggered_at.saturating_add(self.config.timeout));
-        let trigger = self.config.interval.map(|interval| {
-            let after_interval = self.last_trigger_at.saturating_add(interval);
-            let after_pause = self
-                .last_end_at
-                .map_or(0, |end| end.saturating_add(self.config.min_pause));
-            after_interval.max(after_pause)
-        });
+        // A trigger that cannot fire yet (checkpoints in progress at their maximum, the
+        // one-at-a-time rule of a minimum pause, every task finished) is no deadline: the
+        // end of a checkpoint is an event of its own, and a deadline already passed would
+        // have the coordinator wake without end.
+        let periodic_in_progress = self
+            .pending
+            .values()
+            .filter(|p| p.kind == CheckpointKind::Periodic)
+            .count();
+        let can_trigger = self.finished.len() < self.tasks.len()
+            && periodic_in_progress < self.config.max_concurrent
+            && (self.config.min_pause == 0 || self.pending.is_empty());
+        let trigger = self
+            .config
+            .interval
+            .filter(|_| can_trigger)
+            .map(|interval| {
+                let after_interval = self.last_trigger_at.saturating_add(interval);
+                let after_pause = self
+                    .last_end_at
+                    .map_or(0, |end| end.saturating_add(self.config.min_pause));
+                after_interval.max(after_pause)
+            });
         timeouts.chain(trigger).min()
     }
 
@@ -580,6 +596,22 @@ mod tests {
             assert!(tracker.on_event(ack(1, subtask)).is_empty());
         }
         assert_eq!(tracker.pending().collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_trigger_that_cannot_fire_is_no_deadline() {
+        let mut tracker = two_tasks(TrackerConfig {
+            timeout: 1_000,
+            ..every(10)
+        });
+        assert_eq!(tracker.on_event(Event::Tick { now: 10 }).len(), 1);
+        // One checkpoint in progress, one at most: the next deadline is its timeout, not
+        // the interval (which has passed, and would wake the coordinator without end).
+        assert_eq!(tracker.next_deadline(), Some(1_010));
+        tracker.on_event(ack(1, 0));
+        tracker.on_event(ack(1, 1));
+        tracker.on_event(Event::Persisted { id: 1, now: 30 });
+        assert_eq!(tracker.next_deadline(), Some(30), "due again");
     }
 
     #[test]

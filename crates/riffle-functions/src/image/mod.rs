@@ -48,7 +48,9 @@ pub(crate) fn as_array(arg: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
 ///
 /// The pool is shared by every task of every job in the process, so that two subtasks
 /// decoding at once do not start twice as many threads as there are cores, and a slow row
-/// does not leave a core idle (work stealing).
+/// does not leave a core idle (work stealing). The calling thread waits for rayon: on a
+/// tokio worker it first hands its other tasks (downloads, channels) to another thread (see
+/// [`blocking`]), so that CPU work never stalls the I/O that feeds it.
 pub(crate) fn par_map<T: Send, R: Send>(
     items: Vec<T>,
     work: impl Fn(T) -> R + Sync + Send,
@@ -57,7 +59,7 @@ pub(crate) fn par_map<T: Send, R: Send>(
     if items.len() < 2 {
         return items.into_iter().map(&work).collect();
     }
-    items.into_par_iter().with_max_len(1).map(work).collect()
+    blocking(|| items.into_par_iter().with_max_len(1).map(work).collect())
 }
 
 /// Runs `work` on every row (see [`par_map`]).
@@ -66,9 +68,25 @@ pub(crate) fn par_rows<T: Send>(rows: usize, work: impl Fn(usize) -> T + Sync + 
     if rows < 2 {
         return (0..rows).map(&work).collect();
     }
-    (0..rows)
-        .into_par_iter()
-        .with_max_len(1)
-        .map(work)
-        .collect()
+    blocking(|| {
+        (0..rows)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(work)
+            .collect()
+    })
+}
+
+/// Runs `wait`, which blocks the thread, telling a multi-threaded tokio runtime first
+/// (`block_in_place`), so that the worker's other tasks move to another thread meanwhile.
+/// Elsewhere (a current-thread runtime, a plain thread, a rayon worker) it just runs.
+fn blocking<R>(wait: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let on_worker = rayon::current_thread_index().is_none()
+        && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    }
 }

@@ -65,8 +65,10 @@ pub fn build_chain(
                 schema,
                 unbounded_input,
             } => {
-                let per_checkpoint =
-                    commits.checkpointing && commits.mode == CommitMode::Checkpoint;
+                // An overwriting sink publishes only at the end, whatever the mode.
+                let per_checkpoint = commits.checkpointing
+                    && commits.mode == CommitMode::Checkpoint
+                    && !sink.overwrites();
                 riffle_plan::check_sink_input(sink.as_ref(), *unbounded_input, per_checkpoint)?;
                 if sink.writes_staged_parts() {
                     Box::new(StagedSinkOperator::new(

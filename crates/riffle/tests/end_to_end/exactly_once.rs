@@ -277,9 +277,11 @@ async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unbounded_insert_publishes_at_checkpoints_exactly_once() {
+async fn an_unbounded_insert_publishes_at_checkpoints_exactly_once_through_injected_failures() {
+    const FAILURES: u64 = 10;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("output");
+    let (port, _requests) = echo_server().await;
     let session = checkpointed_session(&dir.path().join("checkpoints"));
     session
         .sql("CREATE TABLE endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000')")
@@ -287,46 +289,50 @@ async fn an_unbounded_insert_publishes_at_checkpoints_exactly_once() {
         .unwrap();
     session
         .sql(&format!(
-            "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            "CREATE TABLE out (id BIGINT, body VARCHAR) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
             output.display()
         ))
         .await
         .unwrap();
-    session
-        .set_option(
-            "riffle.test.fail",
-            "attempt=0,vertex=0,after-batches=3;attempt=1,vertex=0,subtask=1,after-batches=2,kind=commit",
-        )
-        .unwrap();
-    let job = session
-        .sql("INSERT INTO out SELECT id FROM endless")
-        .await
-        .unwrap()
-        .execute()
+    let insert = format!(
+        "INSERT INTO out SELECT id, \
+         CAST(url_download(CASE WHEN id % 10 = 0 THEN concat('http://127.0.0.1:{port}/', CAST(id AS VARCHAR)) END) AS VARCHAR) \
+         FROM endless"
+    );
+    let graph = session
+        .job_graph(session.sql(&insert).await.unwrap().logical_plan())
         .await
         .unwrap();
-    // Files appear while the job runs, per checkpoint.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let vertices: Vec<(usize, usize, u64)> = graph
+        .vertices
+        .iter()
+        .map(|v| (v.id, v.parallelism, 60))
+        .collect();
+    let plan = faults(0xb0b, FAILURES, &vertices);
+    session.set_option("riffle.test.fail", &plan).unwrap();
+    let job = session.sql(&insert).await.unwrap().execute().await.unwrap();
+    // Files appear while the job runs, per checkpoint; wait for every failure and a prefix.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let ids = published_ids_of(&output).await;
-        if ids.len() > 50_000 {
+        let report = job.report();
+        if report.restarts >= FAILURES && published_ids_of(&output).await.len() > 30_000 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "too few rows published"
+            "faults {plan}: too slow: {report:?}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let report = job.report();
     job.cancel();
-    assert_eq!(report.restarts, 2, "{report:?}");
-    // What is published is a prefix of each subtask's sequence, each id once: datagen
-    // subtask s of 2 emits s, s + 2, s + 4, ...
+    assert_eq!(report.restarts, FAILURES, "faults {plan}: {report:?}");
+    // What is published is a prefix of each subtask's sequence, each id once (datagen
+    // subtask s of 2 emits s, s + 2, s + 4, ...), and every 10th row has its download.
     let ids = published_ids_of(&output).await;
     let mut seen = std::collections::BTreeSet::new();
     for id in &ids {
-        assert!(seen.insert(*id), "id {id} published twice");
+        assert!(seen.insert(*id), "faults {plan}: id {id} published twice");
     }
     for subtask in 0..2i64 {
         let mine: Vec<i64> = seen
@@ -335,8 +341,31 @@ async fn an_unbounded_insert_publishes_at_checkpoints_exactly_once() {
             .filter(|id| id % 2 == subtask)
             .collect();
         let expected: Vec<i64> = (0..mine.len() as i64).map(|i| i * 2 + subtask).collect();
-        assert_eq!(mine, expected, "subtask {subtask}: a gapless prefix");
+        assert!(
+            mine == expected,
+            "faults {plan}: subtask {subtask}: not a gapless prefix"
+        );
     }
+    let reader = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    reader
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT, body VARCHAR) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ))
+        .await
+        .unwrap();
+    let wrong = reader
+        .sql("SELECT count(*) FROM out WHERE (id % 10 = 0) <> (body IS NOT NULL) OR body <> concat('/', CAST(id AS VARCHAR))")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        int_column(&wrong, 0),
+        vec![0],
+        "every 10th row downloaded, the rest not"
+    );
 }
 
 async fn published_ids_of(output: &std::path::Path) -> Vec<i64> {
@@ -412,7 +441,7 @@ async fn a_query_result_reaches_the_client_once_through_restarts() {
     session
         .set_option(
             "riffle.test.fail",
-            "attempt=0,vertex=0,subtask=0,after-batches=60;attempt=1,vertex=0,subtask=1,after-batches=40,kind=panic",
+            "attempt=0,vertex=0,subtask=0,after-batches=40;attempt=1,vertex=0,subtask=1,after-batches=5,kind=panic",
         )
         .unwrap();
     let mut job = session
@@ -433,4 +462,100 @@ async fn a_query_result_reaches_the_client_once_through_restarts() {
     let expected: Vec<i64> = (0..200_000).filter(|id| id % 3 != 1).collect();
     assert_eq!(ids.len(), expected.len(), "{report:?}");
     assert!(ids == expected, "each row once, none missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_commit_on_a_real_s3_server_through_failing_uploads_and_copies() {
+    const ROWS: i64 = 100_000;
+    let server = super::MotoServer::start();
+    server.create_bucket("lake");
+    server.create_bucket("state");
+    let options = super::s3_options(server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let session = checkpointed_session(&dir.path().join("unused"));
+    // Checkpoints on S3 too: the bucket's store is registered by a table declared on it.
+    session
+        .sql(&format!(
+            "CREATE TABLE state_bucket (x BIGINT) WITH ('connector' = 'filesystem', \
+             'path' = 's3://state/tables/', 'format' = 'csv', {options})"
+        ))
+        .await
+        .unwrap();
+    session
+        .set_option("execution.checkpointing.dir", "s3://state/checkpoints")
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', \
+             'rows-per-second' = '100000')"
+        ))
+        .await
+        .unwrap();
+    // Every 9th completed upload and every 7th copy (publishing a part) fails.
+    session
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://lake/out/', \
+             'format' = 'parquet', 'test.store-faults' = 'complete-every=9,copy-every=7', {options})"
+        ))
+        .await
+        .unwrap();
+    let mut job = session
+        .sql("INSERT INTO out SELECT id FROM gen")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    while job.next_batch().await.unwrap().is_some() {}
+    let report = job.report();
+    assert!(report.restarts >= 1, "{report:?}");
+    assert!(report.checkpoints.completed >= 2, "{report:?}");
+    assert!(
+        report
+            .failures
+            .iter()
+            .all(|f| f.contains("injected failure")),
+        "{report:?}"
+    );
+
+    // A reader without faults sees every id once.
+    let reader = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    reader
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://lake/out/', \
+             'format' = 'parquet', {options})"
+        ))
+        .await
+        .unwrap();
+    let batches = reader
+        .sql("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM out")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let row: Vec<i64> = (0..4).map(|c| int_column(&batches, c)[0]).collect();
+    assert_eq!(row, vec![ROWS, ROWS, 0, ROWS - 1], "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_query_with_a_limit_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = checkpointed_session(&dir.path().join("checkpoints"));
+    session
+        .sql("CREATE TABLE endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000')")
+        .await
+        .unwrap();
+    let batches = tokio::time::timeout(
+        Duration::from_secs(60),
+        session
+            .sql("SELECT id FROM endless WHERE id % 2 = 0 LIMIT 5000")
+            .await
+            .unwrap()
+            .collect(),
+    )
+    .await
+    .expect("the job ends once the limit is reached")
+    .unwrap();
+    assert_eq!(int_column(&batches, 0).len(), 5000);
 }
