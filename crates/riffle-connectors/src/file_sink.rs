@@ -342,23 +342,8 @@ impl Sink for FileSink {
         let mut rows = 0u64;
         let written: Result<()> = async {
             while let Some(batch) = input.next().await {
-                let batch = batch?;
-                let batch = RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec())
-                    .map_err(|e| {
-                        DataFusionError::from(RiffleError::user(format!(
-                            "cannot write a row of {} with its declared columns: {e}",
-                            self.table
-                        )))
-                    })?;
-                rows += batch.num_rows() as u64;
-                encoder.write(&batch).await?;
-                if encoder.buffered() >= PART_SIZE {
-                    upload
-                        .wait_for_capacity(UPLOAD_CONCURRENCY)
-                        .await
-                        .map_err(to_df)?;
-                    upload.write(&encoder.take_bytes());
-                }
+                rows +=
+                    encode_into(&self.table, &schema, &mut encoder, &mut upload, &batch?).await?;
             }
             Ok(())
         }
@@ -556,22 +541,7 @@ impl PartWriter for FilePartWriter {
                 self.staged
             )));
         };
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
-            .map_err(|e| {
-                DataFusionError::from(RiffleError::user(format!(
-                    "cannot write a row of {} with its declared columns: {e}",
-                    self.table
-                )))
-            })?;
-        self.rows += batch.num_rows() as u64;
-        encoder.write(&batch).await?;
-        if encoder.buffered() >= PART_SIZE {
-            upload
-                .wait_for_capacity(UPLOAD_CONCURRENCY)
-                .await
-                .map_err(to_df)?;
-            upload.write(&encoder.take_bytes());
-        }
+        self.rows += encode_into(&self.table, &self.schema, encoder, upload, batch).await?;
         Ok(())
     }
 
@@ -613,6 +583,32 @@ impl Drop for FilePartWriter {
             });
         }
     }
+}
+
+/// Encodes `batch` with the table's declared columns (`schema`), handing each full part's
+/// bytes to `upload`; returns the batch's rows.
+async fn encode_into(
+    table: &str,
+    schema: &SchemaRef,
+    encoder: &mut Encoder,
+    upload: &mut WriteMultipart,
+    batch: &RecordBatch,
+) -> Result<u64> {
+    let batch =
+        RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec()).map_err(|e| {
+            DataFusionError::from(RiffleError::user(format!(
+                "cannot write a row of {table} with its declared columns: {e}"
+            )))
+        })?;
+    encoder.write(&batch).await?;
+    if encoder.buffered() >= PART_SIZE {
+        upload
+            .wait_for_capacity(UPLOAD_CONCURRENCY)
+            .await
+            .map_err(to_df)?;
+        upload.write(&encoder.take_bytes());
+    }
+    Ok(batch.num_rows() as u64)
 }
 
 fn to_df(error: object_store::Error) -> DataFusionError {

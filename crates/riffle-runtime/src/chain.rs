@@ -317,13 +317,17 @@ impl ChainTask {
                 },
             }
         }
+        // The source's end position, taken before the input is dropped: a checkpoint that
+        // records this task's end state must restore the source at its end, not its start.
+        let source = self.source_state();
         // The input is not read any further: a chain that wanted no more (a LIMIT reached)
         // lets its producers go at once.
         self.input = TaskInput::Gate(InputGate::closed());
         let leaving = self.chain.finish().await?;
         self.send(leaving).await?;
         self.forward(Message::EndOfInput).await?;
-        let states = self.states(END_OF_INPUT).await?;
+        let operators = self.chain.snapshot(END_OF_INPUT).await?;
+        let states = source.into_iter().chain(operators).collect();
         self.report(FromTask::Finished {
             task: self.task(),
             attempt: self.context.attempt,
@@ -332,12 +336,17 @@ impl ChainTask {
         Ok(())
     }
 
-    /// The source's position and every operator's state.
-    async fn states(&mut self, id: CheckpointId) -> Result<Vec<(String, OperatorState)>> {
-        let source = match &self.input {
+    /// The source's position, for a task that reads a source.
+    fn source_state(&self) -> Option<(String, OperatorState)> {
+        match &self.input {
             TaskInput::Source(source) => Some((SOURCE_STATE.to_string(), source.snapshot())),
             TaskInput::Gate(_) => None,
-        };
+        }
+    }
+
+    /// The source's position and every operator's state.
+    async fn states(&mut self, id: CheckpointId) -> Result<Vec<(String, OperatorState)>> {
+        let source = self.source_state();
         let operators = self.chain.snapshot(id).await?;
         Ok(source.into_iter().chain(operators).collect())
     }
@@ -397,9 +406,16 @@ mod tests {
     use crate::channel::{Credit, Received, Receiver, Sender, channel, channel_notifying};
     use crate::partitioner::OutputPartitioner;
 
+    fn rows_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]))
+    }
+
     fn batch(values: &[i64]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+        RecordBatch::try_new(
+            rows_schema(),
+            vec![Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .unwrap()
     }
 
     /// Counts the rows it passes on; its state is the count. Publishes on completion.
@@ -603,6 +619,54 @@ mod tests {
         assert_eq!(*harness.completed.lock().unwrap(), vec![9]);
         let seen = downstream(&mut harness.downstream).await;
         assert_eq!(seen, vec!["[1, 2]", "barrier 9", "[-42]", "end"]);
+    }
+
+    #[tokio::test]
+    async fn a_finished_source_task_reports_its_end_position() {
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::prelude::SessionContext;
+        let rows = batch(&[1, 2, 3]);
+        let plan: Arc<dyn datafusion::physical_plan::ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[vec![rows.clone(), rows]], rows_schema(), None)
+                .unwrap();
+        let source = SourceReader::new(&plan, 0, SessionContext::new().task_ctx()).unwrap();
+        let (senders, mut downstream) = channel(
+            Credit {
+                batches: 8,
+                bytes: 1 << 20,
+            },
+            1,
+        );
+        let (_control, control_receiver) = mpsc::unbounded_channel();
+        let (events_sender, mut events) = mpsc::unbounded_channel();
+        let task = ChainTask {
+            context: OperatorContext {
+                vertex: 0,
+                subtask: 0,
+                parallelism: 1,
+                attempt: 0,
+            },
+            input: TaskInput::Source(source),
+            chain: Chain::new(Vec::new()),
+            output: TaskOutput::Result(senders.into_iter().next().unwrap()),
+            control: control_receiver,
+            events: events_sender,
+            restored: Vec::new(),
+            fault: TaskFault::default(),
+        };
+        let running = tokio::spawn(task.run());
+        while let Some(Received::Message(message)) = downstream.recv().await {
+            if matches!(message, Message::EndOfInput) {
+                break;
+            }
+        }
+        assert!(running.await.unwrap().is_ok());
+        let FromTask::Finished { states, .. } = events.recv().await.unwrap() else {
+            panic!("expected the task to finish")
+        };
+        // Restoring a checkpoint that records this end state must not read the rows again.
+        assert_eq!(states[0].0, SOURCE_STATE);
+        assert_eq!(states[0].1.inline, 6u64.to_le_bytes().to_vec());
     }
 
     #[tokio::test]

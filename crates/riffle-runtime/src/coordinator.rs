@@ -134,6 +134,23 @@ pub(crate) async fn publish_parts<'a>(
     Ok(())
 }
 
+/// A finished task's end states as the metadata records them. They hold no rows (operators
+/// emitted theirs at the end), so nothing is uploaded: all is inline.
+pub(crate) fn end_entry(task: TaskId, states: &[(String, OperatorState)]) -> TaskEntry {
+    TaskEntry {
+        vertex: task.vertex,
+        subtask: task.subtask,
+        operators: states
+            .iter()
+            .map(|(name, state)| OperatorEntry {
+                name: name.clone(),
+                inline: state.inline.clone(),
+                file: None,
+            })
+            .collect(),
+    }
+}
+
 /// A task's states as the metadata records them: rows go to state files, uploaded here.
 async fn task_entry(
     store: &CheckpointStore,
@@ -486,19 +503,7 @@ impl Coordinator {
                 }
                 // Finished tasks' states hold no rows (operators emitted them at the end),
                 // so nothing is uploaded for them; a state file would need a checkpoint id.
-                let entry = TaskEntry {
-                    vertex: task.vertex,
-                    subtask: task.subtask,
-                    operators: states
-                        .into_iter()
-                        .map(|(name, state)| OperatorEntry {
-                            name,
-                            inline: state.inline,
-                            file: None,
-                        })
-                        .collect(),
-                };
-                self.finished.insert(task, entry);
+                self.finished.insert(task, end_entry(task, &states));
                 self.controls.remove(&task);
                 Event::TaskFinished { task, attempt }
             }

@@ -31,7 +31,7 @@ use crate::chain::{ChainTask, FromTask, TaskInput, ToTask};
 use crate::channel::{ChannelStats, Credit, Sender, channel_notifying};
 use crate::coordinator::{
     CheckpointCounts, Coordinator, JobIdentity, Outcome, Publishing, Restore, StagedSinks,
-    publish_parts, staged_parts,
+    end_entry, publish_parts, staged_parts,
 };
 use crate::failure::{TaskFailure, UpstreamFailed};
 use crate::fault::TaskFault;
@@ -1087,15 +1087,8 @@ impl Attempt {
                 },
                 Some(message) = self.events.recv() => {
                     if let FromTask::Finished { task, states, .. } = &message {
-                        finished.insert(TaskId::new(task.0, task.1), riffle_state::TaskEntry {
-                            vertex: task.0,
-                            subtask: task.1,
-                            operators: states.iter().map(|(name, state)| riffle_state::OperatorEntry {
-                                name: name.clone(),
-                                inline: state.inline.clone(),
-                                file: None,
-                            }).collect(),
-                        });
+                        let task = TaskId::new(task.0, task.1);
+                        finished.insert(task, end_entry(task, states));
                     }
                     if let Some(c) = coordinator.as_deref_mut() {
                         let mut outcomes = c.on_message(message).await;
@@ -1144,21 +1137,8 @@ impl Attempt {
             // Every task ended: take what they reported last.
             while let Ok(message) = self.events.try_recv() {
                 if let FromTask::Finished { task, states, .. } = &message {
-                    finished.insert(
-                        TaskId::new(task.0, task.1),
-                        riffle_state::TaskEntry {
-                            vertex: task.0,
-                            subtask: task.1,
-                            operators: states
-                                .iter()
-                                .map(|(name, state)| riffle_state::OperatorEntry {
-                                    name: name.clone(),
-                                    inline: state.inline.clone(),
-                                    file: None,
-                                })
-                                .collect(),
-                        },
-                    );
+                    let task = TaskId::new(task.0, task.1);
+                    finished.insert(task, end_entry(task, states));
                 }
                 if let Some(c) = coordinator.as_deref_mut() {
                     let outcomes = c.on_message(message).await;
