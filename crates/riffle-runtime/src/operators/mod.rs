@@ -118,6 +118,17 @@ pub fn staged_sinks(plan: &ChainPlan) -> Vec<(String, Arc<dyn riffle_plan::Sink>
         .collect()
 }
 
+/// The row a sink operator emits at the end of its input: the rows it wrote, in the
+/// `count` column that `SinkExec` returns too.
+pub(crate) fn count_row(rows: u64) -> Result<datafusion::arrow::array::RecordBatch> {
+    let count = datafusion::arrow::array::UInt64Array::from(vec![rows]);
+    datafusion::arrow::array::RecordBatch::try_new(
+        riffle_plan::count_schema(),
+        vec![Arc::new(count)],
+    )
+    .map_err(|e| riffle_common::RiffleError::internal(format!("the sink's count row: {e}")))
+}
+
 /// Reads a little-endian `u64` at `index` of an operator's inline state.
 pub(crate) fn read_u64(state: &[u8], index: usize, operator: &str) -> Result<u64> {
     let start = index * 8;

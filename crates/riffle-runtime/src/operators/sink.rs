@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use riffle_common::{Result, RiffleError};
-use riffle_plan::{Sink, count_schema};
+use riffle_plan::Sink;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::mpsc;
@@ -138,10 +138,7 @@ impl Operator for SinkOperator {
             return Err(RiffleError::internal("the sink writer was not started"));
         };
         let rows = writer.await?;
-        let count = UInt64Array::from(vec![rows]);
-        let batch = RecordBatch::try_new(count_schema(), vec![Arc::new(count)])
-            .map_err(|e| RiffleError::internal(format!("the sink's count row: {e}")))?;
-        out.batch(batch);
+        out.batch(super::count_row(rows)?);
         Ok(())
     }
 }

@@ -16,10 +16,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use riffle_common::{Result, RiffleError};
-use riffle_plan::{PartWriter, Sink, StagedPart, count_schema};
+use riffle_plan::{PartWriter, Sink, StagedPart};
 use serde::{Deserialize, Serialize};
 
 use crate::message::CheckpointId;
@@ -210,10 +210,7 @@ impl Operator for StagedSinkOperator {
             self.open_part().await?;
         }
         self.close_part(END_OF_INPUT).await?;
-        let count = UInt64Array::from(vec![self.state.rows]);
-        let batch = RecordBatch::try_new(count_schema(), vec![Arc::new(count)])
-            .map_err(|e| RiffleError::internal(format!("the sink's count row: {e}")))?;
-        out.batch(batch);
+        out.batch(super::count_row(self.state.rows)?);
         Ok(())
     }
 }
