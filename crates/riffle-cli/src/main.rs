@@ -143,6 +143,9 @@ async fn run_statement(session: &Session, sql: &str) -> Result<Vec<RecordBatch>,
     if let Some(id) = started.restored_from {
         eprintln!("resumed from checkpoint {id}");
     }
+    for note in &started.notes {
+        eprintln!("note: {note}");
+    }
     let stopper = job.stopper();
     let interrupt = tokio::spawn(async move {
         stop_signal().await;

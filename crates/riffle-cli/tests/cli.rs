@@ -237,6 +237,26 @@ fn checkpoint_metadata(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_job_killed_with_sigkill_finishes_exactly_once_from_its_checkpoint() {
+    killed_then_resumed(Resume::FromCheckpoint);
+}
+
+#[test]
+fn the_same_command_on_a_machine_with_more_cores_resumes_at_the_checkpoints_parallelism() {
+    killed_then_resumed(Resume::SameCommandWithParallelism3);
+}
+
+/// How the second run of a killed job finds its checkpoint.
+enum Resume {
+    /// `riffle run --from-checkpoint JOB_FOLDER`, at the first run's parallelism.
+    FromCheckpoint,
+    /// The first run's command again, as on a replacement machine with three cores: the job
+    /// finds its own checkpoint folder, and is planned at the checkpoint's parallelism.
+    SameCommandWithParallelism3,
+}
+
+/// Runs a datagen-to-Parquet job at parallelism 2, kills it with SIGKILL once checkpoints
+/// completed, resumes it as `resume` says, and checks that every id is published once.
+fn killed_then_resumed(resume: Resume) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let checkpoints = dir.path().join("checkpoints");
@@ -286,6 +306,11 @@ fn a_job_killed_with_sigkill_finishes_exactly_once_from_its_checkpoint() {
         "killed before the end ({before} rows)"
     );
 
+    assert_eq!(
+        std::fs::read_dir(&checkpoints).unwrap().count(),
+        1,
+        "one checkpoint folder: the CREATE TABLE statements take no checkpoints"
+    );
     // The job's checkpoint folder, as `riffle run --from-checkpoint` takes it.
     let job_folder = std::fs::read_dir(&checkpoints)
         .unwrap()
@@ -298,17 +323,29 @@ fn a_job_killed_with_sigkill_finishes_exactly_once_from_its_checkpoint() {
                     .any(|m| m.starts_with(p))
         })
         .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(&defines)
-        .arg("run")
-        .arg("--from-checkpoint")
-        .arg(&job_folder)
-        .arg(&script)
-        .output()
-        .unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_riffle"));
+    match resume {
+        Resume::FromCheckpoint => {
+            second
+                .args(&defines)
+                .arg("run")
+                .arg("--from-checkpoint")
+                .arg(&job_folder);
+        }
+        Resume::SameCommandWithParallelism3 => {
+            second.args(&defines[..4]).args(["-p", "3", "run"]);
+        }
+    }
+    let output = second.arg(&script).output().unwrap();
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
+    if let Resume::SameCommandWithParallelism3 = resume {
+        assert!(
+            stderr.contains("at the checkpoint's parallelism 2"),
+            "{stderr}"
+        );
+    }
     assert_eq!(
         published_ids(&out),
         (ROWS as u64, ROWS as u64, ROWS - 1),

@@ -204,6 +204,25 @@ impl RiffleSession {
         }
     }
 
+    /// This session seen at another parallelism: the same tables, functions and options,
+    /// planning `parallelism` partitions per scan and exchange. A restore re-plans its job
+    /// with it, at the parallelism its checkpoint recorded. Tables created through the view
+    /// are not seen by this session.
+    pub fn at_parallelism(&self, parallelism: usize) -> Self {
+        let mut state = self.context.state();
+        state.config_mut().options_mut().execution.target_partitions = parallelism;
+        let definitions = match self.definitions.read() {
+            Ok(definitions) => definitions.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Self {
+            context: SessionContext::new_with_state(state),
+            config: RwLock::new(self.config().with_parallelism(parallelism)),
+            factories: self.factories.clone(),
+            definitions: RwLock::new(definitions),
+        }
+    }
+
     /// The options set so far (at creation and by [`RiffleSession::set_option`]).
     pub fn options(&self) -> Options {
         self.config().options

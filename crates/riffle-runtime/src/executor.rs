@@ -163,6 +163,8 @@ pub struct JobReport {
     pub recoveries: Vec<std::time::Duration>,
     /// The restart strategy's delay before the last restart.
     pub restart_delay: std::time::Duration,
+    /// What the session decided before starting the job, in sentences.
+    pub notes: Vec<String>,
 }
 
 /// Why `graph` cannot be checkpointed, if it cannot: a vertex that runs as a DataFusion
@@ -349,23 +351,14 @@ impl Job {
             return Ok(None);
         }
         let identity = identity(&self.graph);
-        let (restore_store, restore_id, location) = match &self.start {
-            StartFrom::Latest => {
-                let (store, folder) = checkpoint_location(&settings.dir, &self.context)?;
-                let folder = folder.join(identity.folder());
-                let store = CheckpointStore::new(store, folder);
-                (
-                    store.clone(),
-                    None,
-                    format!("{}/{}", settings.dir, identity.folder()),
-                )
-            }
-            StartFrom::Checkpoint(path) => {
-                let (store, id) = checkpoint_at(path, &self.context)?;
-                (store, id, path.clone())
-            }
-        };
-        let restored = restore_point(&restore_store, restore_id, &location, passed_over).await?;
+        let (restore_store, restored, location) = find_restore(
+            &settings.dir,
+            &self.start,
+            &identity,
+            &self.context,
+            passed_over,
+        )
+        .await?;
         if let Some(metadata) = &restored {
             identity.check(metadata, &location)?;
         }
@@ -868,6 +861,59 @@ fn update(report: &Mutex<JobReport>, change: impl FnOnce(&mut JobReport)) {
 /// `on_error => 'fail'`), which would fail again.
 fn restartable(error: &RiffleError) -> bool {
     error.kind() != ErrorKind::User
+}
+
+/// The checkpoint a job with `identity` restores from `start`, under checkpoint directory
+/// `dir`: its store, its metadata (`None`: nothing to restore) and where it is, in words.
+async fn find_restore(
+    dir: &str,
+    start: &StartFrom,
+    identity: &JobIdentity,
+    context: &TaskContext,
+    passed_over: &mut Vec<String>,
+) -> Result<(CheckpointStore, Option<riffle_state::Metadata>, String)> {
+    let (store, id, location) = match start {
+        StartFrom::Latest => {
+            let (store, folder) = checkpoint_location(dir, context)?;
+            let store = CheckpointStore::new(store, folder.join(identity.folder()));
+            (store, None, format!("{dir}/{}", identity.folder()))
+        }
+        StartFrom::Checkpoint(path) => {
+            let (store, id) = checkpoint_at(path, context)?;
+            (store, id, path.clone())
+        }
+    };
+    let metadata = restore_point(&store, id, &location, passed_over).await?;
+    Ok((store, metadata, location))
+}
+
+/// The parallelism of each vertex recorded in the checkpoint that a job of `graph` would
+/// restore under `options` from `start`, or `None` when it would restore nothing. A session
+/// re-plans the job at that parallelism, so that a machine with another number of cores
+/// resumes it. Reads the checkpoint's metadata and nothing else; the job checks it again
+/// (and everything else about it) when it starts.
+pub async fn recorded_parallelism(
+    graph: &JobGraph,
+    context: &TaskContext,
+    options: &Options,
+    start: &StartFrom,
+) -> Result<Option<Vec<usize>>> {
+    let settings = JobSettings::from_options(options)?;
+    let Some(checkpointing) = &settings.checkpointing else {
+        return Ok(None);
+    };
+    if uncheckpointable(graph).is_some() {
+        return Ok(None);
+    }
+    let (_, metadata, _) = find_restore(
+        &checkpointing.dir,
+        start,
+        &identity(graph),
+        context,
+        &mut Vec::new(),
+    )
+    .await?;
+    Ok(metadata.map(|m| m.parallelism))
 }
 
 /// Opens the checkpoint store of `path` (one checkpoint, `.../chk-N`, or a job's folder).
@@ -1505,6 +1551,12 @@ impl JobHandle {
     /// What the job did so far: restarts, checkpoints, the checkpoint it started from.
     pub fn report(&self) -> JobReport {
         self.report.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Adds a line to the report's notes: what the session decided about the job before
+    /// starting it (the parallelism of a restore).
+    pub fn add_note(&self, note: impl Into<String>) {
+        update(&self.report, |report| report.notes.push(note.into()));
     }
 }
 

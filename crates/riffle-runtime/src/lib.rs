@@ -36,7 +36,7 @@ pub use channel::{ChannelStats, Credit};
 pub use coordinator::{CheckpointCounts, JobIdentity};
 pub use executor::{
     ChannelInfo, JobCanceller, JobHandle, JobReport, JobStopper, LocalExecutor, SharedChannelStats,
-    StartFrom, describe_checkpointing,
+    StartFrom, describe_checkpointing, recorded_parallelism,
 };
 pub use failure::TaskFailure;
 pub use message::{CheckpointId, Message};

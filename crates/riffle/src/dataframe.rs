@@ -10,7 +10,7 @@ use riffle_common::{Result, RiffleError};
 use riffle_connectors::{
     FileFormatKind, FileSink, parse_location, register_object_store, registered_store,
 };
-use riffle_plan::WriteMode;
+use riffle_plan::{Sink, WriteMode};
 use riffle_runtime::JobHandle;
 
 use crate::session::Session;
@@ -190,12 +190,14 @@ impl DataFrame {
         let store = registered_store(&runtime, &url)?;
         let sink = FileSink::new(path.to_string(), store, &url, format, true, b',')?
             .with_mode(WriteMode::Append);
-        let graph = self
+        let sink: Arc<dyn Sink> = Arc::new(sink);
+        let input = self.frame.logical_plan();
+        let batches = self
             .session
-            .planner()
-            .sink_job(Arc::new(sink), self.frame.logical_plan(), None)
+            .start_job(async |planner| planner.sink_job(Arc::clone(&sink), input, None).await)
+            .await?
+            .collect()
             .await?;
-        let batches = self.session.execute_graph(graph)?.collect().await?;
         sum_counts(&batches)
     }
 }

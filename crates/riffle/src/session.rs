@@ -311,8 +311,12 @@ impl Session {
         }
         planner.create_table(definition, false).await?;
         let inserted = async {
-            let graph = planner.insert_job(&name, &query, WriteMode::Append).await?;
-            self.execute_graph(graph)?.collect().await
+            self.start_job(async |planner| {
+                planner.insert_job(&name, &query, WriteMode::Append).await
+            })
+            .await?
+            .collect()
+            .await
         }
         .await;
         if let Err(error) = inserted {
@@ -376,23 +380,7 @@ impl Session {
     /// The job graph that runs `plan`: a query, or an `INSERT` into a connector table or an
     /// in-memory table.
     pub async fn job_graph(&self, plan: &LogicalPlan) -> Result<JobGraph> {
-        let planner = &self.inner.planner;
-        match plan {
-            LogicalPlan::Dml(dml) => {
-                let mode = match &dml.op {
-                    WriteOp::Insert(InsertOp::Append) => WriteMode::Append,
-                    WriteOp::Insert(InsertOp::Overwrite) => WriteMode::Overwrite,
-                    other => {
-                        return Err(RiffleError::user(format!("{other} is not supported"))
-                            .with_hint("Riffle supports INSERT INTO and INSERT OVERWRITE"));
-                    }
-                };
-                planner
-                    .insert_job(dml.table_name.table(), &dml.input, mode)
-                    .await
-            }
-            plan => planner.query_job(plan).await,
-        }
+        plan_job(&self.inner.planner, plan).await
     }
 
     /// The codec that turns this session's job graphs into bytes and back
@@ -409,13 +397,68 @@ impl Session {
 
     /// Starts the job that runs `plan` and returns its handle.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
-        let graph = self.job_graph(plan).await?;
         if matches!(plan, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row) {
             // What DDL statements return: nothing to checkpoint or restore.
+            let graph = self.job_graph(plan).await?;
             let context = self.inner.planner.context().task_ctx();
             return self.inner.executor.execute(graph, &context);
         }
-        self.execute_graph(graph)
+        self.start_job(async |planner| plan_job(planner, plan).await)
+            .await
+    }
+
+    /// Plans a job with `plan_with` and starts it (see [`Session::execute_graph`]). When the
+    /// job will restore a checkpoint taken at another parallelism (on a machine with another
+    /// number of cores, or with another `-p`), it is planned again at the checkpoint's
+    /// parallelism, so that every subtask finds its state.
+    pub(crate) async fn start_job(
+        &self,
+        plan_with: impl AsyncFn(&RiffleSession) -> Result<JobGraph>,
+    ) -> Result<JobHandle> {
+        let planner = &self.inner.planner;
+        let mut graph = plan_with(planner).await?;
+        let start = self
+            .inner
+            .start
+            .lock()
+            .map_err(|_| RiffleError::internal("session state poisoned"))?
+            .clone()
+            .unwrap_or_default();
+        let context = planner.context().task_ctx();
+        let recorded =
+            riffle_runtime::recorded_parallelism(&graph, &context, &self.options(), &start).await?;
+        let planned: Vec<usize> = graph.vertices.iter().map(|v| v.parallelism).collect();
+        let mut note = None;
+        if let Some(recorded) = recorded.filter(|recorded| *recorded != planned) {
+            // The session's parallelism that reproduces the recorded one: the widest vertex
+            // first (single-partition vertices are the same at any parallelism).
+            let mut candidates = recorded.clone();
+            candidates.sort_unstable_by(|a, b| b.cmp(a));
+            candidates.dedup();
+            for parallelism in candidates {
+                let replanned = plan_with(&planner.at_parallelism(parallelism)).await?;
+                if replanned
+                    .vertices
+                    .iter()
+                    .map(|v| v.parallelism)
+                    .eq(recorded.iter().copied())
+                {
+                    note = Some(format!(
+                        "planned at the checkpoint's parallelism {parallelism} instead of {}",
+                        self.config().parallelism
+                    ));
+                    graph = replanned;
+                    break;
+                }
+            }
+            // Otherwise the job refuses the checkpoint, saying what differs.
+        }
+        let job = self.execute_graph(graph)?;
+        if let Some(note) = note {
+            tracing::info!("{note}");
+            job.add_note(note);
+        }
+        Ok(job)
     }
 
     /// Starts a planned job graph, under the options set so far (checkpointing, restarts,
@@ -450,8 +493,12 @@ impl Session {
         Ok(())
     }
 
+    /// What a DDL statement returns: no rows, and no job to checkpoint or restore.
     fn empty(&self) -> Result<DataFrame> {
-        let frame = self.inner.planner.context().read_empty()?;
+        let frame = datafusion::dataframe::DataFrame::new(
+            self.inner.planner.context().state(),
+            datafusion::logical_expr::LogicalPlanBuilder::empty(false).build()?,
+        );
         Ok(DataFrame::new(self.clone(), frame))
     }
 
@@ -475,4 +522,24 @@ impl Session {
 
 fn not_explainable() -> RiffleError {
     RiffleError::user("EXPLAIN shows queries and INSERT statements only")
+}
+
+/// The job graph that runs `plan`, planned by `planner`.
+async fn plan_job(planner: &RiffleSession, plan: &LogicalPlan) -> Result<JobGraph> {
+    match plan {
+        LogicalPlan::Dml(dml) => {
+            let mode = match &dml.op {
+                WriteOp::Insert(InsertOp::Append) => WriteMode::Append,
+                WriteOp::Insert(InsertOp::Overwrite) => WriteMode::Overwrite,
+                other => {
+                    return Err(RiffleError::user(format!("{other} is not supported"))
+                        .with_hint("Riffle supports INSERT INTO and INSERT OVERWRITE"));
+                }
+            };
+            planner
+                .insert_job(dml.table_name.table(), &dml.input, mode)
+                .await
+        }
+        plan => planner.query_job(plan).await,
+    }
 }
