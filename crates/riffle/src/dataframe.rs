@@ -10,10 +10,10 @@ use riffle_common::{Result, RiffleError};
 use riffle_connectors::{
     FileFormatKind, FileSink, parse_location, register_object_store, registered_store,
 };
-use riffle_plan::{Sink, WriteMode};
+use riffle_plan::WriteMode;
 use riffle_runtime::JobHandle;
 
-use crate::session::Session;
+use crate::session::{JobPlan, Session};
 
 /// A lazy query: each method returns a new DataFrame; nothing runs until
 /// [`DataFrame::collect`], [`DataFrame::execute`] or a `write_*` method.
@@ -190,11 +190,12 @@ impl DataFrame {
         let store = registered_store(&runtime, &url)?;
         let sink = FileSink::new(path.to_string(), store, &url, format, true, b',')?
             .with_mode(WriteMode::Append);
-        let sink: Arc<dyn Sink> = Arc::new(sink);
-        let input = self.frame.logical_plan();
         let batches = self
             .session
-            .start_job(async |planner| planner.sink_job(Arc::clone(&sink), input, None).await)
+            .start_job(JobPlan::Sink {
+                sink: Arc::new(sink),
+                input: self.frame.logical_plan(),
+            })
             .await?
             .collect()
             .await?;

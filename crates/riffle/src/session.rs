@@ -15,7 +15,9 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{col, lit, when};
 use riffle_common::{JobConfig, Options, Result, RiffleError};
 use riffle_connectors::{ConnectorsCodec, FilesFunction};
-use riffle_plan::{JobGraph, RiffleCodec, RiffleSession, SkippedFile, TableDefinition, WriteMode};
+use riffle_plan::{
+    JobGraph, RiffleCodec, RiffleSession, Sink, SkippedFile, TableDefinition, WriteMode,
+};
 use riffle_runtime::{JobHandle, LocalExecutor, StartFrom};
 use riffle_sql::{RiffleStatement, ScriptStatement, parse_statement, split_statements};
 
@@ -311,8 +313,9 @@ impl Session {
         }
         planner.create_table(definition, false).await?;
         let inserted = async {
-            self.start_job(async |planner| {
-                planner.insert_job(&name, &query, WriteMode::Append).await
+            self.start_job(JobPlan::Insert {
+                table: &name,
+                input: &query,
             })
             .await?
             .collect()
@@ -403,20 +406,16 @@ impl Session {
             let context = self.inner.planner.context().task_ctx();
             return self.inner.executor.execute(graph, &context);
         }
-        self.start_job(async |planner| plan_job(planner, plan).await)
-            .await
+        self.start_job(JobPlan::Statement(plan)).await
     }
 
-    /// Plans a job with `plan_with` and starts it (see [`Session::execute_graph`]). When the
+    /// Plans the job `plan` and starts it (see [`Session::execute_graph`]). When the
     /// job will restore a checkpoint taken at another parallelism (on a machine with another
     /// number of cores, or with another `-p`), it is planned again at the checkpoint's
     /// parallelism, so that every subtask finds its state.
-    pub(crate) async fn start_job(
-        &self,
-        plan_with: impl AsyncFn(&RiffleSession) -> Result<JobGraph>,
-    ) -> Result<JobHandle> {
+    pub(crate) async fn start_job(&self, plan: JobPlan<'_>) -> Result<JobHandle> {
         let planner = &self.inner.planner;
-        let mut graph = plan_with(planner).await?;
+        let mut graph = plan.graph(planner).await?;
         let start = self
             .inner
             .start
@@ -436,7 +435,7 @@ impl Session {
             candidates.sort_unstable_by(|a, b| b.cmp(a));
             candidates.dedup();
             for parallelism in candidates {
-                let replanned = plan_with(&planner.at_parallelism(parallelism)).await?;
+                let replanned = plan.graph(&planner.at_parallelism(parallelism)).await?;
                 if replanned
                     .vertices
                     .iter()
@@ -541,5 +540,34 @@ async fn plan_job(planner: &RiffleSession, plan: &LogicalPlan) -> Result<JobGrap
                 .await
         }
         plan => planner.query_job(plan).await,
+    }
+}
+
+/// A job to plan, as [`Session::start_job`] plans it (again, at another parallelism, when
+/// it restores a checkpoint).
+pub(crate) enum JobPlan<'a> {
+    /// A query or an INSERT statement.
+    Statement(&'a LogicalPlan),
+    /// The rows of `input` appended to table `table`.
+    Insert {
+        table: &'a str,
+        input: &'a LogicalPlan,
+    },
+    /// The rows of `input` written by `sink`.
+    Sink {
+        sink: Arc<dyn Sink>,
+        input: &'a LogicalPlan,
+    },
+}
+
+impl JobPlan<'_> {
+    async fn graph(&self, planner: &RiffleSession) -> Result<JobGraph> {
+        match self {
+            Self::Statement(plan) => plan_job(planner, plan).await,
+            Self::Insert { table, input } => {
+                planner.insert_job(table, input, WriteMode::Append).await
+            }
+            Self::Sink { sink, input } => planner.sink_job(Arc::clone(sink), input, None).await,
+        }
     }
 }
