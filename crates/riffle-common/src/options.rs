@@ -88,6 +88,12 @@ pub const KNOWN_OPTIONS: &[OptionSpec] = &[
         doc: "Where checkpoints are written: a local folder or an object store URL (s3://, gs://, az://, file://).",
     },
     OptionSpec {
+        key: "execution.checkpointing.savepoint-dir",
+        kind: OptionKind::Text,
+        default: "",
+        doc: "Where savepoints taken on demand are copied (JobHandle::savepoint): a local folder or an object store URL; when unset, savepoints/ under execution.checkpointing.dir.",
+    },
+    OptionSpec {
         key: "restart-strategy.type",
         kind: OptionKind::Choice(&["none", "fixed-delay", "exponential-delay"]),
         default: "",

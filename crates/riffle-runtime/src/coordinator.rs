@@ -21,7 +21,7 @@ use riffle_state::{
     CheckpointKind, CheckpointStore, Decision, Event, Metadata, OperatorEntry, TaskEntry, TaskId,
     Tracker,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{FromTask, ToTask};
 use crate::message::CheckpointId;
@@ -303,6 +303,24 @@ pub(crate) struct Coordinator {
     /// Whether a sink publishes only at the end (`sink.commit-mode = 'end'`, or OVERWRITE):
     /// finished tasks' parts then wait for the job's end.
     end_mode: bool,
+    /// Savepoints taken on demand and not yet complete.
+    savepoints: BTreeMap<CheckpointId, SavepointCopy>,
+}
+
+/// A savepoint taken on demand while the job runs on. It is a checkpoint of the job like
+/// any other (it publishes, releases results, and a failover may restore it: a failover to
+/// an older one would repeat what it published), and once complete it is copied into a
+/// folder that retention and the job's end leave alone, for the user to restore with
+/// `--from-checkpoint`. Flink since FLIP-193 instead keeps intermediate savepoints out of
+/// failover and lets them commit nothing; with Riffle's staged parts that would leave the
+/// savepoint's parts to a failed job's clean-up.
+pub(crate) struct SavepointCopy {
+    /// Where the copy goes: the job's folder under the savepoint directory.
+    pub(crate) store: CheckpointStore,
+    /// That folder, as the user names it.
+    pub(crate) location: String,
+    /// Who waits for the copy's path.
+    pub(crate) reply: oneshot::Sender<Result<String>>,
 }
 
 impl Coordinator {
@@ -349,7 +367,35 @@ impl Coordinator {
             kinds: BTreeMap::new(),
             triggered: BTreeMap::new(),
             end_mode,
+            savepoints: BTreeMap::new(),
         }
+    }
+
+    /// Tells who waits for savepoint `id` that it will not complete, and why.
+    fn fail_savepoint(&mut self, id: CheckpointId, reason: &str) {
+        if let Some(savepoint) = self.savepoints.remove(&id) {
+            let _ = savepoint.reply.send(Err(RiffleError::external(format!(
+                "savepoint {id} did not complete: {reason}"
+            ))));
+        }
+    }
+
+    /// Copies completed savepoint `id` where the user asked for it; returns its path.
+    async fn copy_savepoint(&self, id: CheckpointId, copy: &SavepointCopy) -> Result<String> {
+        let metadata = self
+            .latest
+            .as_ref()
+            .filter(|m| m.id == id)
+            .ok_or_else(|| RiffleError::internal(format!("savepoint {id} has no metadata")))?;
+        self.store
+            .copy_checkpoint(metadata, &copy.store)
+            .await
+            .map_err(|e| RiffleError::external(e.message))?;
+        Ok(format!(
+            "{}/{}",
+            copy.location.trim_end_matches('/'),
+            riffle_state::store::checkpoint_folder(id)
+        ))
     }
 
     fn now(&self) -> u64 {
@@ -400,6 +446,10 @@ impl Coordinator {
         self.published.clear();
         self.acks.clear();
         if attempt > 0 {
+            let waiting: Vec<CheckpointId> = self.savepoints.keys().copied().collect();
+            for id in waiting {
+                self.fail_savepoint(id, "the job restarted");
+            }
             // A fresh tracker: what was pending died with the failed attempt (its tasks are
             // gone), and a job that failed over on too many failed checkpoints starts
             // counting again, as in Flink. Ids go on growing.
@@ -433,9 +483,10 @@ impl Coordinator {
         let attempt = self.tracker.attempt();
         let decisions = self.tracker.on_event(Event::TaskFailed { task, attempt });
         for decision in decisions {
-            if let Decision::Abort { id, .. } = decision {
+            if let Decision::Abort { id, reason } = decision {
                 self.acks.remove(&id);
                 self.counts.aborted += 1;
+                self.fail_savepoint(id, &reason);
             }
         }
     }
@@ -527,6 +578,31 @@ impl Coordinator {
         (id, self.apply(decisions).await)
     }
 
+    /// Starts a savepoint now that the job runs on after (see [`SavepointCopy`]); its path
+    /// goes to `copy.reply` once it completes, or an error when it cannot.
+    pub(crate) async fn savepoint_copy(&mut self, copy: SavepointCopy) -> Vec<Outcome> {
+        let now = self.now();
+        let decisions = self.tracker.on_event(Event::Request {
+            kind: CheckpointKind::Savepoint,
+            now,
+        });
+        let id = decisions.iter().find_map(|d| match d {
+            Decision::Trigger { id, .. } => Some(*id),
+            _ => None,
+        });
+        match id {
+            Some(id) => {
+                self.savepoints.insert(id, copy);
+            }
+            None => {
+                let _ = copy.reply.send(Err(RiffleError::user(
+                    "a savepoint cannot start now: the job's tasks are not running",
+                )));
+            }
+        }
+        self.apply(decisions).await
+    }
+
     /// Every task finished: take the final checkpoint, which records their end states, and
     /// publish what is left (`last`).
     pub(crate) async fn finish(&mut self) -> Result<()> {
@@ -604,6 +680,14 @@ impl Coordinator {
                     if let Some(triggered) = self.triggered.remove(&id) {
                         self.counts.durations.push(triggered.elapsed());
                     }
+                    if let Some(copy) = self.savepoints.remove(&id) {
+                        // Before retention, which may delete it once newer ones complete.
+                        let copied = self.copy_savepoint(id, &copy).await;
+                        if let Ok(path) = &copied {
+                            tracing::info!("savepoint {id} copied to {path}");
+                        }
+                        let _ = copy.reply.send(copied);
+                    }
                     self.triggered.retain(|pending, _| *pending > id);
                     self.counts.latest = Some(id);
                     self.acks.retain(|pending, _| *pending > id);
@@ -627,6 +711,7 @@ impl Coordinator {
                     tracing::debug!("checkpoint {id} aborted: {reason}");
                     self.counts.aborted += 1;
                     self.acks.remove(&id);
+                    self.fail_savepoint(id, &reason);
                     for control in self.controls.values() {
                         let _ = control.send(ToTask::CheckpointAborted { id });
                     }

@@ -24,14 +24,14 @@ use riffle_plan::{
     ChainInput, ExchangeInputs, ExchangeRegistry, JobGraph, Sink, StagedPart, VertexId, VertexKind,
 };
 use riffle_state::{CheckpointStore, RestoreChoice, TaskId, Validity};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::chain::{ChainTask, FromTask, TaskInput, ToTask};
 use crate::channel::{ChannelStats, Credit, Sender, channel_notifying};
 use crate::coordinator::{
-    CheckpointCounts, Coordinator, JobIdentity, Outcome, Publishing, Restore, StagedSinks,
-    end_entry, publish_parts, staged_parts,
+    CheckpointCounts, Coordinator, JobIdentity, Outcome, Publishing, Restore, SavepointCopy,
+    StagedSinks, end_entry, publish_parts, staged_parts,
 };
 use crate::failure::{TaskFailure, UpstreamFailed};
 use crate::fault::TaskFault;
@@ -41,7 +41,7 @@ use crate::operator::{OperatorContext, OperatorState};
 use crate::operators::{CommitMode, SinkCommits, build_chain, staged_sinks as staged_sinks_of};
 use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
-use crate::settings::{JobSettings, RestartStrategy, checkpoint_location};
+use crate::settings::{JobSettings, RestartStrategy, checkpoint_location, location_of};
 use crate::source::{SOURCE_STATE, SourceProgress, SourceReader};
 
 /// Runs job graphs on the current tokio runtime.
@@ -97,12 +97,14 @@ impl LocalExecutor {
         let job = Job::new(graph, context, self.credit, settings, start)?;
         let cancel = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
+        let savepoints = Arc::new(SavepointRequests::default());
         let (results, released) = mpsc::channel(self.credit.batches.max(1));
         let report = Arc::new(Mutex::new(JobReport::default()));
         let channel_stats = SharedChannelStats::default();
         let driver = tokio::spawn(job.run(
             Arc::clone(&cancel),
             Arc::clone(&stop),
+            Arc::clone(&savepoints),
             results,
             Arc::clone(&report),
             channel_stats.clone(),
@@ -113,6 +115,7 @@ impl LocalExecutor {
             results: released,
             cancel,
             stop,
+            savepoints,
             driver: Some(driver),
             report,
             channel_stats,
@@ -398,24 +401,58 @@ impl Job {
         Ok(Some(coordinator))
     }
 
+    /// Where savepoints taken on demand go: the job's folder under
+    /// `execution.checkpointing.savepoint-dir`, created when the first is taken.
+    fn savepoint_target(&self) -> SavepointTarget {
+        let Some(settings) = &self.settings.checkpointing else {
+            return Err(RiffleError::user(
+                "a savepoint needs checkpointing: the job takes no checkpoints",
+            )
+            .with_hint(
+                "SET 'execution.checkpointing.interval' = '10 s' (or -D) before starting it",
+            ));
+        };
+        if let Some(reason) = &self.checkpointing_off {
+            return Err(RiffleError::user(format!(
+                "a savepoint needs checkpoints, and this job takes none: {reason}"
+            )));
+        }
+        let folder = identity(&self.graph).folder();
+        let (store, root) = location_of(
+            "execution.checkpointing.savepoint-dir",
+            &settings.savepoint_dir,
+            &self.context,
+        )?;
+        let location = format!("{}/{folder}", settings.savepoint_dir.trim_end_matches('/'));
+        Ok((
+            CheckpointStore::new(store, root.join(folder.as_str())),
+            location,
+        ))
+    }
+
     async fn run(
         self,
         cancel: Arc<Notify>,
         stop: Arc<Notify>,
+        savepoints: Arc<SavepointRequests>,
         results: mpsc::Sender<RecordBatch>,
         report: Arc<Mutex<JobReport>>,
         channel_stats: SharedChannelStats,
     ) -> Result<()> {
         let mut coordinator = None;
         let stop_requested = std::sync::atomic::AtomicBool::new(false);
+        let savepoint_target = || self.savepoint_target();
         let signals = Signals {
             cancel: &cancel,
             stop: &stop,
             stop_requested: &stop_requested,
+            savepoints: &savepoints,
+            savepoint_target: &savepoint_target,
         };
         let outcome = self
             .run_attempts(&mut coordinator, signals, &results, &report, &channel_stats)
             .await;
+        savepoints.refuse_all("the job ended before the savepoint was taken");
         channel_stats.started.send_replace(true);
         if outcome.is_err() {
             for sink in &self.other_sinks {
@@ -1023,6 +1060,54 @@ struct Signals<'a> {
     stop: &'a Notify,
     /// Whether a stop was asked for: it outlives a restart (a savepoint that failed).
     stop_requested: &'a std::sync::atomic::AtomicBool,
+    /// Savepoints asked for while the job runs on.
+    savepoints: &'a SavepointRequests,
+    /// Where those savepoints are copied, or why the job cannot take them (asked when
+    /// the first is taken: the folder is created then).
+    savepoint_target: &'a (dyn Fn() -> SavepointTarget + Sync),
+}
+
+/// Where a job's savepoints taken on demand are copied: the object store folder, and its
+/// name for the user; or why the job takes none.
+type SavepointTarget = std::result::Result<(CheckpointStore, String), RiffleError>;
+
+/// Savepoints asked for through a job's handle and not yet started: the driver takes them
+/// between two events.
+#[derive(Debug, Default)]
+struct SavepointRequests {
+    waiting: Mutex<Vec<oneshot::Sender<Result<String>>>>,
+    asked: Notify,
+}
+
+impl SavepointRequests {
+    fn push(&self, reply: oneshot::Sender<Result<String>>) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.push(reply);
+        }
+        self.asked.notify_one();
+    }
+
+    fn take(&self) -> Vec<oneshot::Sender<Result<String>>> {
+        self.waiting
+            .lock()
+            .map(|mut waiting| std::mem::take(&mut *waiting))
+            .unwrap_or_default()
+    }
+
+    fn refuse_all(&self, why: &str) {
+        for reply in self.take() {
+            let _ = reply.send(Err(RiffleError::user(why.to_string())));
+        }
+    }
+}
+
+/// Asks for a savepoint of a running job; waits for its path.
+async fn request_savepoint(requests: &SavepointRequests) -> Result<String> {
+    let (reply, answer) = oneshot::channel();
+    requests.push(reply);
+    answer.await.map_err(|_| {
+        RiffleError::external("the job ended or restarted before the savepoint completed")
+    })?
 }
 
 /// How an attempt ended.
@@ -1094,6 +1179,25 @@ impl Attempt {
                             cancelled = true;
                             break;
                         }
+                    }
+                }
+                _ = signals.savepoints.asked.notified() => {
+                    for reply in signals.savepoints.take() {
+                        let target = (signals.savepoint_target)();
+                        let (Some(c), Ok((store, location))) = (coordinator.as_deref_mut(), target.clone())
+                        else {
+                            let why = target.err().unwrap_or_else(|| {
+                                RiffleError::user("the job takes no checkpoints")
+                            });
+                            let _ = reply.send(Err(why));
+                            continue;
+                        };
+                        let copy = SavepointCopy { store, location, reply };
+                        let outcomes = c.savepoint_copy(copy).await;
+                        handle_outcomes(outcomes, released, &mut failures, stopping_at);
+                    }
+                    if failures.cause.is_some() {
+                        break;
                     }
                 }
                 joined = self.tasks.join_next_with_id(), if !tasks_done => match joined {
@@ -1460,6 +1564,7 @@ pub struct JobHandle {
     results: mpsc::Receiver<RecordBatch>,
     cancel: Arc<Notify>,
     stop: Arc<Notify>,
+    savepoints: Arc<SavepointRequests>,
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
     report: Arc<Mutex<JobReport>>,
     channel_stats: SharedChannelStats,
@@ -1523,11 +1628,22 @@ impl JobHandle {
         self.cancel.notify_one();
     }
 
+    /// Takes a savepoint while the job runs on, and returns its path once it is complete
+    /// (`.../job-<hash>/chk-N` under `execution.checkpointing.savepoint-dir`). Restore it with
+    /// `riffle run --from-checkpoint PATH` or [`StartFrom::Checkpoint`]; it stays until the
+    /// user deletes it. The result stream must be read meanwhile for the savepoint's barrier
+    /// to get through. Fails when the job takes no checkpoints, or ends or restarts first.
+    pub fn savepoint(&self) -> impl Future<Output = Result<String>> + Send + 'static {
+        let requests = Arc::clone(&self.savepoints);
+        async move { request_savepoint(&requests).await }
+    }
+
     /// A handle that can stop the job with a savepoint, or cancel it, from elsewhere.
     pub fn stopper(&self) -> JobStopper {
         JobStopper {
             cancel: Arc::clone(&self.cancel),
             stop: Arc::clone(&self.stop),
+            savepoints: Arc::clone(&self.savepoints),
         }
     }
 
@@ -1573,6 +1689,7 @@ impl Drop for JobHandle {
 pub struct JobStopper {
     cancel: Arc<Notify>,
     stop: Arc<Notify>,
+    savepoints: Arc<SavepointRequests>,
 }
 
 impl JobStopper {
@@ -1581,6 +1698,11 @@ impl JobStopper {
     /// checkpoint directory resumes from the savepoint.
     pub fn stop_with_savepoint(&self) {
         self.stop.notify_one();
+    }
+
+    /// Takes a savepoint while the job runs on, as [`JobHandle::savepoint`].
+    pub async fn savepoint(&self) -> Result<String> {
+        request_savepoint(&self.savepoints).await
     }
 
     /// Stops the job at once, as [`JobHandle::cancel`].

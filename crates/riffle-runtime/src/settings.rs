@@ -40,6 +40,8 @@ pub struct CheckpointSettings {
     pub num_retained: usize,
     /// Where checkpoints go, as the user wrote it.
     pub dir: String,
+    /// Where savepoints taken on demand are copied.
+    pub savepoint_dir: String,
 }
 
 /// How a failed job restarts (Flink's `restart-strategy.*`).
@@ -109,6 +111,10 @@ fn millis(duration: Duration) -> u64 {
 impl JobSettings {
     /// Reads the settings from `options`.
     pub fn from_options(options: &Options) -> Result<Self> {
+        let dir = options
+            .get("execution.checkpointing.dir")
+            .unwrap_or("./.riffle/checkpoints")
+            .to_string();
         let checkpointing = match options.get_duration("execution.checkpointing.interval")? {
             None => None,
             Some(interval) => Some(CheckpointSettings {
@@ -127,10 +133,11 @@ impl JobSettings {
                     .unwrap_or(u32::MAX),
                 },
                 num_retained: count(options, "execution.checkpointing.num-retained")? as usize,
-                dir: options
-                    .get("execution.checkpointing.dir")
-                    .unwrap_or("./.riffle/checkpoints")
-                    .to_string(),
+                dir: dir.clone(),
+                savepoint_dir: match options.get("execution.checkpointing.savepoint-dir") {
+                    Some(savepoints) if !savepoints.is_empty() => savepoints.to_string(),
+                    _ => format!("{}/savepoints", dir.trim_end_matches('/')),
+                },
             }),
         };
         let strategy = match options.get("restart-strategy.type") {
@@ -182,10 +189,18 @@ pub fn checkpoint_location(
     dir: &str,
     context: &TaskContext,
 ) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    location_of("execution.checkpointing.dir", dir, context)
+}
+
+/// The object store and folder of `dir`, the value of option `key`, as
+/// [`checkpoint_location`] reads it.
+pub fn location_of(
+    key: &str,
+    dir: &str,
+    context: &TaskContext,
+) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let unwritable = |error: String| {
-        RiffleError::user(format!(
-            "execution.checkpointing.dir '{dir}' cannot hold checkpoints: {error}"
-        ))
+        RiffleError::user(format!("{key} '{dir}' cannot hold checkpoints: {error}"))
     };
     let local = |path: std::path::PathBuf| -> Result<(Arc<dyn ObjectStore>, Path)> {
         std::fs::create_dir_all(&path).map_err(|e| unwritable(e.to_string()))?;

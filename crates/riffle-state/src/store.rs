@@ -247,6 +247,32 @@ impl CheckpointStore {
         }
     }
 
+    /// Copies checkpoint `metadata.id` into `target`: its state files (checked on the way)
+    /// and, last, its metadata, so that the copy is complete or has no metadata. A copy is
+    /// what a savepoint taken on demand keeps: retention and the job's end delete the
+    /// original.
+    pub async fn copy_checkpoint(
+        &self,
+        metadata: &Metadata,
+        target: &CheckpointStore,
+    ) -> Result<(), StoreError> {
+        let files = metadata
+            .tasks
+            .iter()
+            .flat_map(|task| &task.operators)
+            .filter_map(|operator| operator.file.as_ref());
+        for file in files {
+            let bytes = self.read_checked(metadata.id, file).await?;
+            let path = target.path(metadata.id, &file.path);
+            target
+                .store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(|e| store_error("writing", &path, e))?;
+        }
+        target.commit(metadata).await
+    }
+
     /// Reads and checks the metadata of checkpoint `id`; `Ok(None)` when it has none.
     pub async fn metadata(&self, id: CheckpointId) -> Result<Option<Metadata>, StoreError> {
         let path = self.path(id, METADATA);

@@ -148,3 +148,32 @@ async fn retention_keeps_the_newest_and_never_one_in_progress() {
     let left = std::fs::read_dir(&folder).map_or(0, |entries| entries.count());
     assert_eq!(left, 0, "checkpoint 2's files are gone");
 }
+
+#[tokio::test]
+async fn a_copied_checkpoint_outlives_the_original_and_a_corrupt_original_is_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = store(&dir);
+    let local = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    let savepoints = CheckpointStore::new(Arc::new(local), Path::from("savepoints/job"));
+    let written = checkpoint(&jobs, 4, &[7, 8]).await;
+    jobs.copy_checkpoint(&written, &savepoints).await.unwrap();
+    jobs.delete(4).await.unwrap();
+    assert_eq!(savepoints.validate(4).await.unwrap(), Validity::Complete);
+    let read = savepoints.metadata(4).await.unwrap().unwrap();
+    assert_eq!(read, written);
+    let file = read.tasks[0].operators[0].file.as_ref().unwrap();
+    assert_eq!(
+        savepoints.read_batches(4, file).await.unwrap(),
+        vec![rows(&[7, 8])]
+    );
+
+    // A state file damaged before the copy: the copy fails and publishes no metadata.
+    let damaged = checkpoint(&jobs, 5, &[9]).await;
+    std::fs::write(state_file(&dir, 5), b"garbage").unwrap();
+    let error = jobs
+        .copy_checkpoint(&damaged, &savepoints)
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("bytes"), "{}", error.message);
+    assert_eq!(savepoints.metadata(5).await.unwrap(), None);
+}

@@ -559,3 +559,91 @@ async fn a_checkpointed_query_with_a_limit_ends() {
     .unwrap();
     assert_eq!(int_column(&batches, 0).len(), 5000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savepoint_taken_while_the_job_runs_on_restores_exactly_once_after_a_cancel() {
+    const ROWS: i64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("output");
+    let checkpoints = dir.path().join("checkpoints");
+    let savepoints = dir.path().join("savepoints");
+    let start = |restore: Option<String>| {
+        let session = checkpointed_session(&checkpoints);
+        // Only the savepoint publishes: no periodic checkpoint after it, before the cancel.
+        session
+            .set_option("execution.checkpointing.interval", "1 h")
+            .unwrap();
+        session
+            .set_option(
+                "execution.checkpointing.savepoint-dir",
+                savepoints.to_str().unwrap(),
+            )
+            .unwrap();
+        if let Some(path) = restore {
+            session.restore_from(path).unwrap();
+        }
+        session
+    };
+    let declare = async |session: &Session| {
+        session
+            .sql(&format!("CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '20000')"))
+            .await
+            .unwrap();
+        session
+            .sql(&format!(
+                "CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+                output.display()
+            ))
+            .await
+            .unwrap();
+    };
+    let insert = "INSERT INTO out SELECT id FROM gen";
+
+    let session = start(None);
+    declare(&session).await;
+    let mut job = session.sql(insert).await.unwrap().execute().await.unwrap();
+    job.started().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let savepoint = job.savepoint();
+    // The savepoint's barrier passes the sink, whose count row is the result: read on.
+    let (path, _) = tokio::join!(savepoint, async {
+        tokio::time::timeout(Duration::from_secs(2), job.next_batch())
+            .await
+            .ok()
+    });
+    let path = path.unwrap();
+    assert!(path.starts_with(savepoints.to_str().unwrap()), "{path}");
+    assert!(std::path::Path::new(&path).join("_metadata").exists());
+    let at_savepoint = published_ids_of(&output).await.len();
+    assert!(
+        at_savepoint > 0 && (at_savepoint as i64) < ROWS,
+        "the savepoint published a prefix ({at_savepoint} rows)"
+    );
+    drop(job);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A job without checkpointing cannot take one, and says why.
+    let plain = Session::new().unwrap();
+    let unchecked = plain.sql("SELECT 1").await.unwrap().execute().await.unwrap();
+    let refused = unchecked.savepoint().await.unwrap_err().to_string();
+    assert!(refused.contains("needs checkpointing"), "{refused}");
+
+    // Restored from the savepoint, the job publishes the rest, each id once.
+    let session = start(Some(path.clone()));
+    declare(&session).await;
+    let job = session.sql(insert).await.unwrap().execute().await.unwrap();
+    job.started().await;
+    assert!(
+        job.report().restored_from.is_some(),
+        "{:?}",
+        job.report()
+    );
+    job.collect().await.unwrap();
+    let mut ids = published_ids_of(&output).await;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..ROWS).collect::<Vec<i64>>());
+    assert!(
+        std::path::Path::new(&path).join("_metadata").exists(),
+        "the savepoint stays after the job's end"
+    );
+}
