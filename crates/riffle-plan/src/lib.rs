@@ -15,6 +15,7 @@ mod exchange;
 mod fixed_parallelism;
 mod job_graph;
 mod node;
+mod row_origin;
 mod scan_context;
 mod session;
 mod sink;
@@ -31,6 +32,7 @@ pub use job_graph::{
     Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexKind,
     VertexSummary,
 };
+pub use row_origin::describe_source_row;
 pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
 pub use sink::{PartWriter, Sink, SinkExec, StagedPart, check_sink_input, count_schema};

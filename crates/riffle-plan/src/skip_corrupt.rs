@@ -23,7 +23,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::error::ArrowError;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -93,18 +93,6 @@ impl SkipCorruptFilesExec {
     }
 }
 
-/// The file scan under `plan`, through the nodes that pass partitions through unchanged.
-fn file_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<FileScanConfig> {
-    if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
-        return scan.data_source().downcast_ref::<FileScanConfig>().cloned();
-    }
-    let pass_through = ["ScanContextExec", "FixedParallelismExec", "CooperativeExec"];
-    match plan.children().as_slice() {
-        [child] if pass_through.contains(&plan.name()) => file_scan(child),
-        _ => None,
-    }
-}
-
 impl DisplayAs for SkipCorruptFilesExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SkipCorruptFilesExec")
@@ -145,7 +133,7 @@ impl ExecutionPlan for SkipCorruptFilesExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.input.schema();
-        let Some(config) = file_scan(&self.input) else {
+        let Some(config) = crate::row_origin::file_scan(&self.input) else {
             // Not a plain file scan (the optimizer put something in between): read it as is.
             return self.input.execute(partition, context);
         };

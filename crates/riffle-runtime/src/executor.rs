@@ -38,7 +38,9 @@ use crate::fault::TaskFault;
 use crate::gate::{GateOutput, InputGate};
 use crate::message::Message;
 use crate::operator::{OperatorContext, OperatorState};
-use crate::operators::{CommitMode, SinkCommits, build_chain, staged_sinks as staged_sinks_of};
+use crate::operators::{
+    CommitMode, RowOrigin, SinkCommits, build_chain, staged_sinks as staged_sinks_of,
+};
 use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
 use crate::settings::{JobSettings, RestartStrategy, checkpoint_location, location_of};
@@ -791,6 +793,7 @@ impl Job {
                         Runnable::Fragment(stream, output, fault)
                     }
                     VertexKind::Chain(plan) => {
+                        let mut origin = None;
                         let input = match &plan.input {
                             ChainInput::Exchange { input } => {
                                 let gate = inputs.take(vertex.id, *input, subtask)?;
@@ -798,12 +801,15 @@ impl Job {
                             }
                             ChainInput::Source(planned) => {
                                 sources.push(task_id);
-                                let reader = SourceReader::new(
-                                    source.as_ref().unwrap_or(planned),
-                                    subtask,
-                                    Arc::clone(&context),
-                                )?;
+                                let source = source.as_ref().unwrap_or(planned);
+                                let reader =
+                                    SourceReader::new(source, subtask, Arc::clone(&context))?;
                                 progress.insert(task_id, reader.progress());
+                                origin = Some(RowOrigin {
+                                    source: Arc::clone(source),
+                                    partition: subtask,
+                                    progress: reader.progress(),
+                                });
                                 TaskInput::Source(reader)
                             }
                         };
@@ -817,7 +823,7 @@ impl Job {
                                 attempt,
                             },
                             input,
-                            chain: build_chain(plan, subtask, &context, commits)?,
+                            chain: build_chain(plan, subtask, &context, commits, origin)?,
                             output,
                             control: control_receiver,
                             events: events.clone(),

@@ -14,7 +14,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use riffle_common::Result;
+use riffle_common::{ErrorKind, Result, RiffleError};
 
 use crate::operator::OperatorState;
 use crate::operators::read_u64;
@@ -25,6 +25,10 @@ pub const SOURCE_STATE: &str = "source";
 /// One partition of a source, read batch by batch, with its position.
 pub struct SourceReader {
     stream: SendableRecordBatchStream,
+    /// The plan and partition read, and its context: an error names the rows read.
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: Arc<TaskContext>,
     emitted: u64,
     to_skip: u64,
     /// The position, readable by the job's driver (rows read again after a restart).
@@ -48,7 +52,10 @@ impl SourceReader {
         context: Arc<TaskContext>,
     ) -> Result<Self> {
         Ok(Self {
-            stream: plan.execute(partition, context)?,
+            stream: plan.execute(partition, Arc::clone(&context))?,
+            plan: Arc::clone(plan),
+            partition,
+            context,
             emitted: 0,
             to_skip: 0,
             progress: Arc::new(SourceProgress::default()),
@@ -76,7 +83,18 @@ impl SourceReader {
             let Some(batch) = self.stream.next().await else {
                 return Ok(None);
             };
-            let batch = batch?;
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    // Rows read from the stream: a restored reader skips up to its position.
+                    let position = self.emitted - self.to_skip;
+                    let (plan, context) = (Arc::clone(&self.plan), Arc::clone(&self.context));
+                    let partition = self.partition;
+                    return Err(
+                        name_the_batch(plan, partition, position, context, error.into()).await,
+                    );
+                }
+            };
             let rows = batch.num_rows() as u64;
             if self.to_skip >= rows {
                 self.to_skip -= rows;
@@ -97,6 +115,25 @@ impl SourceReader {
             inline: self.emitted.to_le_bytes().to_vec(),
             batches: Vec::new(),
         }
+    }
+}
+
+/// `error`, raised while reading the batch at `position` of `partition` of source `plan`,
+/// with where that batch starts (a row of a file), when the error is in the data: a
+/// function the scan evaluated names the row of the batch, and so the row.
+async fn name_the_batch(
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    position: u64,
+    context: Arc<TaskContext>,
+    error: RiffleError,
+) -> RiffleError {
+    if error.kind() != ErrorKind::User {
+        return error;
+    }
+    match riffle_plan::describe_source_row(&plan, partition, position, &context).await {
+        Some(place) => error.context(format!("the batch from {place}")),
+        None => error,
     }
 }
 

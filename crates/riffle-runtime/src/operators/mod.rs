@@ -18,7 +18,7 @@ use riffle_plan::{ChainPlan, ChainStage};
 
 pub use coalesce::CoalesceOperator;
 pub use limit::LimitOperator;
-pub use segment::SegmentOperator;
+pub use segment::{RowOrigin, SegmentOperator};
 pub use sink::SinkOperator;
 pub use staged_sink::{CommitMode, END_OF_INPUT, SinkState, StagedSinkOperator};
 
@@ -36,11 +36,13 @@ pub struct SinkCommits {
 
 /// The operators of `plan` for subtask `subtask`, built (and their DataFusion segments
 /// instantiated) before the task starts, so that a planning mistake fails the job early.
+/// `origin` is the chain's source, when it has one: a first segment names failing rows by it.
 pub fn build_chain(
     plan: &ChainPlan,
     subtask: usize,
     context: &Arc<TaskContext>,
     commits: SinkCommits,
+    origin: Option<RowOrigin>,
 ) -> Result<Chain> {
     let mut operators: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.stages.len());
     for (index, stage) in plan.stages.iter().enumerate() {
@@ -50,6 +52,7 @@ pub fn build_chain(
                 format!("segment-{position}"),
                 segment,
                 Arc::clone(context),
+                origin.clone().filter(|_| index == 0),
             )?),
             ChainStage::Limit { skip, fetch } => Box::new(LimitOperator::new(
                 format!("limit-{position}"),

@@ -624,7 +624,13 @@ async fn a_savepoint_taken_while_the_job_runs_on_restores_exactly_once_after_a_c
 
     // A job without checkpointing cannot take one, and says why.
     let plain = Session::new().unwrap();
-    let unchecked = plain.sql("SELECT 1").await.unwrap().execute().await.unwrap();
+    let unchecked = plain
+        .sql("SELECT 1")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
     let refused = unchecked.savepoint().await.unwrap_err().to_string();
     assert!(refused.contains("needs checkpointing"), "{refused}");
 
@@ -633,11 +639,7 @@ async fn a_savepoint_taken_while_the_job_runs_on_restores_exactly_once_after_a_c
     declare(&session).await;
     let job = session.sql(insert).await.unwrap().execute().await.unwrap();
     job.started().await;
-    assert!(
-        job.report().restored_from.is_some(),
-        "{:?}",
-        job.report()
-    );
+    assert!(job.report().restored_from.is_some(), "{:?}", job.report());
     job.collect().await.unwrap();
     let mut ids = published_ids_of(&output).await;
     ids.sort_unstable();

@@ -439,3 +439,83 @@ async fn read_images_reports_the_files_it_skips_and_try_functions_keep_reasons()
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_fails_a_function_is_named_by_its_file_or_its_row_of_a_parquet_file() {
+    // files(): the failing row's file, although the function saw only bytes.
+    let dir = picture_tree(12);
+    let root = dir.path().display().to_string();
+    let session = session(2);
+    let error = query_error(
+        &session,
+        &format!("SELECT image_decode(file_read(file))['width'] FROM files('{root}/**/*.png')"),
+    )
+    .await;
+    assert!(
+        error.contains("the row of file file://")
+            && error.contains("broken.png: ")
+            && error.contains("image_decode: "),
+        "{error}"
+    );
+
+    // A Parquet table: the row's place in the file it was read from.
+    let png = picture(image::ImageFormat::Png);
+    let table = dir.path().join("table");
+    let session = super::session(1);
+    session
+        .sql(&format!(
+            "CREATE TABLE pictures (id BIGINT, bytes BYTEA) WITH ('connector' = 'filesystem', \
+             'path' = '{}', 'format' = 'parquet')",
+            table.display()
+        ))
+        .await
+        .unwrap();
+    let hex: String = png.iter().map(|b| format!("{b:02x}")).collect();
+    let values: Vec<String> = (0..40)
+        .map(|id| match id {
+            27 => format!("({id}, X'3c68746d6c3e')"),
+            _ => format!("({id}, X'{hex}')"),
+        })
+        .collect();
+    session
+        .sql(&format!(
+            "INSERT INTO pictures VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // Read by the scan (the function evaluated inside it, with parallelism 1): the batch's
+    // place in its file, and the row in the batch.
+    let error = query_error(
+        &session,
+        "SELECT id, image_decode(bytes)['width'] FROM pictures",
+    )
+    .await;
+    assert!(
+        error.contains("the batch from row 0 of file://")
+            && error.contains(".parquet: ")
+            && error.contains("image_decode: row 27 of the batch"),
+        "{error}"
+    );
+    // Read after an exchange (parallelism 2 over one file): the row's leading values.
+    let wide = super::session(2);
+    wide.sql(&format!(
+        "CREATE TABLE pictures (id BIGINT, bytes BYTEA) WITH ('connector' = 'filesystem', \
+         'path' = '{}', 'format' = 'parquet')",
+        table.display()
+    ))
+    .await
+    .unwrap();
+    let error = query_error(
+        &wide,
+        "SELECT id, image_decode(bytes)['width'] FROM pictures",
+    )
+    .await;
+    assert!(
+        error.contains("the row with id = 27: ") && error.contains("image_decode: "),
+        "{error}"
+    );
+}
