@@ -454,7 +454,7 @@ impl Job {
         let outcome = self
             .run_attempts(&mut coordinator, signals, &results, &report, &channel_stats)
             .await;
-        savepoints.refuse_all("the job ended before the savepoint was taken");
+        savepoints.close("the job has ended: it takes no more savepoints");
         channel_stats.started.send_replace(true);
         if outcome.is_err() {
             for sink in &self.other_sinks {
@@ -1081,27 +1081,50 @@ type SavepointTarget = std::result::Result<(CheckpointStore, String), RiffleErro
 /// between two events.
 #[derive(Debug, Default)]
 struct SavepointRequests {
-    waiting: Mutex<Vec<oneshot::Sender<Result<String>>>>,
+    state: Mutex<Requests>,
     asked: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    waiting: Vec<oneshot::Sender<Result<String>>>,
+    /// Why no more are taken: the job ended.
+    closed: Option<String>,
 }
 
 impl SavepointRequests {
     fn push(&self, reply: oneshot::Sender<Result<String>>) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.push(reply);
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        match &state.closed {
+            Some(why) => {
+                let _ = reply.send(Err(RiffleError::user(why.clone())));
+            }
+            None => {
+                state.waiting.push(reply);
+                self.asked.notify_one();
+            }
         }
-        self.asked.notify_one();
     }
 
     fn take(&self) -> Vec<oneshot::Sender<Result<String>>> {
-        self.waiting
+        self.state
             .lock()
-            .map(|mut waiting| std::mem::take(&mut *waiting))
+            .map(|mut state| std::mem::take(&mut state.waiting))
             .unwrap_or_default()
     }
 
-    fn refuse_all(&self, why: &str) {
-        for reply in self.take() {
+    /// Refuses what waits, and every later request, with `why`.
+    fn close(&self, why: &str) {
+        let waiting = match self.state.lock() {
+            Ok(mut state) => {
+                state.closed = Some(why.to_string());
+                std::mem::take(&mut state.waiting)
+            }
+            Err(_) => Vec::new(),
+        };
+        for reply in waiting {
             let _ = reply.send(Err(RiffleError::user(why.to_string())));
         }
     }

@@ -622,10 +622,14 @@ async fn a_savepoint_taken_while_the_job_runs_on_restores_exactly_once_after_a_c
     drop(job);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // A job without checkpointing cannot take one, and says why.
+    // A job without checkpointing cannot take one, and says why; nor can a job that ended.
     let plain = Session::new().unwrap();
+    plain
+        .sql("CREATE TABLE slow (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '10')")
+        .await
+        .unwrap();
     let unchecked = plain
-        .sql("SELECT 1")
+        .sql("SELECT id FROM slow")
         .await
         .unwrap()
         .execute()
@@ -633,6 +637,20 @@ async fn a_savepoint_taken_while_the_job_runs_on_restores_exactly_once_after_a_c
         .unwrap();
     let refused = unchecked.savepoint().await.unwrap_err().to_string();
     assert!(refused.contains("needs checkpointing"), "{refused}");
+    let ended = plain
+        .sql("SELECT 1")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    let savepoint = ended.savepoint();
+    ended.collect().await.unwrap();
+    let refused = savepoint.await.unwrap_err().to_string();
+    assert!(
+        refused.contains("needs checkpointing") || refused.contains("has ended"),
+        "{refused}"
+    );
 
     // Restored from the savepoint, the job publishes the rest, each id once.
     let session = start(Some(path.clone()));
