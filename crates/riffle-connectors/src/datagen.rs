@@ -282,9 +282,20 @@ impl ExecutionPlan for DataGenExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let partitions = self.properties.partitioning.partition_count() as u64;
+        // A restored partition starts after the rows it emitted: row i of the partition is
+        // row partition + i * partitions of the table, so there is nothing to read again.
+        let start = context
+            .session_config()
+            .get_extension::<riffle_plan::SourceStart>()
+            .and_then(|start| {
+                let position = start.position_for(partition)?;
+                start.honor();
+                Some(position)
+            })
+            .unwrap_or(0);
         let pace = self
             .spec
             .rows_per_second
@@ -303,10 +314,10 @@ impl ExecutionPlan for DataGenExec {
                 None => (0..self.spec.fields.len()).collect(),
             },
             schema: Arc::clone(&schema),
-            next_row: partition as u64,
+            next_row: partition as u64 + start.saturating_mul(partitions),
             step: partitions,
             // A limit applies per partition; the plan's limit trims the rest.
-            budget: self.limit.map(|l| l as u64),
+            budget: self.limit.map(|l| (l as u64).saturating_sub(start)),
             batch_size,
             pace,
             started: Instant::now(),

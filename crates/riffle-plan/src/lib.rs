@@ -32,7 +32,7 @@ pub use job_graph::{
     Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexKind,
     VertexSummary,
 };
-pub use row_origin::describe_source_row;
+pub use row_origin::{SourceStart, describe_source_row, skip_files_before};
 pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};
 pub use sink::{PartWriter, Sink, SinkExec, StagedPart, check_sink_input, count_schema};

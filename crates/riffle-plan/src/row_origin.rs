@@ -106,3 +106,109 @@ async fn parquet_rows(store: &dyn ObjectStore, file: &object_store::ObjectMeta) 
     let metadata = ParquetMetaDataReader::decode_metadata(&footer).ok()?;
     u64::try_from(metadata.file_metadata().num_rows()).ok()
 }
+
+/// Where a restored source's partition starts reading, handed to `ExecutionPlan::execute` as
+/// an extension of the task context's configuration. A source that can seek (datagen)
+/// starts at the position and says so ([`SourceStart::honor`]); any other reads from its
+/// start, and the reader drops the rows before the position.
+#[derive(Debug)]
+pub struct SourceStart {
+    partition: usize,
+    position: u64,
+    honored: std::sync::atomic::AtomicBool,
+}
+
+impl SourceStart {
+    /// Partition `partition` starts after its first `position` rows.
+    pub fn new(partition: usize, position: u64) -> Self {
+        Self {
+            partition,
+            position,
+            honored: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The rows to start after, when `partition` is the partition this start is for.
+    pub fn position_for(&self, partition: usize) -> Option<u64> {
+        (partition == self.partition).then_some(self.position)
+    }
+
+    /// Says that the source starts at the position: the reader drops nothing.
+    pub fn honor(&self) {
+        self.honored
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the source started at the position.
+    pub fn honored(&self) -> bool {
+        self.honored.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Source `plan` without the files of `partition` that lie wholly before `position`, and
+/// the rows those files hold: a restored scan then reads from the file its position is in,
+/// not from its partition's first file. Only for whole Parquet files read without a
+/// predicate (the rows a scan emits are then every row of every file, in order); `None`
+/// otherwise, or when no file can be passed over.
+pub async fn skip_files_before(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    position: u64,
+    context: &TaskContext,
+) -> Option<(Arc<dyn ExecutionPlan>, u64)> {
+    let config = file_scan(plan)?;
+    let files = config.file_groups.get(partition)?.files().to_vec();
+    let parquet = config.file_source().downcast_ref::<ParquetSource>()?;
+    if FileSource::filter(parquet).is_some() || files.iter().any(|file| file.range.is_some()) {
+        return None;
+    }
+    let store = context
+        .runtime_env()
+        .object_store(&config.object_store_url)
+        .ok()?;
+    let mut passed = 0u64;
+    let mut first_kept = 0;
+    for file in &files {
+        let rows = parquet_rows(store.as_ref(), &file.object_meta).await?;
+        if passed + rows > position {
+            break;
+        }
+        passed += rows;
+        first_kept += 1;
+    }
+    if first_kept == 0 {
+        return None;
+    }
+    let mut groups = config.file_groups.clone();
+    groups[partition] =
+        datafusion::datasource::physical_plan::FileGroup::new(files[first_kept..].to_vec());
+    let config = datafusion::datasource::physical_plan::FileScanConfigBuilder::from(config)
+        .with_file_groups(groups)
+        .build();
+    let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+    Some((replace_scan(plan, scan)?, passed))
+}
+
+/// `plan` with its file scan (under pass-through nodes) replaced by `scan`.
+fn replace_scan(
+    plan: &Arc<dyn ExecutionPlan>,
+    scan: Arc<dyn ExecutionPlan>,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if plan.downcast_ref::<DataSourceExec>().is_some() {
+        return Some(scan);
+    }
+    match plan.children().as_slice() {
+        [child] => {
+            let child = replace_scan(child, scan)?;
+            Arc::clone(plan)
+                .replace_children(
+                    vec![child],
+                    datafusion::physical_plan::ReplaceChildrenOptions::new(
+                        datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+                    ),
+                )
+                .ok()
+        }
+        _ => None,
+    }
+}

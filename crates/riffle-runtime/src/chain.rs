@@ -249,7 +249,7 @@ impl ChainTask {
         if let Some(index) = restored.iter().position(|(name, _)| name == SOURCE_STATE) {
             let (_, state) = restored.swap_remove(index);
             match &mut self.input {
-                TaskInput::Source(source) => source.restore(&state)?,
+                TaskInput::Source(source) => source.restore(&state).await?,
                 TaskInput::Gate(_) => {
                     return Err(RiffleError::internal(
                         "a checkpoint holds a source position for a task without a source",

@@ -163,6 +163,10 @@ pub struct JobReport {
     /// Rows the sources read again after restarts: between the restored position and where
     /// the failed attempt had got to.
     pub rows_read_again: u64,
+    /// Rows before the restored positions that the sources passed over without reading
+    /// them (a datagen index, whole Parquet files); the rest before a position is read and
+    /// dropped.
+    pub rows_passed_over: u64,
     /// For each restart, the time from the failure until a source emitted rows again, not
     /// counting the restart strategy's delay (`restart_delay`).
     pub recoveries: Vec<std::time::Duration>,
@@ -544,6 +548,12 @@ impl Job {
                 .iter()
                 .map(|(task, progress)| (*task, progress.rows.load(Ordering::Relaxed)))
                 .collect();
+            let passed_over: u64 = running
+                .progress
+                .values()
+                .map(|progress| progress.skipped_by_seeking.load(Ordering::Relaxed))
+                .sum();
+            update(report, |r| r.rows_passed_over += passed_over);
             if let Some(failed_at) = failed_at.take() {
                 // Rows flowed again when the first source of this attempt emitted a row.
                 let flowing = running

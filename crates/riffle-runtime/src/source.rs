@@ -3,9 +3,11 @@
 //! The position of a source is the number of rows it has emitted. The sources Riffle reads
 //! are deterministic for a given plan (files in listed order, datagen rows a function of
 //! their index, in-memory tables fixed), so a restore re-executes the source's partition
-//! and drops the rows before the position: none is emitted twice, none is skipped. Reading
-//! them again costs time; seeking (a Parquet row group, a datagen index, a listing offset)
-//! is the next refinement.
+//! from the position: none is emitted twice, none is skipped. A source that can seek starts
+//! there (datagen, told by [`SourceStart`]); a Parquet scan passes over the files wholly
+//! before the position ([`skip_files_before`]); whatever is left before the position is
+//! read and dropped. Seeking inside a Parquet file (by row group) and in a listing is the
+//! next refinement.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use riffle_common::{ErrorKind, Result, RiffleError};
+use riffle_plan::{SourceStart, skip_files_before};
 
 use crate::operator::OperatorState;
 use crate::operators::read_u64;
@@ -42,6 +45,8 @@ pub struct SourceProgress {
     pub rows: AtomicU64,
     /// When the source emitted its first row (after a restored position): rows flow.
     pub first_row: std::sync::OnceLock<std::time::Instant>,
+    /// Rows before the restored position that the source passed over without reading them.
+    pub skipped_by_seeking: AtomicU64,
 }
 
 impl SourceReader {
@@ -67,12 +72,48 @@ impl SourceReader {
         Arc::clone(&self.progress)
     }
 
-    /// Resumes at the position in `state`: the rows before it are read and dropped.
-    pub fn restore(&mut self, state: &OperatorState) -> Result<()> {
+    /// Resumes at the position in `state`: the source starts there if it can, and the rows
+    /// before it that it reads again are dropped.
+    pub async fn restore(&mut self, state: &OperatorState) -> Result<()> {
         let position = read_u64(&state.inline, 0, SOURCE_STATE)?;
         self.emitted = position;
         self.to_skip = position;
         self.progress.rows.store(position, Ordering::Relaxed);
+        if position == 0 {
+            return Ok(());
+        }
+        // Whole files before the position are passed over.
+        let (plan, passed) =
+            match skip_files_before(&self.plan, self.partition, position, &self.context).await {
+                Some((plan, passed)) => (plan, passed),
+                None => (Arc::clone(&self.plan), 0),
+            };
+        // A source that seeks starts at what is left.
+        let start = Arc::new(SourceStart::new(self.partition, position - passed));
+        let config = self
+            .context
+            .session_config()
+            .clone()
+            .with_extension(Arc::clone(&start));
+        let context = Arc::new(TaskContext::new(
+            self.context.task_id(),
+            self.context.session_id(),
+            config,
+            self.context.scalar_functions().clone(),
+            self.context.higher_order_functions().clone(),
+            self.context.aggregate_functions().clone(),
+            self.context.window_functions().clone(),
+            self.context.runtime_env(),
+        ));
+        self.stream = plan.execute(self.partition, context)?;
+        self.to_skip = if start.honored() {
+            0
+        } else {
+            position - passed
+        };
+        self.progress
+            .skipped_by_seeking
+            .store(position - self.to_skip, Ordering::Relaxed);
         Ok(())
     }
 
@@ -190,7 +231,7 @@ mod tests {
                 inline: position.to_le_bytes().to_vec(),
                 batches: Vec::new(),
             };
-            restored.restore(&state).unwrap();
+            restored.restore(&state).await.unwrap();
             let rows = read_all(&mut restored).await;
             assert_eq!(rows, (position as i64..12).collect::<Vec<i64>>());
             assert_eq!(restored.snapshot().inline, 12u64.to_le_bytes().to_vec());
@@ -200,5 +241,63 @@ mod tests {
             4u64.to_le_bytes().to_vec(),
             "one batch of four read"
         );
+    }
+
+    #[tokio::test]
+    async fn a_restored_parquet_scan_passes_over_the_files_before_its_position() {
+        use datafusion::parquet::arrow::ArrowWriter;
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        for file in 0..3i64 {
+            let values: Vec<i64> = (file * 10..file * 10 + 10).collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(values))],
+            )
+            .unwrap();
+            let out = std::fs::File::create(dir.path().join(format!("f{file}.parquet"))).unwrap();
+            let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+        }
+        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+        // As in Riffle's sessions: a partition reads its own files, whoever executes it.
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
+        let session = SessionContext::new_with_config(config);
+        session
+            .register_parquet("t", dir.path().to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let plan = session
+            .sql("SELECT x FROM t")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let context = session.task_ctx();
+        let all = read_all(&mut SourceReader::new(&plan, 0, Arc::clone(&context)).unwrap()).await;
+        assert_eq!(all.len(), 30);
+        for (position, passed_over) in [(5u64, 0u64), (10, 10), (25, 20), (30, 30)] {
+            let mut restored = SourceReader::new(&plan, 0, Arc::clone(&context)).unwrap();
+            let state = OperatorState {
+                inline: position.to_le_bytes().to_vec(),
+                batches: Vec::new(),
+            };
+            restored.restore(&state).await.unwrap();
+            let rows = read_all(&mut restored).await;
+            assert_eq!(rows, all[position as usize..], "from {position}");
+            assert_eq!(
+                restored
+                    .progress()
+                    .skipped_by_seeking
+                    .load(Ordering::Relaxed),
+                passed_over,
+                "from {position}"
+            );
+        }
     }
 }

@@ -46,6 +46,11 @@ pub struct SinkState {
     pub rows: u64,
     /// Staged parts waiting to be published.
     pub pending: Vec<(CheckpointId, StagedPart)>,
+    /// Whether the subtask reached the end of its input and emitted its count row. A task
+    /// restored from such a state does not emit it again: the checkpoint that recorded the
+    /// end released the row to the client.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 impl SinkState {
@@ -206,11 +211,17 @@ impl Operator for StagedSinkOperator {
     async fn finish(&mut self, out: &mut Output) -> Result<()> {
         // Subtask 0 always leaves a file, so that an empty result is still a readable table
         // with its columns.
-        if self.subtask == 0 && self.state.rows == 0 && self.state.pending.is_empty() {
+        if self.subtask == 0
+            && self.state.rows == 0
+            && self.state.pending.is_empty()
+            && !self.state.finished
+        {
             self.open_part().await?;
         }
         self.close_part(END_OF_INPUT).await?;
-        out.batch(super::count_row(self.state.rows)?);
+        if !std::mem::replace(&mut self.state.finished, true) {
+            out.batch(super::count_row(self.state.rows)?);
+        }
         Ok(())
     }
 }

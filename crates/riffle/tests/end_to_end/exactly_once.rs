@@ -84,9 +84,9 @@ fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) -> String {
         .join(";")
 }
 
-/// Writes `rows` ids (0..rows) as Parquet under `path`, in one file of ascending ids (its
-/// row groups are split between the readers).
-async fn parquet_input(path: &std::path::Path, rows: u64) {
+/// Writes `rows` ids (0..rows) as Parquet under `path`, in `files` files of consecutive
+/// ascending ids.
+async fn parquet_input(path: &std::path::Path, rows: u64, files: u64) {
     let session = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
     session
         .sql(&format!(
@@ -101,13 +101,19 @@ async fn parquet_input(path: &std::path::Path, rows: u64) {
         ))
         .await
         .unwrap();
-    session
-        .sql("INSERT INTO src SELECT id FROM gen")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let per_file = rows.div_ceil(files);
+    for file in 0..files {
+        let (from, to) = (file * per_file, ((file + 1) * per_file).min(rows));
+        session
+            .sql(&format!(
+                "INSERT INTO src SELECT id FROM gen WHERE id >= {from} AND id < {to}"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+    }
 }
 
 fn checkpointed_session(dir: &std::path::Path) -> Session {
@@ -171,13 +177,14 @@ async fn published_ids(output: &std::path::Path) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
-    const ROWS: u64 = 300_000;
+    const ROWS: u64 = 1_000_000;
     const FAILURES: u64 = 10;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input");
     let output = dir.path().join("output");
     let checkpoints = dir.path().join("checkpoints");
-    parquet_input(&input, ROWS).await;
+    // Four files: each reader has two, and a restore past a file passes over it.
+    parquet_input(&input, ROWS, 4).await;
     let (port, requests) = echo_server().await;
 
     let session = checkpointed_session(&checkpoints);
@@ -230,9 +237,14 @@ async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
     );
     assert!(report.checkpoints.completed > 0, "{report:?}");
     let written: i64 = int_column(&counts, 0).iter().sum();
-    assert_eq!(written as u64, ROWS, "the count the insert reports");
-
     let ids = published_ids(&output).await;
+    assert_eq!(
+        written as u64,
+        ROWS,
+        "the count the insert reports: {:?}",
+        int_column(&counts, 0)
+    );
+
     assert_eq!(ids.len() as u64, ROWS, "seed {seed}: rows published");
     for (expected, id) in ids.iter().enumerate() {
         assert_eq!(*id, expected as i64, "seed {seed}: each id exactly once");
@@ -327,6 +339,10 @@ async fn an_unbounded_insert_publishes_at_checkpoints_exactly_once_through_injec
     let report = job.report();
     job.cancel();
     assert_eq!(report.restarts, FAILURES, "faults {plan}: {report:?}");
+    assert!(
+        report.rows_passed_over > 0,
+        "datagen restarts at its positions without generating the rows before: {report:?}"
+    );
     // What is published is a prefix of each subtask's sequence, each id once (datagen
     // subtask s of 2 emits s, s + 2, s + 4, ...), and every 10th row has its download.
     let ids = published_ids_of(&output).await;
