@@ -534,6 +534,14 @@ struct FilePartWriter {
 
 #[async_trait]
 impl PartWriter for FilePartWriter {
+    fn staged_part(&self) -> StagedPart {
+        StagedPart {
+            staged: self.staged.to_string(),
+            target: self.target.to_string(),
+            rows: self.rows,
+        }
+    }
+
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let (Some(encoder), Some(upload)) = (&mut self.encoder, &mut self.upload) else {
             return Err(DataFusionError::Internal(format!(
@@ -557,11 +565,7 @@ impl PartWriter for FilePartWriter {
         upload.finish().await.map_err(|e| {
             DataFusionError::from(RiffleError::from(e).context(format!("staging {}", self.staged)))
         })?;
-        Ok(StagedPart {
-            staged: self.staged.to_string(),
-            target: self.target.to_string(),
-            rows: self.rows,
-        })
+        Ok(self.staged_part())
     }
 
     async fn abort(mut self: Box<Self>) {

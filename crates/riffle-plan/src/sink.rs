@@ -128,6 +128,11 @@ pub trait PartWriter: Send {
     /// Appends rows.
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
 
+    /// The part as [`PartWriter::close`] will return it once no more rows are written:
+    /// where it is staged, where it is published, its rows. A checkpoint records it while
+    /// the part still closes in the background.
+    fn staged_part(&self) -> StagedPart;
+
     /// Finishes the part (a Parquet footer) and stages it, durably.
     async fn close(self: Box<Self>) -> Result<StagedPart>;
 

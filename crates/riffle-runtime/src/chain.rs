@@ -18,6 +18,8 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 use datafusion::arrow::array::RecordBatch;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use riffle_common::{Result, RiffleError};
 use tokio::sync::mpsc;
 
@@ -25,7 +27,9 @@ use crate::failure::TaskFailure;
 use crate::fault::TaskFault;
 use crate::gate::{GateOutput, InputGate};
 use crate::message::{CheckpointId, Message};
-use crate::operator::{Emitted, Operator, OperatorContext, OperatorState, Output};
+use crate::operator::{
+    Emitted, Operator, OperatorContext, OperatorState, Output, SnapshotCompletion,
+};
 use crate::operators::END_OF_INPUT;
 use crate::output::TaskOutput;
 use crate::partitioner::SendError;
@@ -154,6 +158,14 @@ impl Chain {
         Ok(states)
     }
 
+    /// What the last snapshot left running, from every operator.
+    fn snapshot_completions(&mut self) -> Vec<SnapshotCompletion> {
+        self.operators
+            .iter_mut()
+            .filter_map(|operator| operator.snapshot_completion())
+            .collect()
+    }
+
     /// Finishes each operator in order, running what it flushes through the rest.
     async fn finish(&mut self) -> Result<Vec<Emitted>> {
         let mut leaving = Vec::new();
@@ -232,6 +244,13 @@ pub struct ChainTask {
     pub(crate) fault: TaskFault,
 }
 
+/// Checkpoints a task has snapshotted whose asynchronous part still runs: acknowledged in
+/// checkpoint order as each ends, so that a completed checkpoint never covers a part still
+/// being written.
+type PendingAcks = FuturesOrdered<
+    futures::future::BoxFuture<'static, (CheckpointId, Vec<(String, OperatorState)>, Result<()>)>,
+>;
+
 impl ChainTask {
     fn task(&self) -> (usize, usize) {
         (self.context.vertex, self.context.subtask)
@@ -259,10 +278,14 @@ impl ChainTask {
             }
         }
         self.chain.open(&self.context, restored).await?;
+        let mut acks = PendingAcks::new();
         while !self.chain.is_done() {
             let accepting = self.chain.can_accept();
             tokio::select! {
                 biased;
+                Some((id, states, completed)) = acks.next(), if !acks.is_empty() => {
+                    self.acknowledge(id, states, completed)?;
+                }
                 control = self.control.recv() => match control {
                     Some(ToTask::CheckpointComplete { id }) => {
                         self.fault.on_commit()?;
@@ -279,7 +302,7 @@ impl ChainTask {
                     // starts them between two batches.
                     Some(ToTask::TriggerCheckpoint { id }) => {
                         if matches!(self.input, TaskInput::Source(_)) {
-                            self.checkpoint(id).await?;
+                            self.checkpoint(id, &mut acks).await?;
                         }
                     }
                     Some(ToTask::Cancel) | None => {
@@ -301,7 +324,7 @@ impl ChainTask {
                         let leaving = self.chain.process_watermark(watermark).await?;
                         self.send(leaving).await?;
                     }
-                    Some(GateOutput::Aligned(id)) => self.checkpoint(id).await?,
+                    Some(GateOutput::Aligned(id)) => self.checkpoint(id, &mut acks).await?,
                     Some(GateOutput::Abandoned(id)) => self.report(FromTask::Decline {
                         id,
                         task: self.task(),
@@ -328,6 +351,14 @@ impl ChainTask {
         self.forward(Message::EndOfInput).await?;
         let operators = self.chain.snapshot(END_OF_INPUT).await?;
         let states = source.into_iter().chain(operators).collect();
+        // Parts still closing are durable before the task says it finished: its end state
+        // lists them for publication.
+        for completion in self.chain.snapshot_completions() {
+            completion.await?;
+        }
+        while let Some((id, states, completed)) = acks.next().await {
+            self.acknowledge(id, states, completed)?;
+        }
         self.report(FromTask::Finished {
             task: self.task(),
             attempt: self.context.attempt,
@@ -354,19 +385,44 @@ impl ChainTask {
     /// Snapshots the source and every operator, acknowledges, and forwards the barrier once.
     /// A snapshot that fails fails the task: an operator that could not hand over its state
     /// (a sink whose part did not close) cannot go on consistently.
-    async fn checkpoint(&mut self, id: CheckpointId) -> std::result::Result<(), TaskFailure> {
+    async fn checkpoint(
+        &mut self,
+        id: CheckpointId,
+        acks: &mut PendingAcks,
+    ) -> std::result::Result<(), TaskFailure> {
         self.fault.on_snapshot().await?;
         let states = self
             .states(id)
             .await
             .map_err(|error| error.context(format!("taking checkpoint {id}")))?;
+        let completions = self.chain.snapshot_completions();
+        if completions.is_empty() && acks.is_empty() {
+            self.acknowledge(id, states, Ok(()))?;
+        } else {
+            acks.push_back(Box::pin(async move {
+                let completed = futures::future::try_join_all(completions).await.map(|_| ());
+                (id, states, completed)
+            }));
+        }
+        self.forward(Message::Barrier(id)).await
+    }
+
+    /// Acknowledges checkpoint `id` with `states`, once its asynchronous part `completed`;
+    /// a part that failed fails the task.
+    fn acknowledge(
+        &self,
+        id: CheckpointId,
+        states: Vec<(String, OperatorState)>,
+        completed: Result<()>,
+    ) -> std::result::Result<(), TaskFailure> {
+        completed.map_err(|error| error.context(format!("taking checkpoint {id}")))?;
         self.report(FromTask::Ack {
             id,
             task: self.task(),
             attempt: self.context.attempt,
             states,
         });
-        self.forward(Message::Barrier(id)).await
+        Ok(())
     }
 
     async fn send(&mut self, leaving: Vec<Emitted>) -> std::result::Result<(), TaskFailure> {
@@ -476,6 +532,15 @@ mod tests {
     }
 
     fn start(producers: usize, restored: Vec<(String, OperatorState)>) -> Harness {
+        start_with(producers, restored, Vec::new())
+    }
+
+    /// A task whose chain is a [`Counter`] and then `more`.
+    fn start_with(
+        producers: usize,
+        restored: Vec<(String, OperatorState)>,
+        more: Vec<Box<dyn Operator>>,
+    ) -> Harness {
         let credit = Credit {
             batches: 8,
             bytes: 1 << 20,
@@ -510,7 +575,11 @@ mod tests {
                 attempt: 3,
             },
             input: TaskInput::Gate(InputGate::new(channels, readable)),
-            chain: Chain::new(vec![Box::new(counter)]),
+            chain: Chain::new(
+                std::iter::once(Box::new(counter) as Box<dyn Operator>)
+                    .chain(more)
+                    .collect(),
+            ),
             output: TaskOutput::Edge(output),
             control: control_receiver,
             events: events_sender,
@@ -541,6 +610,92 @@ mod tests {
             });
         }
         seen
+    }
+
+    /// Its first snapshot's asynchronous part ends when `release` is notified.
+    struct SlowToClose {
+        release: Arc<Notify>,
+        first: bool,
+    }
+
+    #[async_trait]
+    impl Operator for SlowToClose {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        async fn open(&mut self, _: &OperatorContext, _: Option<OperatorState>) -> Result<()> {
+            Ok(())
+        }
+        async fn process_batch(
+            &mut self,
+            _: usize,
+            batch: RecordBatch,
+            out: &mut Output,
+        ) -> Result<()> {
+            out.batch(batch);
+            Ok(())
+        }
+        fn snapshot_completion(&mut self) -> Option<SnapshotCompletion> {
+            if !std::mem::replace(&mut self.first, false) {
+                return None;
+            }
+            let release = Arc::clone(&self.release);
+            Some(Box::pin(async move {
+                release.notified().await;
+                Ok(())
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_still_completing_holds_its_ack_not_the_rows_and_acks_stay_in_order() {
+        let release = Arc::new(Notify::new());
+        let slow = SlowToClose {
+            release: Arc::clone(&release),
+            first: true,
+        };
+        let mut harness = start_with(1, Vec::new(), vec![Box::new(slow)]);
+        let input = &mut harness.inputs[0];
+        input.send(Message::Batch(batch(&[1]))).await.unwrap();
+        input.send(Message::Barrier(5)).await.unwrap();
+        input.send(Message::Batch(batch(&[2]))).await.unwrap();
+        input.send(Message::Barrier(6)).await.unwrap();
+        input.send(Message::Batch(batch(&[3]))).await.unwrap();
+        // The rows and barriers after the first checkpoint pass while it completes.
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            match harness.downstream.recv().await {
+                Some(Received::Message(Message::Batch(b))) => seen.push(format!(
+                    "{:?}",
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                )),
+                Some(Received::Message(Message::Barrier(id))) => seen.push(format!("barrier {id}")),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, ["[1]", "barrier 5", "[2]", "barrier 6", "[3]"]);
+        assert!(
+            harness.events.try_recv().is_err(),
+            "no checkpoint acknowledged before its part completed"
+        );
+        release.notify_one();
+        for expected in [5, 6] {
+            match harness.events.recv().await.unwrap() {
+                FromTask::Ack { id, .. } => assert_eq!(id, expected, "acks in checkpoint order"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        harness.inputs[0].send(Message::EndOfInput).await.unwrap();
+        assert!(harness.task.await.unwrap().is_ok());
+        assert!(matches!(
+            harness.events.recv().await.unwrap(),
+            FromTask::Finished { .. }
+        ));
     }
 
     #[tokio::test]

@@ -49,6 +49,9 @@ impl OperatorState {
     }
 }
 
+/// The asynchronous part of an operator's snapshot; see [`Operator::snapshot_completion`].
+pub type SnapshotCompletion = futures::future::BoxFuture<'static, Result<()>>;
+
 /// What an operator emits, in order.
 #[derive(Debug, Clone)]
 pub enum Emitted {
@@ -118,6 +121,14 @@ pub trait Operator: Send {
     /// before the barrier); state itself is uploaded by the coordinator, not here.
     async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
         Ok(OperatorState::default())
+    }
+
+    /// Work the last [`Operator::snapshot`] left running that must end before the
+    /// checkpoint counts (a sink's part closing in the background). The task acknowledges
+    /// the checkpoint once it ends, in checkpoint order, and meanwhile goes on with the
+    /// next batches: Flink's asynchronous snapshot phase.
+    fn snapshot_completion(&mut self) -> Option<SnapshotCompletion> {
+        None
     }
 
     /// Checkpoint `checkpoint` is complete everywhere: publish what it covers (sinks).

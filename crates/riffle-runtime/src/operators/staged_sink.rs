@@ -23,7 +23,7 @@ use riffle_plan::{PartWriter, Sink, StagedPart};
 use serde::{Deserialize, Serialize};
 
 use crate::message::CheckpointId;
-use crate::operator::{Operator, OperatorContext, OperatorState, Output};
+use crate::operator::{Operator, OperatorContext, OperatorState, Output, SnapshotCompletion};
 
 /// The checkpoint id recorded for a part closed at the end of input: it is published by
 /// the first checkpoint completed after the task finished, or at the job's end.
@@ -81,6 +81,18 @@ pub struct StagedSinkOperator {
     sequence: u64,
     part: Option<Box<dyn PartWriter>>,
     state: SinkState,
+    /// The part the last snapshot closes in the background.
+    closing: Option<Closing>,
+}
+
+/// A part closing on a task of its own. Dropped unfinished (the task failed or the job was
+/// cancelled), it aborts the close, whose part then aborts its upload.
+struct Closing(tokio::task::JoinHandle<Result<()>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl StagedSinkOperator {
@@ -102,6 +114,7 @@ impl StagedSinkOperator {
             sequence: 0,
             part: None,
             state: SinkState::default(),
+            closing: None,
         }
     }
 
@@ -186,11 +199,33 @@ impl Operator for StagedSinkOperator {
     }
 
     async fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorState> {
-        self.close_part(checkpoint).await?;
+        // The part's rows are those before the barrier; it closes (its last row group
+        // encoded, its footer written, its upload completed) while the next rows come in,
+        // and the task acknowledges the checkpoint once it is staged.
+        if let Some(part) = self.part.take() {
+            self.state.pending.push((checkpoint, part.staged_part()));
+            let name = self.name.clone();
+            self.closing = Some(Closing(tokio::spawn(async move {
+                part.close()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| RiffleError::from(e).context(format!("{name}: closing a part")))
+            })));
+        }
         Ok(OperatorState {
             inline: self.state.encode()?,
             batches: Vec::new(),
         })
+    }
+
+    fn snapshot_completion(&mut self) -> Option<SnapshotCompletion> {
+        let mut closing = self.closing.take()?;
+        Some(Box::pin(async move {
+            match (&mut closing.0).await {
+                Ok(closed) => closed,
+                Err(error) => Err(RiffleError::internal(format!("closing a part: {error}"))),
+            }
+        }))
     }
 
     async fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
