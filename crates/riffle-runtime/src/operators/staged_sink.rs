@@ -1,8 +1,10 @@
 //! A transactional sink's writer at the end of a chain: two-phase commit, as Flink's Sink V2.
 //!
 //! Between two barriers the operator writes one staged part ([`Sink::open_part`]). At a
-//! barrier it closes that part (a Parquet footer, the upload completed under the staging
-//! folder) and keeps the part in its checkpointed state; when the checkpoint completes it
+//! barrier it keeps the part in its checkpointed state and closes it (a Parquet footer, the
+//! upload completed under the staging folder) on a task of its own, which the chain awaits
+//! before acknowledging the checkpoint ([`Operator::snapshot_completion`]) while it reads
+//! on; when the checkpoint completes it
 //! publishes the parts that checkpoint covers ([`Sink::publish`]). A restore publishes the
 //! restored parts again (the checkpoint they belong to is complete; publishing is
 //! idempotent) and deletes what failed attempts staged, so after any failure the published
