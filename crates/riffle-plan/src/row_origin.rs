@@ -67,14 +67,7 @@ async fn parquet_row(
     position: u64,
     context: &TaskContext,
 ) -> Option<(usize, u64)> {
-    let parquet = config.file_source().downcast_ref::<ParquetSource>()?;
-    if FileSource::filter(parquet).is_some() || files.iter().any(|file| file.range.is_some()) {
-        return None;
-    }
-    let store = context
-        .runtime_env()
-        .object_store(&config.object_store_url)
-        .ok()?;
+    let store = whole_parquet_files(config, files, context)?;
     let mut before = 0u64;
     for (index, file) in files.iter().enumerate() {
         let rows = parquet_rows(store.as_ref(), &file.object_meta).await?;
@@ -84,6 +77,24 @@ async fn parquet_row(
         before += rows;
     }
     None
+}
+
+/// The store of `files`, when the scan reads them as whole Parquet files without a
+/// predicate: then the rows it emits are every row of every file, in order, and footers'
+/// row counts map a position to a file.
+fn whole_parquet_files(
+    config: &FileScanConfig,
+    files: &[datafusion::datasource::listing::PartitionedFile],
+    context: &TaskContext,
+) -> Option<Arc<dyn ObjectStore>> {
+    let parquet = config.file_source().downcast_ref::<ParquetSource>()?;
+    if FileSource::filter(parquet).is_some() || files.iter().any(|file| file.range.is_some()) {
+        return None;
+    }
+    context
+        .runtime_env()
+        .object_store(&config.object_store_url)
+        .ok()
 }
 
 /// The row count in the footer of a Parquet file.
@@ -158,14 +169,7 @@ pub async fn skip_files_before(
 ) -> Option<(Arc<dyn ExecutionPlan>, u64)> {
     let config = file_scan(plan)?;
     let files = config.file_groups.get(partition)?.files().to_vec();
-    let parquet = config.file_source().downcast_ref::<ParquetSource>()?;
-    if FileSource::filter(parquet).is_some() || files.iter().any(|file| file.range.is_some()) {
-        return None;
-    }
-    let store = context
-        .runtime_env()
-        .object_store(&config.object_store_url)
-        .ok()?;
+    let store = whole_parquet_files(&config, &files, context)?;
     let mut passed = 0u64;
     let mut first_kept = 0;
     for file in &files {

@@ -566,6 +566,12 @@ impl Coordinator {
     /// Starts a savepoint now; returns its id (none when the tracker could not start one)
     /// and what was decided.
     pub(crate) async fn savepoint(&mut self) -> (Option<CheckpointId>, Vec<Outcome>) {
+        let (id, decisions) = self.request_savepoint();
+        (id, self.apply(decisions).await)
+    }
+
+    /// Asks the tracker for a savepoint: its id, when it starts, and the decisions.
+    fn request_savepoint(&mut self) -> (Option<CheckpointId>, Vec<Decision>) {
         let now = self.now();
         let decisions = self.tracker.on_event(Event::Request {
             kind: CheckpointKind::Savepoint,
@@ -575,21 +581,13 @@ impl Coordinator {
             Decision::Trigger { id, .. } => Some(*id),
             _ => None,
         });
-        (id, self.apply(decisions).await)
+        (id, decisions)
     }
 
     /// Starts a savepoint now that the job runs on after (see [`SavepointCopy`]); its path
     /// goes to `copy.reply` once it completes, or an error when it cannot.
     pub(crate) async fn savepoint_copy(&mut self, copy: SavepointCopy) -> Vec<Outcome> {
-        let now = self.now();
-        let decisions = self.tracker.on_event(Event::Request {
-            kind: CheckpointKind::Savepoint,
-            now,
-        });
-        let id = decisions.iter().find_map(|d| match d {
-            Decision::Trigger { id, .. } => Some(*id),
-            _ => None,
-        });
+        let (id, decisions) = self.request_savepoint();
         match id {
             Some(id) => {
                 self.savepoints.insert(id, copy);

@@ -309,16 +309,7 @@ impl Job {
             .checkpointing
             .as_ref()
             .and_then(|_| uncheckpointable(&graph));
-        let context = Arc::new(TaskContext::new(
-            context.task_id(),
-            context.session_id(),
-            context.session_config().clone(),
-            context.scalar_functions().clone(),
-            context.higher_order_functions().clone(),
-            context.aggregate_functions().clone(),
-            context.window_functions().clone(),
-            context.runtime_env(),
-        ));
+        let context = crate::source::with_config(context, context.session_config().clone());
         Ok(Self {
             graph,
             context,
@@ -741,16 +732,7 @@ impl Job {
             .session_config()
             .clone()
             .with_extension(Arc::new(ExchangeRegistry(Arc::clone(&inputs) as _)));
-        let context = Arc::new(TaskContext::new(
-            self.context.task_id(),
-            self.context.session_id(),
-            config,
-            self.context.scalar_functions().clone(),
-            self.context.higher_order_functions().clone(),
-            self.context.aggregate_functions().clone(),
-            self.context.window_functions().clone(),
-            self.context.runtime_env(),
-        ));
+        let context = crate::source::with_config(&self.context, config);
         let commits = SinkCommits {
             checkpointing: self.checkpointed(),
             mode: self.settings.commit_mode,

@@ -95,16 +95,7 @@ impl SourceReader {
             .session_config()
             .clone()
             .with_extension(Arc::clone(&start));
-        let context = Arc::new(TaskContext::new(
-            self.context.task_id(),
-            self.context.session_id(),
-            config,
-            self.context.scalar_functions().clone(),
-            self.context.higher_order_functions().clone(),
-            self.context.aggregate_functions().clone(),
-            self.context.window_functions().clone(),
-            self.context.runtime_env(),
-        ));
+        let context = with_config(&self.context, config);
         self.stream = plan.execute(self.partition, context)?;
         self.to_skip = if start.honored() {
             0
@@ -157,6 +148,23 @@ impl SourceReader {
             batches: Vec::new(),
         }
     }
+}
+
+/// `context` with another configuration (an extension added).
+pub(crate) fn with_config(
+    context: &TaskContext,
+    config: datafusion::prelude::SessionConfig,
+) -> Arc<TaskContext> {
+    Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        context.runtime_env(),
+    ))
 }
 
 /// `error`, raised while reading the batch at `position` of `partition` of source `plan`,
