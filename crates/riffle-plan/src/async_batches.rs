@@ -182,7 +182,7 @@ impl ExecutionPlan for AsyncBatchExec {
                 // operators above are still busy with this one (aborted if the job stops).
                 let task =
                     SpawnedTask::spawn(
-                        async move { evaluate(slice?, &exprs, schema, options).await },
+                        async move { evaluate_slice(slice?, &exprs, schema, options).await },
                     );
                 async move {
                     task.join()
@@ -198,8 +198,9 @@ impl ExecutionPlan for AsyncBatchExec {
     }
 }
 
-/// The slice's columns followed by one column per async expression.
-async fn evaluate(
+/// The slice's columns followed by one column per async expression: what an
+/// [`AsyncBatchExec`] and a chain's async operator emit for a slice.
+pub async fn evaluate_slice(
     slice: RecordBatch,
     exprs: &[Arc<AsyncFuncExpr>],
     schema: datafusion::arrow::datatypes::SchemaRef,

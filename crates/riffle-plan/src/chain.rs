@@ -11,7 +11,8 @@
 //! |---|---|
 //! | `ExchangeReadExec` leaf | the task's input gate ([`ChainInput::Exchange`]) |
 //! | a scan, datagen, `files()`, `VALUES`, with their wrappers | [`ChainInput::Source`] |
-//! | `ProjectionExec`, `FilterExec`, `AsyncBatchExec`, `UnnestExec`, ... | [`ChainStage::Segment`]: the run of such nodes, executed once per batch over a [`BatchSlotExec`] |
+//! | `ProjectionExec`, `FilterExec`, `UnnestExec`, ... | [`ChainStage::Segment`]: the run of such nodes, executed once per batch over a [`BatchSlotExec`] |
+//! | `AsyncBatchExec` (`url_download`, `file_read`) | [`ChainStage::Async`]: requests of a few rows, several in flight, results in order |
 //! | `GlobalLimitExec`, `LocalLimitExec`, a node's `fetch` | [`ChainStage::Limit`] |
 //! | after a filter | [`ChainStage::Coalesce`] |
 //! | `SinkExec` | [`ChainStage::Sink`] |
@@ -27,7 +28,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+use datafusion::physical_expr::{EquivalenceProperties, ScalarFunctionExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
@@ -37,6 +39,7 @@ use datafusion::physical_plan::{
     Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
 
+use crate::async_batches::AsyncBatchExec;
 use crate::exchange::ExchangeReadExec;
 use crate::sink::{Sink, SinkExec};
 
@@ -45,10 +48,17 @@ const PER_BATCH: &[&str] = &[
     "ProjectionExec",
     "FilterExec",
     "AsyncBatchExec",
+    // Only when Riffle's rule did not replace it with an `AsyncBatchExec`: then it runs
+    // inside a segment, each batch's calls to their end.
     "AsyncFuncExec",
     "UnnestExec",
     "CooperativeExec",
 ];
+
+/// Requests of an async stage in flight at once (started and not yet emitted). Each is a
+/// slice of a few rows whose own rows are fetched concurrently, so a few of them keep the
+/// network busy while the operators after them work.
+pub const ASYNC_REQUESTS_IN_FLIGHT: usize = 4;
 
 /// Leaves that read a source, and the nodes that wrap a source's stream (naming its files,
 /// skipping corrupt ones, fixing its width, yielding to the scheduler): together, a
@@ -86,6 +96,20 @@ pub enum ChainStage {
     /// Per-batch DataFusion nodes over a [`BatchSlotExec`] leaf: each batch is put in the
     /// slot and the plan executed to its end, so the segment holds nothing between batches.
     Segment(Arc<dyn ExecutionPlan>),
+    /// Asynchronous functions (`url_download`, `file_read`) evaluated on slices of `rows`
+    /// rows, up to `in_flight` slices at once, their results emitted in input order. The
+    /// slices in flight at a barrier are the operator's state, so a barrier never waits for
+    /// a request (the design's `AsyncOperator`).
+    Async {
+        /// The functions, each adding a column after the input's.
+        exprs: Vec<Arc<AsyncFuncExpr>>,
+        /// Rows per slice (one request batch).
+        rows: usize,
+        /// Slices started and not yet emitted, at most.
+        in_flight: usize,
+        /// The output: the input's columns, then one per function.
+        schema: SchemaRef,
+    },
     /// Skips `skip` rows, then passes `fetch` rows (all when `None`) and ends the chain.
     Limit {
         /// Rows to skip.
@@ -125,6 +149,19 @@ impl fmt::Display for ChainStage {
                 names.reverse();
                 write!(f, "Segment({})", names.join(", "))
             }
+            ChainStage::Async {
+                exprs,
+                rows,
+                in_flight,
+                ..
+            } => {
+                let names: Vec<&str> = exprs.iter().map(|expr| function_name(expr)).collect();
+                write!(
+                    f,
+                    "Async({}, {rows} rows a request, {in_flight} in flight)",
+                    names.join(", ")
+                )
+            }
             ChainStage::Limit { skip, fetch } => match fetch {
                 Some(fetch) => write!(f, "Limit(skip={skip}, fetch={fetch})"),
                 None => write!(f, "Limit(skip={skip})"),
@@ -133,6 +170,13 @@ impl fmt::Display for ChainStage {
             ChainStage::Sink { sink, .. } => write!(f, "Sink({})", sink.target()),
         }
     }
+}
+
+/// The name of the function an async expression calls (`url_download`).
+fn function_name(expr: &AsyncFuncExpr) -> &str {
+    expr.func
+        .downcast_ref::<ScalarFunctionExpr>()
+        .map_or(expr.name(), |function| function.name())
 }
 
 /// A fragment decomposed into a chain: its input, then its stages from first to last.
@@ -221,6 +265,14 @@ pub fn plan_chain(
             stages.push(ChainStage::Limit {
                 skip: 0,
                 fetch: Some(limit.fetch()),
+            });
+        } else if let Some(exec) = plan.downcast_ref::<AsyncBatchExec>() {
+            close_segment(&mut segment, &mut stages, None, batch_rows);
+            stages.push(ChainStage::Async {
+                exprs: exec.exprs().to_vec(),
+                rows: exec.rows(),
+                in_flight: ASYNC_REQUESTS_IN_FLIGHT,
+                schema: exec.schema(),
             });
         } else if let Some(sink) = plan.downcast_ref::<SinkExec>() {
             close_segment(&mut segment, &mut stages, None, batch_rows);

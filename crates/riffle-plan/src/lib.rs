@@ -22,9 +22,11 @@ mod sink;
 mod skip_corrupt;
 mod unbounded;
 
-pub use async_batches::{AsyncBatchExec, AsyncBatchesRule};
+pub use async_batches::{AsyncBatchExec, AsyncBatchesRule, evaluate_slice};
 pub use builder::{ChainOptions, build_job_graph, build_job_graph_with};
-pub use chain::{BatchSlot, BatchSlotExec, ChainInput, ChainPlan, ChainStage, plan_chain};
+pub use chain::{
+    ASYNC_REQUESTS_IN_FLIGHT, BatchSlot, BatchSlotExec, ChainInput, ChainPlan, ChainStage, plan_chain,
+};
 pub use codec::{ConnectorCodec, RiffleCodec};
 pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};
 pub use fixed_parallelism::FixedParallelismExec;

@@ -39,7 +39,8 @@ use crate::gate::{GateOutput, InputGate};
 use crate::message::Message;
 use crate::operator::{OperatorContext, OperatorState};
 use crate::operators::{
-    CommitMode, RowOrigin, SinkCommits, build_chain, staged_sinks as staged_sinks_of,
+    ASYNC_OPERATOR, CommitMode, RowOrigin, SinkCommits, build_chain, rows_to_resend,
+    staged_sinks as staged_sinks_of,
 };
 use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
@@ -163,6 +164,9 @@ pub struct JobReport {
     /// Rows the sources read again after restarts: between the restored position and where
     /// the failed attempt had got to.
     pub rows_read_again: u64,
+    /// Rows whose asynchronous requests (`url_download`, `file_read`) were in flight at a
+    /// restored checkpoint and were sent again; results that had arrived were kept.
+    pub rows_resent: u64,
     /// Rows before the restored positions that the sources passed over without reading
     /// them (a datagen index, whole Parquet files); the rest before a position is read and
     /// dropped.
@@ -521,7 +525,16 @@ impl Job {
                     reached.saturating_sub(from)
                 })
                 .sum();
-            update(report, |r| r.rows_read_again += again);
+            let resent: u64 = restored
+                .values()
+                .flatten()
+                .filter(|(name, _)| name.starts_with(ASYNC_OPERATOR))
+                .map(|(_, state)| rows_to_resend(state))
+                .sum();
+            update(report, |r| {
+                r.rows_read_again += again;
+                r.rows_resent += resent;
+            });
             let mut running = self.start_attempt(attempt, restored)?;
             channel_stats.set(std::mem::take(&mut running.channel_stats));
             if let Some(coordinator) = coordinator {

@@ -4,6 +4,7 @@
 //! (`segment-1`, `limit-2`, ...): the name keys its state in a checkpoint, so it must be the
 //! same on every attempt of the same plan.
 
+mod async_calls;
 mod coalesce;
 mod limit;
 mod segment;
@@ -16,6 +17,8 @@ use datafusion::execution::TaskContext;
 use riffle_common::Result;
 use riffle_plan::{ChainPlan, ChainStage};
 
+pub use async_calls::AsyncOperator;
+pub(crate) use async_calls::rows_to_resend;
 pub use coalesce::CoalesceOperator;
 pub use limit::LimitOperator;
 pub use segment::{RowOrigin, SegmentOperator};
@@ -54,6 +57,19 @@ pub fn build_chain(
                 Arc::clone(context),
                 origin.clone().filter(|_| index == 0),
             )?),
+            ChainStage::Async {
+                exprs,
+                rows,
+                in_flight,
+                schema,
+            } => Box::new(AsyncOperator::new(
+                async_operator_name(position),
+                exprs.clone(),
+                *rows,
+                *in_flight,
+                Arc::clone(schema),
+                Arc::clone(context.session_config().options()),
+            )),
             ChainStage::Limit { skip, fetch } => Box::new(LimitOperator::new(
                 format!("limit-{position}"),
                 *skip,
@@ -100,6 +116,14 @@ pub fn build_chain(
     }
     Ok(Chain::new(operators))
 }
+
+/// The name of the async operator at `position` of a chain (its stage index plus one).
+pub fn async_operator_name(position: usize) -> String {
+    format!("{ASYNC_OPERATOR}-{position}")
+}
+
+/// What the names of async operators start with.
+pub(crate) const ASYNC_OPERATOR: &str = "async";
 
 /// The name of the sink operator at `position` of a chain (its stage index plus one).
 pub fn sink_operator_name(position: usize) -> String {

@@ -1,0 +1,707 @@
+//! Asynchronous functions (`url_download`, `file_read`) in a chain: the design's
+//! `AsyncOperator` (../shared/design/fault-tolerance.md §3.6).
+//!
+//! Each input batch is cut into slices of a few rows, and each slice is one request: its
+//! functions are evaluated on a task of their own, so that requests stay in flight while the
+//! chain task goes on with barriers, control and the operators after this one. At most
+//! `in_flight` requests are started and not yet emitted; the slices of a batch beyond that
+//! wait their turn, and while any waits the operator takes no input (backpressure). Results
+//! leave in input order, and a watermark leaves once every request before it has.
+//!
+//! At a barrier nothing waits: the snapshot holds the input of every request without a
+//! result (sent again after a restore), the results that arrived but were not yet emitted
+//! (kept: a model call costs more than the bytes of its answer), and the watermarks between
+//! them. What leaves after the barrier belongs to the next epoch, so each row's result is
+//! committed exactly once, even when a restore asked for it twice.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, new_null_array};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::config::ConfigOptions;
+use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use riffle_common::{Result, RiffleError};
+use serde::{Deserialize, Serialize};
+
+use crate::message::CheckpointId;
+use crate::operator::{Operator, OperatorContext, OperatorState, Output};
+
+/// Evaluates async functions on slices of its input, several slices in flight; see the
+/// module docs.
+pub struct AsyncOperator {
+    name: String,
+    exprs: Arc<Vec<Arc<AsyncFuncExpr>>>,
+    rows: usize,
+    in_flight: usize,
+    /// The input's columns, then one per function.
+    schema: SchemaRef,
+    options: Arc<ConfigOptions>,
+    /// Requests and watermarks in input order.
+    queue: VecDeque<Entry>,
+    /// Requests started and not yet emitted.
+    started: usize,
+    /// Requests not started yet.
+    waiting: usize,
+}
+
+/// One place in the operator's queue.
+enum Entry {
+    /// A slice whose request has not started.
+    Waiting(RecordBatch),
+    /// A slice whose request is in flight.
+    Running {
+        input: RecordBatch,
+        result: BoxFuture<'static, Result<RecordBatch>>,
+    },
+    /// A request's result, waiting for the requests before it (restored from a checkpoint,
+    /// or seen complete when one was taken).
+    Done(RecordBatch),
+    /// A watermark, held until every request before it is emitted.
+    Watermark(i64),
+}
+
+/// What the batches of a checkpointed state are, in queue order, and the watermarks between
+/// them.
+#[derive(Debug, Serialize, Deserialize)]
+enum Mark {
+    /// A request's input, to be sent again.
+    Request,
+    /// A request's result, to be emitted.
+    Result,
+    /// A watermark.
+    Watermark(i64),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AsyncState {
+    marks: Vec<Mark>,
+}
+
+impl AsyncState {
+    fn decode(bytes: &[u8], operator: &str) -> Result<Self> {
+        if bytes.is_empty() {
+            return Ok(Self::default());
+        }
+        serde_json::from_slice(bytes).map_err(|e| {
+            RiffleError::internal(format!(
+                "the checkpointed state of operator {operator} cannot be read: {e}"
+            ))
+        })
+    }
+}
+
+impl AsyncOperator {
+    /// Evaluates `exprs` on slices of `rows` rows, at most `in_flight` at once; `schema` is
+    /// the output's. `options` are the session's, which the functions read.
+    pub fn new(
+        name: String,
+        exprs: Vec<Arc<AsyncFuncExpr>>,
+        rows: usize,
+        in_flight: usize,
+        schema: SchemaRef,
+        options: Arc<ConfigOptions>,
+    ) -> Self {
+        Self {
+            name,
+            exprs: Arc::new(exprs),
+            rows: rows.max(1),
+            in_flight: in_flight.max(1),
+            schema,
+            options,
+            queue: VecDeque::new(),
+            started: 0,
+            waiting: 0,
+        }
+    }
+
+    /// Columns of the input (the output's first columns).
+    fn input_columns(&self) -> usize {
+        self.schema.fields().len() - self.exprs.len()
+    }
+
+    /// Sends the request of `input` on a task of its own (aborted when the result is
+    /// dropped: a cancelled job or a failed attempt leaves nothing running).
+    fn request(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>> {
+        let exprs = Arc::clone(&self.exprs);
+        let schema = Arc::clone(&self.schema);
+        let options = Arc::clone(&self.options);
+        let name = self.name.clone();
+        let task = SpawnedTask::spawn(async move {
+            riffle_plan::evaluate_slice(input, &exprs, schema, options).await
+        });
+        Box::pin(async move {
+            match task.join().await {
+                Ok(result) => result.map_err(RiffleError::from),
+                Err(error) => Err(RiffleError::internal(format!(
+                    "a request of operator {name} stopped: {error}"
+                ))),
+            }
+        })
+    }
+
+    /// Starts waiting requests, in order, while there is room.
+    fn start_waiting(&mut self) {
+        let mut room = self.in_flight.saturating_sub(self.started);
+        if room == 0 || self.waiting == 0 {
+            return;
+        }
+        for index in 0..self.queue.len() {
+            if room == 0 {
+                break;
+            }
+            if let Entry::Waiting(input) = &self.queue[index] {
+                let input = input.clone();
+                let result = self.request(input.clone());
+                self.queue[index] = Entry::Running { input, result };
+                self.started += 1;
+                self.waiting -= 1;
+                room -= 1;
+            }
+        }
+    }
+
+    /// Emits what is ready at the head of the queue; `Ready` when something was emitted (or
+    /// a request failed).
+    fn emit_ready(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Poll<Result<()>> {
+        self.start_waiting();
+        let mut emitted = false;
+        loop {
+            let ready = match self.queue.front_mut() {
+                None | Some(Entry::Waiting(_)) => break,
+                Some(Entry::Running { result, .. }) => match result.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => Some(outcome),
+                    Poll::Pending => break,
+                },
+                Some(Entry::Done(_) | Entry::Watermark(_)) => None,
+            };
+            match (self.queue.pop_front(), ready) {
+                (Some(Entry::Running { .. }), Some(outcome)) => {
+                    self.started -= 1;
+                    out.batch(outcome.map_err(|error| {
+                        error.context(format!("evaluating operator {}", self.name))
+                    })?);
+                    self.start_waiting();
+                }
+                (Some(Entry::Done(batch)), _) => out.batch(batch),
+                (Some(Entry::Watermark(watermark)), _) => out.watermark(watermark),
+                _ => return Poll::Ready(Err(RiffleError::internal("async queue out of step"))),
+            }
+            emitted = true;
+        }
+        if emitted {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The schema of the checkpointed batches: the output's, with the functions' columns
+    /// nullable, since a request's input is stored with its results missing.
+    fn state_schema(&self) -> SchemaRef {
+        let inputs = self.input_columns();
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                let field = field.as_ref().clone();
+                if index >= inputs {
+                    field.with_nullable(true)
+                } else {
+                    field
+                }
+            })
+            .collect();
+        Arc::new(Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ))
+    }
+
+    /// `batch`'s columns, then nulls for the results it lacks, under `schema`.
+    fn stored(&self, batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut columns = batch.columns().to_vec();
+        for field in &schema.fields()[columns.len()..] {
+            columns.push(new_null_array(field.data_type(), batch.num_rows()));
+        }
+        RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| {
+            RiffleError::internal(format!("storing the state of operator {}: {e}", self.name))
+        })
+    }
+}
+
+/// Rows whose requests a restored state of an async operator sends again.
+pub(crate) fn rows_to_resend(state: &OperatorState) -> u64 {
+    let Ok(decoded) = AsyncState::decode(&state.inline, "async") else {
+        return 0;
+    };
+    let requests = decoded
+        .marks
+        .iter()
+        .filter(|mark| !matches!(mark, Mark::Watermark(_)));
+    requests
+        .zip(&state.batches)
+        .filter(|(mark, _)| matches!(mark, Mark::Request))
+        .map(|(_, batch)| batch.num_rows() as u64)
+        .sum()
+}
+
+#[async_trait]
+impl Operator for AsyncOperator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn open(
+        &mut self,
+        _context: &OperatorContext,
+        restored: Option<OperatorState>,
+    ) -> Result<()> {
+        let Some(state) = restored else {
+            return Ok(());
+        };
+        let decoded = AsyncState::decode(&state.inline, &self.name)?;
+        let requests = decoded
+            .marks
+            .iter()
+            .filter(|mark| !matches!(mark, Mark::Watermark(_)))
+            .count();
+        if requests != state.batches.len() {
+            return Err(RiffleError::internal(format!(
+                "the checkpointed state of operator {} lists {requests} requests but holds {} \
+                 batches",
+                self.name,
+                state.batches.len()
+            )));
+        }
+        let inputs: Vec<usize> = (0..self.input_columns()).collect();
+        let mut batches = state.batches.into_iter();
+        for mark in decoded.marks {
+            let entry = match mark {
+                Mark::Watermark(watermark) => Entry::Watermark(watermark),
+                Mark::Request => {
+                    // As many batches as requests and results: counted above.
+                    let Some(stored) = batches.next() else { break };
+                    self.waiting += 1;
+                    Entry::Waiting(stored.project(&inputs).map_err(|e| {
+                        RiffleError::internal(format!(
+                            "a request in the state of operator {}: {e}",
+                            self.name
+                        ))
+                    })?)
+                }
+                Mark::Result => {
+                    let Some(stored) = batches.next() else { break };
+                    Entry::Done(
+                        RecordBatch::try_new(Arc::clone(&self.schema), stored.columns().to_vec())
+                            .map_err(|e| {
+                                RiffleError::internal(format!(
+                                    "a result in the state of operator {}: {e}",
+                                    self.name
+                                ))
+                            })?,
+                    )
+                }
+            };
+            self.queue.push_back(entry);
+        }
+        Ok(())
+    }
+
+    async fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        _out: &mut Output,
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let length = self.rows.min(batch.num_rows() - start);
+            self.queue
+                .push_back(Entry::Waiting(batch.slice(start, length)));
+            self.waiting += 1;
+            start += length;
+        }
+        self.start_waiting();
+        Ok(())
+    }
+
+    async fn process_watermark(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
+        if self.queue.is_empty() {
+            out.watermark(watermark);
+        } else {
+            self.queue.push_back(Entry::Watermark(watermark));
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+        if self.queue.is_empty() {
+            return Ok(OperatorState::default());
+        }
+        let schema = self.state_schema();
+        let mut marks = Vec::with_capacity(self.queue.len());
+        let mut batches = Vec::with_capacity(self.queue.len());
+        for index in 0..self.queue.len() {
+            // A request that has its answer keeps it; the rest are sent again on restore.
+            if let Entry::Running { result, .. } = &mut self.queue[index] {
+                match result.as_mut().now_or_never() {
+                    Some(Ok(output)) => {
+                        self.queue[index] = Entry::Done(output);
+                        self.started -= 1;
+                    }
+                    // Kept for the head of the queue to report (a finished future cannot
+                    // be polled again).
+                    Some(Err(error)) => *result = futures::future::ready(Err(error)).boxed(),
+                    None => {}
+                }
+            }
+            match &self.queue[index] {
+                Entry::Waiting(input) | Entry::Running { input, .. } => {
+                    marks.push(Mark::Request);
+                    batches.push(self.stored(input, &schema)?);
+                }
+                Entry::Done(output) => {
+                    marks.push(Mark::Result);
+                    batches.push(self.stored(output, &schema)?);
+                }
+                Entry::Watermark(watermark) => marks.push(Mark::Watermark(*watermark)),
+            }
+        }
+        let inline = serde_json::to_vec(&AsyncState { marks }).map_err(|e| {
+            RiffleError::internal(format!("encoding the state of operator {}: {e}", self.name))
+        })?;
+        Ok(OperatorState { inline, batches })
+    }
+
+    async fn finish(&mut self, out: &mut Output) -> Result<()> {
+        poll_fn(|cx| {
+            loop {
+                match self.emit_ready(cx, out) {
+                    Poll::Ready(Ok(())) if !self.queue.is_empty() => continue,
+                    Poll::Ready(outcome) => return Poll::Ready(outcome),
+                    Poll::Pending if self.queue.is_empty() => return Poll::Ready(Ok(())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Poll<Result<()>> {
+        self.emit_ready(cx, out)
+    }
+
+    fn can_accept(&self) -> bool {
+        self.waiting == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+    use datafusion::logical_expr::{
+        ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    };
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+
+    /// Doubles its argument after a delay that depends on the slice's first value, so that
+    /// requests complete out of order; records the first value of every request it gets.
+    #[derive(Debug)]
+    struct SlowDouble {
+        requested: Arc<Mutex<Vec<i64>>>,
+        signature: Signature,
+    }
+
+    impl PartialEq for SlowDouble {
+        fn eq(&self, other: &Self) -> bool {
+            Arc::ptr_eq(&self.requested, &other.requested)
+        }
+    }
+    impl Eq for SlowDouble {}
+    impl std::hash::Hash for SlowDouble {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            "slow_double".hash(state);
+        }
+    }
+
+    impl ScalarUDFImpl for SlowDouble {
+        fn name(&self) -> &str {
+            "slow_double"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+            Ok(DataType::Int64)
+        }
+        fn invoke_with_args(
+            &self,
+            _args: ScalarFunctionArgs,
+        ) -> datafusion::error::Result<ColumnarValue> {
+            unreachable!("asynchronous")
+        }
+    }
+
+    #[async_trait]
+    impl AsyncScalarUDFImpl for SlowDouble {
+        async fn invoke_async_with_args(
+            &self,
+            args: ScalarFunctionArgs,
+        ) -> datafusion::error::Result<ColumnarValue> {
+            let input = args.args[0].clone().into_array(args.number_rows)?;
+            let values = input.as_primitive::<Int64Type>();
+            let first = values.value(0);
+            self.requested.lock().unwrap().push(first);
+            if first < 0 {
+                return Err(datafusion::error::DataFusionError::Execution(format!(
+                    "no double for {first}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis((first as u64 * 7919) % 13)).await;
+            let doubled: Int64Array = values.iter().map(|v| v.map(|v| v * 2)).collect();
+            Ok(ColumnarValue::Array(Arc::new(doubled)))
+        }
+    }
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]))
+    }
+
+    fn operator(requested: &Arc<Mutex<Vec<i64>>>) -> AsyncOperator {
+        let udf = AsyncScalarUDF::new(Arc::new(SlowDouble {
+            requested: Arc::clone(requested),
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Volatile),
+        }))
+        .into_scalar_udf();
+        let input = input_schema();
+        let options = Arc::new(ConfigOptions::default());
+        let call = ScalarFunctionExpr::try_new(
+            Arc::new(udf),
+            vec![Arc::new(Column::new("x", 0))],
+            &input,
+            Arc::clone(&options),
+        )
+        .unwrap();
+        let expr = AsyncFuncExpr::try_new("doubled", Arc::new(call), &input).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int64, false),
+            Field::new("doubled", DataType::Int64, true),
+        ]));
+        AsyncOperator::new("async-1".into(), vec![Arc::new(expr)], 3, 2, schema, options)
+    }
+
+    fn batch(values: std::ops::Range<i64>) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![Arc::new(Int64Array::from_iter_values(values))],
+        )
+        .unwrap()
+    }
+
+    fn context() -> OperatorContext {
+        OperatorContext {
+            vertex: 1,
+            subtask: 0,
+            parallelism: 1,
+            attempt: 0,
+        }
+    }
+
+    /// What leaves the operator, flattened: `(x, doubled)` per row, a watermark as
+    /// `(i64::MIN, w)`.
+    fn flatten(emitted: Vec<crate::operator::Emitted>, into: &mut Vec<(i64, i64)>) {
+        for item in emitted {
+            match item {
+                crate::operator::Emitted::Batch(batch) => {
+                    let x = batch.column(0).as_primitive::<Int64Type>();
+                    let doubled = batch.column(1).as_primitive::<Int64Type>();
+                    for row in 0..batch.num_rows() {
+                        into.push((x.value(row), doubled.value(row)));
+                    }
+                }
+                crate::operator::Emitted::Watermark(w) => into.push((i64::MIN, w)),
+            }
+        }
+    }
+
+    /// Feeds `inputs` (a batch, or a watermark as `None`), serving completions while the
+    /// operator cannot accept more, the way a chain task does.
+    async fn feed(
+        operator: &mut AsyncOperator,
+        inputs: &[Option<std::ops::Range<i64>>],
+        seen: &mut Vec<(i64, i64)>,
+        watermark: i64,
+    ) {
+        for input in inputs {
+            while !operator.can_accept() {
+                let mut out = Output::default();
+                poll_fn(|cx| operator.poll_pending(cx, &mut out))
+                    .await
+                    .unwrap();
+                flatten(out.take(), seen);
+            }
+            let mut out = Output::default();
+            match input {
+                Some(values) => operator
+                    .process_batch(0, batch(values.clone()), &mut out)
+                    .await
+                    .unwrap(),
+                None => operator
+                    .process_watermark(watermark, &mut out)
+                    .await
+                    .unwrap(),
+            }
+            flatten(out.take(), seen);
+        }
+    }
+
+    fn inputs() -> Vec<Option<std::ops::Range<i64>>> {
+        vec![
+            Some(0..10),
+            Some(10..17),
+            None,
+            Some(17..30),
+            Some(30..31),
+            None,
+            Some(31..45),
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn results_leave_in_input_order_with_watermarks_after_the_rows_before_them() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let mut operator = operator(&requested);
+        operator.open(&context(), None).await.unwrap();
+        let mut seen = Vec::new();
+        feed(&mut operator, &inputs(), &mut seen, 99).await;
+        let mut out = Output::default();
+        operator.finish(&mut out).await.unwrap();
+        flatten(out.take(), &mut seen);
+
+        let mut expected: Vec<(i64, i64)> = (0..17).map(|x| (x, 2 * x)).collect();
+        expected.push((i64::MIN, 99));
+        expected.extend((17..31).map(|x| (x, 2 * x)));
+        expected.push((i64::MIN, 99));
+        expected.extend((31..45).map(|x| (x, 2 * x)));
+        assert_eq!(seen, expected);
+        // Slices of at most 3 rows, each requested once.
+        assert_eq!(requested.lock().unwrap().len(), 4 + 3 + 5 + 1 + 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_snapshot_goes_on_as_if_nothing_happened_and_resends_only_requests_without_results()
+     {
+        let expected = {
+            let requested = Arc::new(Mutex::new(Vec::new()));
+            let mut operator = operator(&requested);
+            operator.open(&context(), None).await.unwrap();
+            let mut seen = Vec::new();
+            feed(&mut operator, &inputs(), &mut seen, 7).await;
+            let mut out = Output::default();
+            operator.finish(&mut out).await.unwrap();
+            flatten(out.take(), &mut seen);
+            seen
+        };
+        let all = inputs();
+        let (mut results_kept, mut requests_kept) = (0, 0);
+        for split in 1..all.len() {
+            for wait_ms in [0u64, 5, 20] {
+                let requested = Arc::new(Mutex::new(Vec::new()));
+                let mut first = operator(&requested);
+                first.open(&context(), None).await.unwrap();
+                let mut seen = Vec::new();
+                feed(&mut first, &all[..split], &mut seen, 7).await;
+                // Some requests answer before the barrier, some after.
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                let state = first.snapshot(1).await.unwrap();
+                let in_flight_at_barrier = first.started;
+                drop(first);
+                let resend = rows_to_resend(&state);
+                let stored: usize = state.batches.iter().map(RecordBatch::num_rows).sum();
+                results_kept += stored - resend as usize;
+                requests_kept += resend;
+
+                let before = requested.lock().unwrap().len();
+                let mut second = operator(&requested);
+                second.open(&context(), Some(state)).await.unwrap();
+                feed(&mut second, &all[split..], &mut seen, 7).await;
+                let mut out = Output::default();
+                second.finish(&mut out).await.unwrap();
+                flatten(out.take(), &mut seen);
+                assert_eq!(seen, expected, "split {split}, waited {wait_ms} ms");
+
+                let fed_after: usize = all[split..]
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.end - r.start) as usize)
+                    .map(|rows| rows.div_ceil(3))
+                    .sum();
+                let sent_again = requested.lock().unwrap().len() - before - fed_after;
+                assert!(
+                    sent_again <= in_flight_at_barrier + 5,
+                    "split {split}: {sent_again} requests sent again"
+                );
+                assert!(resend as usize >= sent_again, "{resend} rows, {sent_again}");
+            }
+        }
+        // Both kinds of state were restored: answers that had arrived, and requests sent
+        // again.
+        assert!(results_kept > 0 && requests_kept > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_request_fails_the_operator_with_the_functions_error() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let mut operator = operator(&requested);
+        operator.open(&context(), None).await.unwrap();
+        let mut out = Output::default();
+        operator
+            .process_batch(0, batch(-3..3), &mut out)
+            .await
+            .unwrap();
+        let error = operator.finish(&mut out).await.unwrap_err();
+        assert!(error.to_string().contains("no double for -3"), "{error}");
+        assert!(error.to_string().contains("async-1"), "{error}");
+    }
+
+    #[test]
+    fn a_state_whose_marks_and_batches_disagree_is_refused() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut operator = operator(&requested);
+        let state = OperatorState {
+            inline: serde_json::to_vec(&AsyncState {
+                marks: vec![Mark::Request, Mark::Request],
+            })
+            .unwrap(),
+            batches: vec![batch(0..2)],
+        };
+        let error = runtime
+            .block_on(operator.open(&context(), Some(state)))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("lists 2 requests but holds 1"),
+            "{error}"
+        );
+    }
+}
