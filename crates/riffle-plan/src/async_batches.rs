@@ -180,10 +180,9 @@ impl ExecutionPlan for AsyncBatchExec {
                 let options = Arc::clone(&options);
                 // A task of its own, so that the next slice's requests go out while the
                 // operators above are still busy with this one (aborted if the job stops).
-                let task =
-                    SpawnedTask::spawn(
-                        async move { evaluate_slice(slice?, &exprs, schema, options).await },
-                    );
+                let task = SpawnedTask::spawn(async move {
+                    evaluate_slice(slice?, &exprs, schema, options).await
+                });
                 async move {
                     task.join()
                         .await

@@ -25,7 +25,8 @@ mod unbounded;
 pub use async_batches::{AsyncBatchExec, AsyncBatchesRule, evaluate_slice};
 pub use builder::{ChainOptions, build_job_graph, build_job_graph_with};
 pub use chain::{
-    ASYNC_REQUESTS_IN_FLIGHT, BatchSlot, BatchSlotExec, ChainInput, ChainPlan, ChainStage, plan_chain,
+    ASYNC_REQUESTS_IN_FLIGHT, BatchSlot, BatchSlotExec, ChainInput, ChainPlan, ChainStage,
+    plan_chain,
 };
 pub use codec::{ConnectorCodec, RiffleCodec};
 pub use exchange::{ExchangeInputs, ExchangeReadExec, ExchangeRegistry};

@@ -303,11 +303,11 @@ impl Operator for AsyncOperator {
                     Entry::Done(
                         RecordBatch::try_new(Arc::clone(&self.schema), stored.columns().to_vec())
                             .map_err(|e| {
-                                RiffleError::internal(format!(
-                                    "a result in the state of operator {}: {e}",
-                                    self.name
-                                ))
-                            })?,
+                            RiffleError::internal(format!(
+                                "a result in the state of operator {}: {e}",
+                                self.name
+                            ))
+                        })?,
                     )
                 }
             };
@@ -504,7 +504,14 @@ mod tests {
             Field::new("x", DataType::Int64, false),
             Field::new("doubled", DataType::Int64, true),
         ]));
-        AsyncOperator::new("async-1".into(), vec![Arc::new(expr)], 3, 2, schema, options)
+        AsyncOperator::new(
+            "async-1".into(),
+            vec![Arc::new(expr)],
+            3,
+            2,
+            schema,
+            options,
+        )
     }
 
     fn batch(values: std::ops::Range<i64>) -> RecordBatch {
