@@ -118,7 +118,12 @@ def turbojpeg_available() -> bool:
 
 
 def riffle(folder: Path, repeat: int, turbojpeg: bool) -> tuple[float, int]:
-    binary = ROOT / "target" / "bench-fast" / "riffle-bench-images"
+    # Where cargo puts it: CARGO_TARGET_DIR when set (.ci/run and the README use a shared
+    # folder outside the clone), else the workspace's target/.
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    if not target.is_absolute():
+        target = ROOT / target
+    binary = target / "bench-fast" / "riffle-bench-images"
     features = ["--features", "turbojpeg"] if turbojpeg else []
     # cargo rebuilds only what changed (and when the feature changes).
     subprocess.run(

@@ -50,6 +50,12 @@ enum Command {
         /// The statement.
         sql: String,
     },
+    /// Describes a checkpoint (`.../chk-0000042`) or a job's checkpoint folder (its latest
+    /// complete checkpoint): what each subtask holds, by pipeline region.
+    Checkpoint {
+        /// The checkpoint or folder.
+        path: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,10 @@ async fn run(cli: Cli) -> Result<(), RiffleError> {
         }
         Command::Explain { sql } => {
             println!("{}", session.explain(&sql).await?);
+            Ok(())
+        }
+        Command::Checkpoint { path } => {
+            print!("{}", session.describe_checkpoint(&path).await?);
             Ok(())
         }
     }

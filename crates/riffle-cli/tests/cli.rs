@@ -351,6 +351,24 @@ fn killed_then_resumed(resume: Resume) {
                     .any(|m| m.starts_with(p))
         })
         .unwrap();
+    if let Resume::FromCheckpoint = resume {
+        // What the restore will bring back, by region: a map-only job at parallelism 2 has
+        // one region per subtask, each with its source position and its sink's parts.
+        let shown = Command::new(env!("CARGO_BIN_EXE_riffle"))
+            .arg("checkpoint")
+            .arg(&job_folder)
+            .output()
+            .unwrap();
+        let described = text(&shown.stdout);
+        assert!(shown.status.success(), "{}", text(&shown.stderr));
+        assert!(described.starts_with("checkpoint "), "{described}");
+        assert!(described.contains("region 2 (1 subtasks)"), "{described}");
+        assert!(
+            described.contains("vertex 0 subtask 1: source "),
+            "{described}"
+        );
+        assert!(described.contains("; sink-"), "{described}");
+    }
     let mut second = Command::new(env!("CARGO_BIN_EXE_riffle"));
     match resume {
         Resume::FromCheckpoint => {

@@ -2,19 +2,22 @@
 //! row says which file (and which row of which Parquet file) the row was read from.
 //!
 //! A source's position counts the rows its partition emitted. A file scan reads its
-//! partition's files in order, so the position falls in one of them; which one can be
-//! told exactly when each file is read whole and nothing is skipped inside it (no predicate
-//! that prunes row groups or rows), by adding up the row counts in the files' footers.
-//! Otherwise the error names the partition's files.
+//! partition's files (or byte ranges of them) in order, so the position falls in one of
+//! them; which one, and which row group, can be told exactly when nothing is skipped inside
+//! the row groups read (no predicate, no limit), by adding up the row counts in the files'
+//! footers. Otherwise the error names the partition's files. The same walk lets a restored
+//! scan start at the row group its position is in ([`skip_files_before`]).
 
 use std::sync::Arc;
 
+use datafusion::datasource::listing::{FileRange, PartitionedFile};
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
 
 use crate::scan_context::file_url;
 
@@ -45,8 +48,14 @@ pub async fn describe_source_row(
 ) -> Option<String> {
     let config = file_scan(plan)?;
     let files = config.file_groups.get(partition)?.files().to_vec();
-    if let Some((index, row)) = parquet_row(&config, &files, position, context).await {
-        return Some(format!("row {row} of {}", file_url(&config, &files[index])));
+    if let Some(found) = seek(&config, &files, position, context).await
+        && let Some(file) = files.get(found.file)
+    {
+        return Some(format!(
+            "row {} of {}",
+            found.row_in_file,
+            file_url(&config, file)
+        ));
     }
     match files.as_slice() {
         [] => None,
@@ -59,36 +68,92 @@ pub async fn describe_source_row(
     }
 }
 
-/// The file and the row in it of `position`, when the scan reads whole Parquet files
-/// without a predicate: then the rows it emits are every row of every file, in order.
-async fn parquet_row(
-    config: &FileScanConfig,
-    files: &[datafusion::datasource::listing::PartitionedFile],
-    position: u64,
-    context: &TaskContext,
-) -> Option<(usize, u64)> {
-    let store = whole_parquet_files(config, files, context)?;
-    let mut before = 0u64;
-    for (index, file) in files.iter().enumerate() {
-        let rows = parquet_rows(store.as_ref(), &file.object_meta).await?;
-        if position < before + rows {
-            return Some((index, position - before));
-        }
-        before += rows;
-    }
-    None
+/// Where a position of a Parquet scan's partition falls, found from the files' footers.
+struct Seek {
+    /// The file the position is in (the partition's file count when it is past the end).
+    file: usize,
+    /// Rows the partition reads before that file's first row group not skipped.
+    passed: u64,
+    /// Row groups of that file wholly before the position.
+    skipped: Vec<usize>,
+    /// Row groups in that file.
+    row_groups: usize,
+    /// The position's row in that file, counting every row group of the file.
+    row_in_file: u64,
 }
 
-/// The store of `files`, when the scan reads them as whole Parquet files without a
-/// predicate: then the rows it emits are every row of every file, in order, and footers'
-/// row counts map a position to a file.
-fn whole_parquet_files(
+/// Where `position` falls among the row groups a scan's partition reads from `files`, when
+/// the scan reads Parquet without a predicate or a limit: then the rows it emits are every
+/// row of every row group it reads, in order. A file read whole gives all its row groups; a
+/// byte range of a file, those whose first page starts in the range (DataFusion's rule).
+async fn seek(
     config: &FileScanConfig,
-    files: &[datafusion::datasource::listing::PartitionedFile],
+    files: &[PartitionedFile],
+    position: u64,
+    context: &TaskContext,
+) -> Option<Seek> {
+    let store = seekable_parquet(config, files, context)?;
+    let mut passed = 0u64;
+    for (index, file) in files.iter().enumerate() {
+        let footer = parquet_footer(store.as_ref(), &file.object_meta).await?;
+        let groups = footer.row_groups();
+        let mut skipped = Vec::new();
+        let mut file_row = 0u64;
+        for (group_index, group) in groups.iter().enumerate() {
+            let rows = u64::try_from(group.num_rows()).ok()?;
+            if !read_in_range(group, file.range.as_ref()) {
+                file_row += rows;
+                continue;
+            }
+            if passed + rows <= position {
+                passed += rows;
+                file_row += rows;
+                skipped.push(group_index);
+                continue;
+            }
+            return Some(Seek {
+                file: index,
+                passed,
+                skipped,
+                row_groups: groups.len(),
+                row_in_file: file_row + (position - passed),
+            });
+        }
+    }
+    Some(Seek {
+        file: files.len(),
+        passed,
+        skipped: Vec::new(),
+        row_groups: 0,
+        row_in_file: 0,
+    })
+}
+
+/// Whether a scan of byte range `range` reads `group`: its first column's first page starts
+/// in the range (DataFusion's `prune_by_range`). A file without a range reads every group.
+fn read_in_range(group: &RowGroupMetaData, range: Option<&FileRange>) -> bool {
+    let Some(range) = range else {
+        return true;
+    };
+    let column = group.column(0);
+    let offset = column
+        .dictionary_page_offset()
+        .unwrap_or_else(|| column.data_page_offset());
+    offset >= range.start && offset < range.end
+}
+
+/// The store of `files`, when the scan reads them as Parquet without a predicate or a limit
+/// and nothing else chose their row groups: then footers map a position to a row group.
+fn seekable_parquet(
+    config: &FileScanConfig,
+    files: &[PartitionedFile],
     context: &TaskContext,
 ) -> Option<Arc<dyn ObjectStore>> {
     let parquet = config.file_source().downcast_ref::<ParquetSource>()?;
-    if FileSource::filter(parquet).is_some() || files.iter().any(|file| file.range.is_some()) {
+    if FileSource::filter(parquet).is_some()
+        || config.limit.is_some()
+        || files.iter().any(|file| !file.extensions.is_empty())
+    {
         return None;
     }
     context
@@ -97,8 +162,11 @@ fn whole_parquet_files(
         .ok()
 }
 
-/// The row count in the footer of a Parquet file.
-async fn parquet_rows(store: &dyn ObjectStore, file: &object_store::ObjectMeta) -> Option<u64> {
+/// The footer of a Parquet file.
+async fn parquet_footer(
+    store: &dyn ObjectStore,
+    file: &object_store::ObjectMeta,
+) -> Option<ParquetMetaData> {
     // The file ends with the footer, its length (4 bytes) and the magic "PAR1".
     let size = file.size;
     let tail = store
@@ -114,8 +182,7 @@ async fn parquet_rows(store: &dyn ObjectStore, file: &object_store::ObjectMeta) 
         .get_range(&file.location, start..size - 8)
         .await
         .ok()?;
-    let metadata = ParquetMetaDataReader::decode_metadata(&footer).ok()?;
-    u64::try_from(metadata.file_metadata().num_rows()).ok()
+    ParquetMetaDataReader::decode_metadata(&footer).ok()
 }
 
 /// Where a restored source's partition starts reading, handed to `ExecutionPlan::execute` as
@@ -156,11 +223,12 @@ impl SourceStart {
     }
 }
 
-/// Source `plan` without the files of `partition` that lie wholly before `position`, and
-/// the rows those files hold: a restored scan then reads from the file its position is in,
-/// not from its partition's first file. Only for whole Parquet files read without a
-/// predicate (the rows a scan emits are then every row of every file, in order); `None`
-/// otherwise, or when no file can be passed over.
+/// Source `plan` reading `partition` from `position` on as far as footers allow: without
+/// the files wholly before it, and, in the file it falls in, without the row groups wholly
+/// before it (a `ParquetAccessPlan` on that file); with the rows passed over. Only for
+/// Parquet scans without a predicate or a limit (the rows a scan emits are then every row of
+/// every row group it reads, in order), whether each file is read whole or by byte range;
+/// `None` otherwise, or when nothing can be passed over.
 pub async fn skip_files_before(
     plan: &Arc<dyn ExecutionPlan>,
     partition: usize,
@@ -169,28 +237,27 @@ pub async fn skip_files_before(
 ) -> Option<(Arc<dyn ExecutionPlan>, u64)> {
     let config = file_scan(plan)?;
     let files = config.file_groups.get(partition)?.files().to_vec();
-    let store = whole_parquet_files(&config, &files, context)?;
-    let mut passed = 0u64;
-    let mut first_kept = 0;
-    for file in &files {
-        let rows = parquet_rows(store.as_ref(), &file.object_meta).await?;
-        if passed + rows > position {
-            break;
-        }
-        passed += rows;
-        first_kept += 1;
-    }
-    if first_kept == 0 {
+    let found = seek(&config, &files, position, context).await?;
+    if found.passed == 0 {
         return None;
     }
+    let mut kept = files[found.file..].to_vec();
+    if let Some(first) = kept.first_mut()
+        && !found.skipped.is_empty()
+    {
+        let mut access = ParquetAccessPlan::new_all(found.row_groups);
+        for group in &found.skipped {
+            access.skip(*group);
+        }
+        first.extensions.insert(access);
+    }
     let mut groups = config.file_groups.clone();
-    groups[partition] =
-        datafusion::datasource::physical_plan::FileGroup::new(files[first_kept..].to_vec());
+    groups[partition] = datafusion::datasource::physical_plan::FileGroup::new(kept);
     let config = datafusion::datasource::physical_plan::FileScanConfigBuilder::from(config)
         .with_file_groups(groups)
         .build();
     let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-    Some((replace_scan(plan, scan)?, passed))
+    Some((replace_scan(plan, scan)?, found.passed))
 }
 
 /// `plan` with its file scan (under pass-through nodes) replaced by `scan`.

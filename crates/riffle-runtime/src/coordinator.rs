@@ -36,6 +36,9 @@ pub struct JobIdentity {
     pub fingerprint: String,
     /// Each vertex's parallelism.
     pub parallelism: Vec<usize>,
+    /// The pipeline regions, each as its `(vertex, subtask)` pairs (recorded in each
+    /// checkpoint; see [`crate::regions`]).
+    pub regions: Vec<Vec<(usize, usize)>>,
 }
 
 impl JobIdentity {
@@ -758,6 +761,7 @@ impl Coordinator {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             tasks,
+            regions: self.identity.regions.clone(),
         };
         self.store
             .commit(&metadata)

@@ -44,6 +44,7 @@ use crate::operators::{
 };
 use crate::output::TaskOutput;
 use crate::partitioner::{OutputPartitioner, SendError, targets};
+use crate::regions::{job_regions, region_tasks};
 use crate::settings::{JobSettings, RestartStrategy, checkpoint_location, location_of};
 use crate::source::{SOURCE_STATE, SourceProgress, SourceReader};
 
@@ -178,6 +179,9 @@ pub struct JobReport {
     pub restart_delay: std::time::Duration,
     /// What the session decided before starting the job, in sentences.
     pub notes: Vec<String>,
+    /// The job's pipeline regions (subtasks joined by live channels). A restart restarts all
+    /// of them for now; region failover is the next step.
+    pub pipeline_regions: usize,
 }
 
 /// Why `graph` cannot be checkpointed, if it cannot: a vertex that runs as a DataFusion
@@ -220,8 +224,13 @@ pub fn describe_checkpointing(graph: &JobGraph, options: &Options) -> Result<Str
                 CommitMode::Checkpoint => "file sinks publish at each checkpoint",
                 CommitMode::End => "file sinks publish at the end",
             };
+            let regions = match job_regions(graph).len() {
+                1 => "one pipeline region".to_string(),
+                n => format!("all {n} pipeline regions at once"),
+            };
             format!(
-                "checkpoints: every {} ms, aligned, exactly-once; {mode}; {restarts}, from the latest",
+                "checkpoints: every {} ms, aligned, exactly-once; {mode}; {restarts}, from the \
+                 latest, of {regions}",
                 checkpointing.tracker.interval.unwrap_or_default()
             )
         }
@@ -247,6 +256,7 @@ fn identity(graph: &JobGraph) -> JobIdentity {
     JobIdentity {
         fingerprint: lines.join("\n"),
         parallelism: graph.vertices.iter().map(|v| v.parallelism).collect(),
+        regions: region_tasks(&job_regions(graph)),
     }
 }
 
@@ -501,6 +511,7 @@ impl Job {
         let mut released = Released::new(policy, self.credit.batches);
         update(report, |r| {
             r.checkpointing_off = self.checkpointing_off.clone();
+            r.pipeline_regions = job_regions(&self.graph).len();
             r.passed_over = passed_over;
             r.restored_from = coordinator.as_ref().and_then(|c| c.latest()).map(|m| m.id);
         });
@@ -965,7 +976,10 @@ pub async fn recorded_parallelism(
 }
 
 /// Opens the checkpoint store of `path` (one checkpoint, `.../chk-N`, or a job's folder).
-fn checkpoint_at(path: &str, context: &TaskContext) -> Result<(CheckpointStore, Option<u64>)> {
+pub(crate) fn checkpoint_at(
+    path: &str,
+    context: &TaskContext,
+) -> Result<(CheckpointStore, Option<u64>)> {
     let trimmed = path.trim_end_matches('/');
     let (folder, id) = match trimmed.rsplit_once('/') {
         Some((parent, last)) => match last.strip_prefix("chk-").and_then(|n| n.parse().ok()) {
@@ -985,7 +999,7 @@ fn checkpoint_at(path: &str, context: &TaskContext) -> Result<(CheckpointStore, 
 }
 
 /// The checkpoint to restore: `id` in `store`, or its newest complete one.
-async fn restore_point(
+pub(crate) async fn restore_point(
     store: &CheckpointStore,
     id: Option<u64>,
     location: &str,

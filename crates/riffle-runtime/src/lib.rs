@@ -24,11 +24,13 @@ mod executor;
 mod failure;
 pub mod fault;
 pub mod gate;
+mod inspect;
 mod message;
 pub mod operator;
 pub mod operators;
 mod output;
 mod partitioner;
+pub mod regions;
 pub mod settings;
 pub mod source;
 
@@ -39,4 +41,5 @@ pub use executor::{
     StartFrom, describe_checkpointing, recorded_parallelism,
 };
 pub use failure::TaskFailure;
+pub use inspect::describe_checkpoint;
 pub use message::{CheckpointId, Message};

@@ -4,10 +4,10 @@
 //! are deterministic for a given plan (files in listed order, datagen rows a function of
 //! their index, in-memory tables fixed), so a restore re-executes the source's partition
 //! from the position: none is emitted twice, none is skipped. A source that can seek starts
-//! there (datagen, told by [`SourceStart`]); a Parquet scan passes over the files wholly
-//! before the position ([`skip_files_before`]); whatever is left before the position is
-//! read and dropped. Seeking inside a Parquet file (by row group) and in a listing is the
-//! next refinement.
+//! there (datagen, told by [`SourceStart`]); a Parquet scan passes over the files and the
+//! row groups wholly before the position ([`skip_files_before`]); whatever is left before
+//! the position is read and dropped. Seeking in a `files()` listing, and in CSV and JSON
+//! files, is the next refinement.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -307,5 +307,108 @@ mod tests {
                 "from {position}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_restored_scan_of_a_byte_range_starts_at_the_row_group_of_its_position() {
+        use datafusion::parquet::arrow::ArrowWriter;
+        use datafusion::parquet::file::properties::WriterProperties;
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..40))],
+        )
+        .unwrap();
+        // Ten row groups of four rows, in one file that two partitions read by byte range.
+        let out = std::fs::File::create(dir.path().join("f.parquet")).unwrap();
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(4))
+            .build();
+        let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
+        config.options_mut().optimizer.repartition_file_min_size = 0;
+        let session = SessionContext::new_with_config(config);
+        session
+            .register_parquet("t", dir.path().to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let scan = session
+            .sql("SELECT x FROM t")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        // Two partitions, each reading half of the file's bytes, as DataFusion splits large
+        // files.
+        use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
+        use datafusion::datasource::source::DataSourceExec;
+        let config = scan
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>())
+            .cloned()
+            .unwrap();
+        let file = config.file_groups[0].files()[0].clone();
+        let size = file.object_meta.size as i64;
+        // Split where the sixth row group starts: the first half reads five row groups.
+        let written = std::fs::File::open(dir.path().join("f.parquet")).unwrap();
+        let footer = datafusion::parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&written)
+            .unwrap();
+        assert_eq!(footer.num_row_groups(), 10);
+        let column = footer.row_group(5).column(0);
+        let middle = column
+            .dictionary_page_offset()
+            .unwrap_or_else(|| column.data_page_offset());
+        let halves = vec![
+            FileGroup::new(vec![file.clone().with_range(0, middle)]),
+            FileGroup::new(vec![file.with_range(middle, size)]),
+        ];
+        let config = datafusion::datasource::physical_plan::FileScanConfigBuilder::from(config)
+            .with_file_groups(halves)
+            .build();
+        let plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        let context = session.task_ctx();
+        let mut everything = Vec::new();
+        for partition in 0..2 {
+            let all =
+                read_all(&mut SourceReader::new(&plan, partition, Arc::clone(&context)).unwrap())
+                    .await;
+            assert!(!all.is_empty(), "partition {partition} reads a range");
+            everything.extend(all.iter().copied());
+            for position in 0..=all.len() as u64 {
+                let mut restored =
+                    SourceReader::new(&plan, partition, Arc::clone(&context)).unwrap();
+                let state = OperatorState {
+                    inline: position.to_le_bytes().to_vec(),
+                    batches: Vec::new(),
+                };
+                restored.restore(&state).await.unwrap();
+                let rows = read_all(&mut restored).await;
+                assert_eq!(
+                    rows,
+                    all[position as usize..],
+                    "{partition} from {position}"
+                );
+                // Whole row groups before the position are not read.
+                assert_eq!(
+                    restored
+                        .progress()
+                        .skipped_by_seeking
+                        .load(Ordering::Relaxed),
+                    position / 4 * 4,
+                    "{partition} from {position}"
+                );
+            }
+        }
+        everything.sort_unstable();
+        assert_eq!(everything, (0..40).collect::<Vec<i64>>());
     }
 }

@@ -121,6 +121,25 @@ pub struct Metadata {
     pub completed_at_ms: u64,
     /// Every subtask's state.
     pub tasks: Vec<TaskEntry>,
+    /// The job's pipeline regions when the checkpoint was taken, each as its `(vertex,
+    /// subtask)` pairs: the unit a region failover restores (empty in checkpoints written
+    /// before regions were recorded).
+    #[serde(default)]
+    pub regions: Vec<Vec<(usize, usize)>>,
+}
+
+impl Metadata {
+    /// The states of the subtasks of region `region`, in (vertex, subtask) order; `None` for
+    /// a region the checkpoint does not list.
+    pub fn region_states(&self, region: usize) -> Option<Vec<&TaskEntry>> {
+        let members = self.regions.get(region)?;
+        Some(
+            self.tasks
+                .iter()
+                .filter(|task| members.contains(&(task.vertex, task.subtask)))
+                .collect(),
+        )
+    }
 }
 
 /// The checkpoints of one job in one folder of an object store.

@@ -43,6 +43,7 @@ async fn checkpoint(store: &CheckpointStore, id: u64, values: &[i64]) -> Metadat
                 file: Some(file),
             }],
         }],
+        regions: vec![vec![(0, 0)]],
     };
     store.commit(&metadata).await.unwrap();
     metadata
@@ -66,6 +67,11 @@ async fn a_checkpoint_round_trips_with_its_rows_and_inline_state() {
     assert_eq!((id, skipped.len()), (1, 0));
     let read = store.metadata(1).await.unwrap().unwrap();
     assert_eq!(read, written);
+    // Its state is viewable by pipeline region.
+    let region = read.region_states(0).unwrap();
+    assert_eq!(region.len(), 1);
+    assert_eq!((region[0].vertex, region[0].subtask), (0, 0));
+    assert!(read.region_states(1).is_none());
     let file = read.tasks[0].operators[0].file.as_ref().unwrap();
     let batches = store.read_batches(1, file).await.unwrap();
     assert_eq!(batches, vec![rows(&[1, 2, 3])]);

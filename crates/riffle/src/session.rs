@@ -492,6 +492,14 @@ impl Session {
         Ok(())
     }
 
+    /// Describes the checkpoint at `path` (`riffle checkpoint PATH`): one checkpoint or a
+    /// job's checkpoint folder (its latest complete checkpoint), checked as a restore would
+    /// check it, with what each subtask holds, by pipeline region.
+    pub async fn describe_checkpoint(&self, path: &str) -> Result<String> {
+        let context = self.inner.planner.context().task_ctx();
+        riffle_runtime::describe_checkpoint(path, &context).await
+    }
+
     /// What a DDL statement returns: no rows, and no job to checkpoint or restore.
     fn empty(&self) -> Result<DataFrame> {
         let frame = datafusion::dataframe::DataFrame::new(

@@ -85,34 +85,28 @@ fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) -> String {
 }
 
 /// Writes `rows` ids (0..rows) as Parquet under `path`, in `files` files of consecutive
-/// ascending ids.
-async fn parquet_input(path: &std::path::Path, rows: u64, files: u64) {
-    let session = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
-    session
-        .sql(&format!(
-            "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}')"
-        ))
-        .await
-        .unwrap();
-    session
-        .sql(&format!(
-            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
-            path.display()
-        ))
-        .await
-        .unwrap();
+/// ascending ids, in row groups of `group_rows` rows: the scan splits the files by byte
+/// range, each subtask reading about as many row groups as the other, and a restored scan
+/// passes over the row groups before its position.
+fn parquet_input(path: &std::path::Path, rows: u64, files: u64, group_rows: usize) {
+    use riffle::datafusion::arrow::array::{Int64Array, RecordBatch};
+    use riffle::datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use riffle::datafusion::parquet::arrow::ArrowWriter;
+    use riffle::datafusion::parquet::file::properties::WriterProperties;
+    std::fs::create_dir_all(path).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
     let per_file = rows.div_ceil(files);
     for file in 0..files {
         let (from, to) = (file * per_file, ((file + 1) * per_file).min(rows));
-        session
-            .sql(&format!(
-                "INSERT INTO src SELECT id FROM gen WHERE id >= {from} AND id < {to}"
-            ))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let out = std::fs::File::create(path.join(format!("part-{file}.parquet"))).unwrap();
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group_rows))
+            .build();
+        let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(properties)).unwrap();
+        let ids = Int64Array::from_iter_values(from as i64..to as i64);
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(ids)]).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
     }
 }
 
@@ -183,8 +177,9 @@ async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
     let input = dir.path().join("input");
     let output = dir.path().join("output");
     let checkpoints = dir.path().join("checkpoints");
-    // Four files: each reader has two, and a restore past a file passes over it.
-    parquet_input(&input, ROWS, 4).await;
+    // Four files of ten row groups: each reader has about half, and a restore passes over
+    // the files and row groups before its position.
+    parquet_input(&input, ROWS, 4, 25_000);
     let (port, requests) = echo_server().await;
 
     let session = checkpointed_session(&checkpoints);
@@ -285,6 +280,10 @@ async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
     assert!(
         report.rows_read_again < ROWS,
         "restores resume near the failure, not at the start: {report:?}"
+    );
+    assert!(
+        report.rows_passed_over > 0,
+        "restored scans pass over the row groups before their positions: {report:?}"
     );
     assert!(
         asked.values().all(|&n| n as u64 <= FAILURES + 1),
