@@ -15,7 +15,7 @@ use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
 
@@ -153,6 +153,7 @@ fn seekable_parquet(
     if FileSource::filter(parquet).is_some()
         || config.limit.is_some()
         || files.iter().any(|file| !file.extensions.is_empty())
+        || reorders_row_groups(parquet)
     {
         return None;
     }
@@ -160,6 +161,20 @@ fn seekable_parquet(
         .runtime_env()
         .object_store(&config.object_store_url)
         .ok()
+}
+
+/// Whether DataFusion's sort pushdown made the scan read row groups out of file order
+/// (reversed, or reordered by statistics). The flags are private; the scan's description
+/// shows them.
+fn reorders_row_groups(parquet: &ParquetSource) -> bool {
+    struct Extra<'a>(&'a ParquetSource);
+    impl std::fmt::Display for Extra<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            FileSource::fmt_extra(self.0, DisplayFormatType::Default, f)
+        }
+    }
+    let described = Extra(parquet).to_string();
+    described.contains("reverse_row_groups") || described.contains("sort_order_for_reorder")
 }
 
 /// The footer of a Parquet file.
@@ -235,6 +250,10 @@ pub async fn skip_files_before(
     position: u64,
     context: &TaskContext,
 ) -> Option<(Arc<dyn ExecutionPlan>, u64)> {
+    // A scan that skips corrupt files emits fewer rows than their footers hold.
+    if contains_node(plan, "SkipCorruptFilesExec") {
+        return None;
+    }
     let config = file_scan(plan)?;
     let files = config.file_groups.get(partition)?.files().to_vec();
     let found = seek(&config, &files, position, context).await?;
@@ -258,6 +277,15 @@ pub async fn skip_files_before(
         .build();
     let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
     Some((replace_scan(plan, scan)?, found.passed))
+}
+
+/// Whether `plan` or a node under it is named `name`.
+fn contains_node(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
+    plan.name() == name
+        || plan
+            .children()
+            .into_iter()
+            .any(|child| contains_node(child, name))
 }
 
 /// `plan` with its file scan (under pass-through nodes) replaced by `scan`.

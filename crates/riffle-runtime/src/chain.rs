@@ -166,17 +166,6 @@ impl Chain {
             .collect()
     }
 
-    /// Finishes each operator in order, running what it flushes through the rest.
-    async fn finish(&mut self) -> Result<Vec<Emitted>> {
-        let mut leaving = Vec::new();
-        for index in 0..self.operators.len() {
-            let mut out = Output::default();
-            self.operators[index].finish(&mut out).await?;
-            leaving.extend(self.run_from(index + 1, out.take()).await?);
-        }
-        Ok(leaving)
-    }
-
     fn can_accept(&self) -> bool {
         self.operators.iter().all(|operator| operator.can_accept())
     }
@@ -211,10 +200,16 @@ pub enum TaskInput {
 }
 
 impl TaskInput {
-    /// The next thing to handle; `None` at the end of every input.
-    async fn next(&mut self) -> Result<Option<GateOutput>> {
+    /// The next thing to handle; `None` at the end of every input. Without `data` (the
+    /// chain takes no rows now), only what is not a batch: barriers, watermarks and ends
+    /// at the head of a channel, so that a barrier behind rows the chain already took is
+    /// not held back; a source has nothing but batches (its barriers come from the
+    /// coordinator) and waits.
+    async fn next(&mut self, data: bool) -> Result<Option<GateOutput>> {
         match self {
-            TaskInput::Gate(gate) => Ok(gate.next().await),
+            TaskInput::Gate(gate) if data => Ok(gate.next().await),
+            TaskInput::Gate(gate) => Ok(gate.next_control().await),
+            TaskInput::Source(_) if !data => std::future::pending().await,
             TaskInput::Source(source) => Ok(source
                 .next()
                 .await?
@@ -314,7 +309,7 @@ impl ChainTask {
                     let leaving = self.chain.run_from(index + 1, emitted).await?;
                     self.send(leaving).await?;
                 }
-                next = self.input.next(), if accepting => match next? {
+                next = self.input.next(accepting) => match next? {
                     Some(GateOutput::Batch { input, batch }) => {
                         self.fault.on_batch()?;
                         let leaving = self.chain.process_batch(input, batch).await?;
@@ -346,8 +341,7 @@ impl ChainTask {
         // The input is not read any further: a chain that wanted no more (a LIMIT reached)
         // lets its producers go at once.
         self.input = TaskInput::Gate(InputGate::closed());
-        let leaving = self.chain.finish().await?;
-        self.send(leaving).await?;
+        self.finish_chain().await?;
         self.forward(Message::EndOfInput).await?;
         let operators = self.chain.snapshot(END_OF_INPUT).await?;
         let states = source.into_iter().chain(operators).collect();
@@ -364,6 +358,35 @@ impl ChainTask {
             attempt: self.context.attempt,
             states,
         });
+        Ok(())
+    }
+
+    /// Finishes each operator in order: what it flushes goes through the rest and out at
+    /// once, then its asynchronous work as each piece completes, so that results leave as
+    /// they arrive rather than all at the end. Operators before one that wants no more
+    /// input (a LIMIT reached) are abandoned: their output would be dropped.
+    async fn finish_chain(&mut self) -> std::result::Result<(), TaskFailure> {
+        let operators = self.chain.operators.len();
+        let done = self
+            .chain
+            .operators
+            .iter()
+            .rposition(|operator| operator.is_done());
+        for index in 0..operators {
+            if done.is_some_and(|done| index < done) {
+                self.chain.operators[index].abandon();
+                continue;
+            }
+            let mut out = Output::default();
+            self.chain.operators[index].finish(&mut out).await?;
+            let leaving = self.chain.run_from(index + 1, out.take()).await?;
+            self.send(leaving).await?;
+            while self.chain.operators[index].has_pending() {
+                let (at, emitted) = self.chain.next_completion().await?;
+                let leaving = self.chain.run_from(at + 1, emitted).await?;
+                self.send(leaving).await?;
+            }
+        }
         Ok(())
     }
 
@@ -696,6 +719,125 @@ mod tests {
             harness.events.recv().await.unwrap(),
             FromTask::Finished { .. }
         ));
+    }
+
+    /// Holds every batch it takes and takes no more after the first until released: an
+    /// asynchronous operator whose requests are all waiting. Its state is the rows held.
+    struct Holding {
+        held: Vec<RecordBatch>,
+        release: Arc<Notify>,
+        released: bool,
+    }
+
+    #[async_trait]
+    impl Operator for Holding {
+        fn name(&self) -> &str {
+            "holding"
+        }
+        async fn open(
+            &mut self,
+            _context: &OperatorContext,
+            _restored: Option<OperatorState>,
+        ) -> Result<()> {
+            Ok(())
+        }
+        async fn process_batch(
+            &mut self,
+            _input: usize,
+            batch: RecordBatch,
+            _out: &mut Output,
+        ) -> Result<()> {
+            self.held.push(batch);
+            Ok(())
+        }
+        async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+            Ok(OperatorState {
+                inline: Vec::new(),
+                batches: self.held.clone(),
+            })
+        }
+        fn poll_pending(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+            out: &mut Output,
+        ) -> Poll<Result<()>> {
+            if self.held.is_empty() {
+                return Poll::Pending;
+            }
+            if self.released {
+                for batch in self.held.drain(..) {
+                    out.batch(batch);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let notified = self.release.notified();
+            futures::pin_mut!(notified);
+            if notified.as_mut().poll(cx).is_ready() {
+                self.released = true;
+                for batch in self.held.drain(..) {
+                    out.batch(batch);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Pending
+        }
+        fn has_pending(&self) -> bool {
+            !self.held.is_empty()
+        }
+        fn can_accept(&self) -> bool {
+            self.released || self.held.is_empty()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_barrier_behind_rows_an_operator_took_passes_while_it_takes_no_more() {
+        let release = Arc::new(Notify::new());
+        let holding = Holding {
+            held: Vec::new(),
+            release: Arc::clone(&release),
+            released: false,
+        };
+        let mut harness = start_with(1, Vec::new(), vec![Box::new(holding)]);
+        let input = &mut harness.inputs[0];
+        input.send(Message::Batch(batch(&[1]))).await.unwrap();
+        input.send(Message::Barrier(5)).await.unwrap();
+        input.send(Message::Batch(batch(&[2]))).await.unwrap();
+        // The operator takes no rows now; the barrier at the head of the channel is read
+        // anyway, its snapshot holding the row it took, and acknowledged.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), harness.events.recv())
+            .await
+            .expect("the barrier is not held behind the operator's requests")
+            .unwrap()
+        {
+            FromTask::Ack { id, states, .. } => {
+                assert_eq!(id, 5);
+                let held = &states.iter().find(|(name, _)| name == "holding").unwrap().1;
+                assert_eq!(held.batches.len(), 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match harness.downstream.recv().await {
+            Some(Received::Message(Message::Barrier(5))) => {}
+            other => panic!("the barrier first: {other:?}"),
+        }
+        // Released, the operator emits its row, then takes the next.
+        release.notify_one();
+        harness.inputs[0].send(Message::EndOfInput).await.unwrap();
+        let mut rows = Vec::new();
+        while let Some(Received::Message(message)) = harness.downstream.recv().await {
+            if let Message::Batch(b) = message {
+                rows.extend(
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec(),
+                );
+            }
+        }
+        assert_eq!(rows, [1, 2, -2]);
+        assert!(harness.task.await.unwrap().is_ok());
     }
 
     #[tokio::test]

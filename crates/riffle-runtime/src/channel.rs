@@ -258,7 +258,20 @@ impl Receiver {
 
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> TryReceived {
+        self.try_recv_where(true)
+    }
+
+    /// The next message if one is queued and is not a batch (a barrier, a watermark, the
+    /// end): [`TryReceived::Empty`] when a batch is next, which stays queued.
+    pub fn try_recv_control(&mut self) -> TryReceived {
+        self.try_recv_where(false)
+    }
+
+    fn try_recv_where(&mut self, batches: bool) -> TryReceived {
         let mut state = self.shared.lock();
+        if !batches && matches!(state.queue.front(), Some(Message::Batch(_))) {
+            return TryReceived::Empty;
+        }
         if let Some(message) = state.queue.pop_front() {
             if matches!(message, Message::Batch(_)) {
                 state.queued_batches -= 1;

@@ -250,25 +250,41 @@ impl InputGate {
 
     /// The next thing for the task; `None` once every channel has ended.
     pub async fn next(&mut self) -> Option<GateOutput> {
+        self.next_where(true).await
+    }
+
+    /// The next thing for a task that takes no rows now: a barrier, a watermark or the
+    /// end, read only where one is at the head of its channel (a batch there stays queued,
+    /// so the order within each channel holds). Waits while every head is a batch.
+    pub async fn next_control(&mut self) -> Option<GateOutput> {
+        self.next_where(false).await
+    }
+
+    async fn next_where(&mut self, batches: bool) -> Option<GateOutput> {
         loop {
-            if let Some(output) = self.ready.pop_front() {
-                return Some(output);
+            let takeable = self
+                .ready
+                .front()
+                .is_some_and(|output| batches || !matches!(output, GateOutput::Batch { .. }));
+            if takeable {
+                return self.ready.pop_front();
             }
-            if self.channels.iter().all(|c| c.closed) {
+            if self.ready.is_empty() && self.channels.iter().all(|c| c.closed) {
                 return None;
             }
             // Taken before looking, so that a message queued in between still wakes us.
             let signal = Arc::clone(&self.readable);
             let readable = signal.notified();
-            if !self.poll_channels() {
+            if !self.ready.is_empty() || !self.poll_channels(batches) {
                 readable.await;
             }
         }
     }
 
     /// Looks at each readable channel once, from where the last look stopped; queues what
-    /// it found and says whether it found anything.
-    fn poll_channels(&mut self) -> bool {
+    /// it found and says whether it found anything. Without `batches`, a channel whose next
+    /// message is a batch is passed by.
+    fn poll_channels(&mut self, batches: bool) -> bool {
         let count = self.channels.len();
         for offset in 0..count {
             let index = (self.next + offset) % count;
@@ -276,7 +292,12 @@ impl InputGate {
             if channel.closed || channel.blocked {
                 continue;
             }
-            match channel.receiver.try_recv() {
+            let received = if batches {
+                channel.receiver.try_recv()
+            } else {
+                channel.receiver.try_recv_control()
+            };
+            match received {
                 TryReceived::Empty => continue,
                 TryReceived::Ready(received) => {
                     self.next = (index + 1) % count;

@@ -139,11 +139,22 @@ pub trait Operator: Send {
     /// Checkpoint `checkpoint` will not complete.
     fn notify_checkpoint_aborted(&mut self, _checkpoint: CheckpointId) {}
 
-    /// Every input ended: emit what is left (an async operator completes its queue, a
-    /// coalescer emits its rows).
+    /// Every input ended: emit what is left (a coalescer emits its rows). An asynchronous
+    /// operator may leave work running; the task then serves its completions through
+    /// [`Operator::poll_pending`] until [`Operator::has_pending`] is false, before it
+    /// finishes the next operator, so that results leave as they arrive.
     async fn finish(&mut self, _out: &mut Output) -> Result<()> {
         Ok(())
     }
+
+    /// Whether asynchronous work is still running or waiting to be emitted.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// An operator after this one wants no more input (a LIMIT reached): drop what is held
+    /// and stop what runs, instead of finishing (its output would be discarded).
+    fn abandon(&mut self) {}
 
     /// Completions of asynchronous work; `Ready` when something was emitted or failed.
     fn poll_pending(&mut self, _cx: &mut Context<'_>, _out: &mut Output) -> Poll<Result<()>> {

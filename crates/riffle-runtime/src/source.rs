@@ -8,6 +8,12 @@
 //! row groups wholly before the position ([`skip_files_before`]); whatever is left before
 //! the position is read and dropped. Seeking in a `files()` listing, and in CSV and JSON
 //! files, is the next refinement.
+//!
+//! A listing is deterministic only while the listed folder does not change. So the position
+//! of a source that lists files also holds the file of the last row it emitted, and a
+//! restore that reads the listing again checks that the row before its position is still
+//! that file (and that the listing still reaches the position): if files were added or
+//! removed before it, the job fails with a clear error instead of losing or repeating rows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +26,7 @@ use riffle_common::{ErrorKind, Result, RiffleError};
 use riffle_plan::{SourceStart, skip_files_before};
 
 use crate::operator::OperatorState;
-use crate::operators::read_u64;
+use crate::operators::{path_of, read_u64};
 
 /// The name that keys a source's position in a checkpoint.
 pub const SOURCE_STATE: &str = "source";
@@ -36,6 +42,15 @@ pub struct SourceReader {
     to_skip: u64,
     /// The position, readable by the job's driver (rows read again after a restart).
     progress: Arc<SourceProgress>,
+    /// The file (`FILE` column's URI, as `files()` lists) of the last row emitted, kept
+    /// with the position: a restore that re-reads a listing checks that the row before its
+    /// position is still this file, since a listing that changed would shift the rows.
+    last_file: Option<String>,
+    /// The file the last row before the restored position must be, when the checkpoint
+    /// recorded one and the rows before the position are read again.
+    expected_last: Option<String>,
+    /// The file of the last row dropped while reading up to the restored position.
+    last_dropped: Option<String>,
 }
 
 /// How far a source got, as the job's driver sees it.
@@ -64,6 +79,9 @@ impl SourceReader {
             emitted: 0,
             to_skip: 0,
             progress: Arc::new(SourceProgress::default()),
+            last_file: None,
+            expected_last: None,
+            last_dropped: None,
         })
     }
 
@@ -78,6 +96,11 @@ impl SourceReader {
         let position = read_u64(&state.inline, 0, SOURCE_STATE)?;
         self.emitted = position;
         self.to_skip = position;
+        self.last_file = state
+            .inline
+            .get(8..)
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| String::from_utf8_lossy(rest).into_owned());
         self.progress.rows.store(position, Ordering::Relaxed);
         if position == 0 {
             return Ok(());
@@ -102,6 +125,11 @@ impl SourceReader {
         } else {
             position - passed
         };
+        // Rows read again up to the position can be checked against the checkpoint's last
+        // file; rows passed over cannot.
+        if passed == 0 && self.to_skip == position {
+            self.expected_last = self.last_file.clone();
+        }
         self.progress
             .skipped_by_seeking
             .store(position - self.to_skip, Ordering::Relaxed);
@@ -113,6 +141,12 @@ impl SourceReader {
     pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             let Some(batch) = self.stream.next().await else {
+                if self.to_skip > 0 {
+                    return Err(self.changed(format!(
+                        "it now ends {} rows before that position",
+                        self.to_skip
+                    )));
+                }
                 return Ok(None);
             };
             let batch = match batch {
@@ -130,10 +164,15 @@ impl SourceReader {
             let rows = batch.num_rows() as u64;
             if self.to_skip >= rows {
                 self.to_skip -= rows;
+                self.note_dropped(&batch, rows as usize)?;
                 continue;
             }
             let skip = std::mem::take(&mut self.to_skip);
+            self.note_dropped(&batch, skip as usize)?;
             let batch = batch.slice(skip as usize, (rows - skip) as usize);
+            if batch.num_rows() > 0 {
+                self.last_file = path_of(&batch, batch.num_rows() - 1);
+            }
             self.emitted += batch.num_rows() as u64;
             self.progress.rows.store(self.emitted, Ordering::Relaxed);
             self.progress.first_row.get_or_init(std::time::Instant::now);
@@ -141,10 +180,53 @@ impl SourceReader {
         }
     }
 
-    /// The position: rows emitted so far.
+    /// Records the file of the last of the first `dropped` rows of `batch`, dropped on the
+    /// way to the restored position; once the position is reached, checks it is the file
+    /// the checkpoint recorded there.
+    fn note_dropped(&mut self, batch: &RecordBatch, dropped: usize) -> Result<()> {
+        if self.expected_last.is_none() {
+            return Ok(());
+        }
+        if dropped > 0 {
+            self.last_dropped = path_of(batch, dropped - 1);
+        }
+        if self.to_skip > 0 {
+            return Ok(());
+        }
+        let expected = self.expected_last.take();
+        if self.last_dropped != expected {
+            return Err(self.changed(format!(
+                "the row before it was {} and is now {}",
+                expected.as_deref().unwrap_or("no file"),
+                self.last_dropped.as_deref().unwrap_or("no file")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The error of a restore whose input is no longer what the checkpoint read.
+    fn changed(&self, what: String) -> RiffleError {
+        let position = self.emitted;
+        RiffleError::user(format!(
+            "cannot resume partition {} of the source at row {position}: its input changed \
+             since the checkpoint ({what}); resuming would lose or repeat rows",
+            self.partition
+        ))
+        .with_hint(
+            "files were added, removed or renamed where the source reads; restore the files, \
+             or run the job from the start without its checkpoints",
+        )
+    }
+
+    /// The position: rows emitted so far, and the file of the last of them when the
+    /// source lists files.
     pub fn snapshot(&self) -> OperatorState {
+        let mut inline = self.emitted.to_le_bytes().to_vec();
+        if let Some(file) = &self.last_file {
+            inline.extend_from_slice(file.as_bytes());
+        }
         OperatorState {
-            inline: self.emitted.to_le_bytes().to_vec(),
+            inline,
             batches: Vec::new(),
         }
     }
@@ -410,5 +492,80 @@ mod tests {
         }
         everything.sort_unstable();
         assert_eq!(everything, (0..40).collect::<Vec<i64>>());
+    }
+
+    /// A listing of `names` as `files()` gives it: one `FILE` column, batches of two rows.
+    fn listing(names: &[&str]) -> Arc<dyn ExecutionPlan> {
+        use datafusion::arrow::array::{BinaryArray, StringArray, StructArray, UInt64Array};
+        let field =
+            riffle_types::media::media_field("file", riffle_types::media::FILE, false).unwrap();
+        let DataType::Struct(fields) = field.data_type().clone() else {
+            unreachable!("a FILE is a struct")
+        };
+        let schema = Arc::new(Schema::new(vec![field]));
+        let batches: Vec<RecordBatch> = names
+            .chunks(2)
+            .map(|chunk| {
+                let rows = chunk.len();
+                let files = StructArray::new(
+                    fields.clone(),
+                    vec![
+                        Arc::new(StringArray::from(chunk.to_vec())),
+                        Arc::new(UInt64Array::new_null(rows)),
+                        Arc::new(UInt64Array::new_null(rows)),
+                        Arc::new(BinaryArray::new_null(rows)),
+                    ],
+                    None,
+                );
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(files)]).unwrap()
+            })
+            .collect();
+        MemorySourceConfig::try_new_exec(&[batches], schema, None).unwrap()
+    }
+
+    async fn drain(reader: &mut SourceReader) -> Result<usize> {
+        let mut rows = 0;
+        while let Some(batch) = reader.next().await? {
+            rows += batch.num_rows();
+        }
+        Ok(rows)
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_changed_since_the_checkpoint_is_refused_not_resumed() {
+        let context = Arc::new(TaskContext::default());
+        let before = listing(&["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]);
+        let mut reader = SourceReader::new(&before, 0, Arc::clone(&context)).unwrap();
+        // Four rows emitted: the position holds the last one's file.
+        reader.next().await.unwrap().unwrap();
+        reader.next().await.unwrap().unwrap();
+        let state = reader.snapshot();
+        assert_eq!(&state.inline[8..], b"d.jpg");
+
+        // The same listing resumes after d.jpg.
+        let mut same = SourceReader::new(&before, 0, Arc::clone(&context)).unwrap();
+        same.restore(&state).await.unwrap();
+        assert_eq!(drain(&mut same).await.unwrap(), 1);
+
+        // A file added before d.jpg would shift every row: refused, naming both files.
+        let added = listing(&["a.jpg", "aa.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]);
+        let mut shifted = SourceReader::new(&added, 0, Arc::clone(&context)).unwrap();
+        shifted.restore(&state).await.unwrap();
+        let error = drain(&mut shifted).await.unwrap_err().to_string();
+        assert!(
+            error.contains("input changed since the checkpoint")
+                && error.contains("was d.jpg and is now c.jpg"),
+            "{error}"
+        );
+
+        // A listing that shrank below the position is refused too.
+        let shrunk = listing(&["a.jpg", "b.jpg"]);
+        let mut short = SourceReader::new(&shrunk, 0, Arc::clone(&context)).unwrap();
+        short.restore(&state).await.unwrap();
+        let error = drain(&mut short).await.unwrap_err().to_string();
+        assert!(
+            error.contains("ends 2 rows before that position"),
+            "{error}"
+        );
     }
 }

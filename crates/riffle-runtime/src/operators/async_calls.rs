@@ -5,8 +5,11 @@
 //! functions are evaluated on a task of their own, so that requests stay in flight while the
 //! chain task goes on with barriers, control and the operators after this one. At most
 //! `in_flight` requests are started and not yet emitted; the slices of a batch beyond that
-//! wait their turn, and while any waits the operator takes no input (backpressure). Results
-//! leave in input order, and a watermark leaves once every request before it has.
+//! wait their turn, and while any waits the operator takes no rows (backpressure): the task
+//! still reads the barriers, watermarks and ends at the head of its channels. Results leave
+//! in input order, and a watermark leaves once every request before it has. At the end of
+//! input the task serves the requests left as they complete (`has_pending`); a LIMIT
+//! reached after the operator abandons them.
 //!
 //! At a barrier nothing waits: the snapshot holds the input of every request without a
 //! result (sent again after a restore), the results that arrived but were not yet emitted
@@ -15,7 +18,6 @@
 //! committed exactly once, even when a restore asked for it twice.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -45,10 +47,13 @@ pub struct AsyncOperator {
     options: Arc<ConfigOptions>,
     /// Requests and watermarks in input order.
     queue: VecDeque<Entry>,
-    /// Requests started and not yet emitted.
+    /// Requests started and not yet emitted (running, or answered behind the head).
     started: usize,
     /// Requests not started yet.
     waiting: usize,
+    /// No request waits before this index of the queue (where a search for the next one
+    /// to start begins).
+    next_waiting: usize,
 }
 
 /// One place in the operator's queue.
@@ -118,6 +123,7 @@ impl AsyncOperator {
             queue: VecDeque::new(),
             started: 0,
             waiting: 0,
+            next_waiting: 0,
         }
     }
 
@@ -148,23 +154,31 @@ impl AsyncOperator {
 
     /// Starts waiting requests, in order, while there is room.
     fn start_waiting(&mut self) {
-        let mut room = self.in_flight.saturating_sub(self.started);
-        if room == 0 || self.waiting == 0 {
-            return;
-        }
-        for index in 0..self.queue.len() {
-            if room == 0 {
-                break;
-            }
+        while self.started < self.in_flight && self.waiting > 0 {
+            let Some(index) = (self.next_waiting..self.queue.len())
+                .find(|&index| matches!(self.queue[index], Entry::Waiting(_)))
+            else {
+                return;
+            };
             if let Entry::Waiting(input) = &self.queue[index] {
                 let input = input.clone();
                 let result = self.request(input.clone());
                 self.queue[index] = Entry::Running { input, result };
                 self.started += 1;
                 self.waiting -= 1;
-                room -= 1;
             }
+            self.next_waiting = index + 1;
         }
+    }
+
+    /// Takes the head of the queue.
+    fn pop(&mut self) -> Option<Entry> {
+        let entry = self.queue.pop_front()?;
+        self.next_waiting = self.next_waiting.saturating_sub(1);
+        if matches!(entry, Entry::Running { .. } | Entry::Done(_)) {
+            self.started -= 1;
+        }
+        Some(entry)
     }
 
     /// Emits what is ready at the head of the queue; `Ready` when something was emitted (or
@@ -181,9 +195,8 @@ impl AsyncOperator {
                 },
                 Some(Entry::Done(_) | Entry::Watermark(_)) => None,
             };
-            match (self.queue.pop_front(), ready) {
+            match (self.pop(), ready) {
                 (Some(Entry::Running { .. }), Some(outcome)) => {
-                    self.started -= 1;
                     out.batch(outcome.map_err(|error| {
                         error.context(format!("evaluating operator {}", self.name))
                     })?);
@@ -300,6 +313,8 @@ impl Operator for AsyncOperator {
                 }
                 Mark::Result => {
                     let Some(stored) = batches.next() else { break };
+                    // An answer not yet emitted holds its place among those in flight.
+                    self.started += 1;
                     Entry::Done(
                         RecordBatch::try_new(Arc::clone(&self.schema), stored.columns().to_vec())
                             .map_err(|e| {
@@ -354,10 +369,8 @@ impl Operator for AsyncOperator {
             // A request that has its answer keeps it; the rest are sent again on restore.
             if let Entry::Running { result, .. } = &mut self.queue[index] {
                 match result.as_mut().now_or_never() {
-                    Some(Ok(output)) => {
-                        self.queue[index] = Entry::Done(output);
-                        self.started -= 1;
-                    }
+                    // Still in flight until emitted: `started` counts it.
+                    Some(Ok(output)) => self.queue[index] = Entry::Done(output),
                     // Kept for the head of the queue to report (a finished future cannot
                     // be polled again).
                     Some(Err(error)) => *result = futures::future::ready(Err(error)).boxed(),
@@ -382,18 +395,19 @@ impl Operator for AsyncOperator {
         Ok(OperatorState { inline, batches })
     }
 
-    async fn finish(&mut self, out: &mut Output) -> Result<()> {
-        poll_fn(|cx| {
-            loop {
-                match self.emit_ready(cx, out) {
-                    Poll::Ready(Ok(())) if !self.queue.is_empty() => continue,
-                    Poll::Ready(outcome) => return Poll::Ready(outcome),
-                    Poll::Pending if self.queue.is_empty() => return Poll::Ready(Ok(())),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        })
-        .await
+    // `finish` is the trait's: nothing to flush at once; the task serves the requests left
+    // (`has_pending`) as they complete.
+
+    fn has_pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    fn abandon(&mut self) {
+        // Dropping the requests aborts their tasks.
+        self.queue.clear();
+        self.started = 0;
+        self.waiting = 0;
+        self.next_waiting = 0;
     }
 
     fn poll_pending(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Poll<Result<()>> {
@@ -418,6 +432,8 @@ mod tests {
     };
     use datafusion::physical_expr::ScalarFunctionExpr;
     use datafusion::physical_expr::expressions::Column;
+
+    use std::future::poll_fn;
 
     use super::*;
 
@@ -579,6 +595,23 @@ mod tests {
         }
     }
 
+    /// Ends the input as a chain task does: `finish`, then completions until none is left.
+    async fn finish_all(operator: &mut AsyncOperator, seen: &mut Vec<(i64, i64)>) -> Result<()> {
+        let mut out = Output::default();
+        operator.finish(&mut out).await?;
+        flatten(out.take(), seen);
+        while operator.has_pending() {
+            assert!(
+                operator.started <= operator.in_flight,
+                "the in-flight bound"
+            );
+            let mut out = Output::default();
+            poll_fn(|cx| operator.poll_pending(cx, &mut out)).await?;
+            flatten(out.take(), seen);
+        }
+        Ok(())
+    }
+
     fn inputs() -> Vec<Option<std::ops::Range<i64>>> {
         vec![
             Some(0..10),
@@ -598,9 +631,7 @@ mod tests {
         operator.open(&context(), None).await.unwrap();
         let mut seen = Vec::new();
         feed(&mut operator, &inputs(), &mut seen, 99).await;
-        let mut out = Output::default();
-        operator.finish(&mut out).await.unwrap();
-        flatten(out.take(), &mut seen);
+        finish_all(&mut operator, &mut seen).await.unwrap();
 
         let mut expected: Vec<(i64, i64)> = (0..17).map(|x| (x, 2 * x)).collect();
         expected.push((i64::MIN, 99));
@@ -621,9 +652,7 @@ mod tests {
             operator.open(&context(), None).await.unwrap();
             let mut seen = Vec::new();
             feed(&mut operator, &inputs(), &mut seen, 7).await;
-            let mut out = Output::default();
-            operator.finish(&mut out).await.unwrap();
-            flatten(out.take(), &mut seen);
+            finish_all(&mut operator, &mut seen).await.unwrap();
             seen
         };
         let all = inputs();
@@ -638,6 +667,8 @@ mod tests {
                 // Some requests answer before the barrier, some after.
                 tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 let state = first.snapshot(1).await.unwrap();
+                // Answers kept at the barrier still count against the bound.
+                assert!(first.started <= first.in_flight);
                 let in_flight_at_barrier = first.started;
                 drop(first);
                 let resend = rows_to_resend(&state);
@@ -648,10 +679,9 @@ mod tests {
                 let before = requested.lock().unwrap().len();
                 let mut second = operator(&requested);
                 second.open(&context(), Some(state)).await.unwrap();
+                assert!(second.started <= second.in_flight);
                 feed(&mut second, &all[split..], &mut seen, 7).await;
-                let mut out = Output::default();
-                second.finish(&mut out).await.unwrap();
-                flatten(out.take(), &mut seen);
+                finish_all(&mut second, &mut seen).await.unwrap();
                 assert_eq!(seen, expected, "split {split}, waited {wait_ms} ms");
 
                 let fed_after: usize = all[split..]
@@ -683,7 +713,9 @@ mod tests {
             .process_batch(0, batch(-3..3), &mut out)
             .await
             .unwrap();
-        let error = operator.finish(&mut out).await.unwrap_err();
+        let error = finish_all(&mut operator, &mut Vec::new())
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("no double for -3"), "{error}");
         assert!(error.to_string().contains("async-1"), "{error}");
     }

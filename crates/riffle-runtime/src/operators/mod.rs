@@ -21,6 +21,7 @@ pub use async_calls::AsyncOperator;
 pub(crate) use async_calls::rows_to_resend;
 pub use coalesce::CoalesceOperator;
 pub use limit::LimitOperator;
+pub(crate) use segment::path_of;
 pub use segment::{RowOrigin, SegmentOperator};
 pub use sink::SinkOperator;
 pub use staged_sink::{CommitMode, END_OF_INPUT, SinkState, StagedSinkOperator};

@@ -125,7 +125,7 @@ impl SegmentOperator {
 
 /// The URI of the file at `row`, when the batch has a `FILE` column (the rows of
 /// `files()`).
-fn path_of(batch: &RecordBatch, row: usize) -> Option<String> {
+pub(crate) fn path_of(batch: &RecordBatch, row: usize) -> Option<String> {
     let schema = batch.schema();
     let index = schema
         .fields()
