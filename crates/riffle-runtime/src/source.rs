@@ -333,6 +333,29 @@ mod tests {
         );
     }
 
+    /// A scan of the Parquet files in `dir` as table `t`, on one partition, and its context.
+    async fn parquet_scan(dir: &std::path::Path) -> (Arc<dyn ExecutionPlan>, Arc<TaskContext>) {
+        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+        // As in Riffle's sessions: a partition reads its own files, whoever executes it.
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
+        let session = SessionContext::new_with_config(config);
+        session
+            .register_parquet("t", dir.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let plan = session
+            .sql("SELECT x FROM t")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        (plan, session.task_ctx())
+    }
+
     #[tokio::test]
     async fn a_restored_parquet_scan_passes_over_the_files_before_its_position() {
         use datafusion::parquet::arrow::ArrowWriter;
@@ -350,25 +373,7 @@ mod tests {
             writer.write(&batch).unwrap();
             writer.close().unwrap();
         }
-        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
-        // As in Riffle's sessions: a partition reads its own files, whoever executes it.
-        config
-            .options_mut()
-            .execution
-            .enable_file_stream_work_stealing = false;
-        let session = SessionContext::new_with_config(config);
-        session
-            .register_parquet("t", dir.path().to_str().unwrap(), Default::default())
-            .await
-            .unwrap();
-        let plan = session
-            .sql("SELECT x FROM t")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let context = session.task_ctx();
+        let (plan, context) = parquet_scan(dir.path()).await;
         let all = read_all(&mut SourceReader::new(&plan, 0, Arc::clone(&context)).unwrap()).await;
         assert_eq!(all.len(), 30);
         for (position, passed_over) in [(5u64, 0u64), (10, 10), (25, 20), (30, 30)] {
@@ -410,24 +415,7 @@ mod tests {
         let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(properties)).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
-        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
-        config
-            .options_mut()
-            .execution
-            .enable_file_stream_work_stealing = false;
-        config.options_mut().optimizer.repartition_file_min_size = 0;
-        let session = SessionContext::new_with_config(config);
-        session
-            .register_parquet("t", dir.path().to_str().unwrap(), Default::default())
-            .await
-            .unwrap();
-        let scan = session
-            .sql("SELECT x FROM t")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let (scan, context) = parquet_scan(dir.path()).await;
         // Two partitions, each reading half of the file's bytes, as DataFusion splits large
         // files.
         use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
@@ -457,7 +445,6 @@ mod tests {
             .with_file_groups(halves)
             .build();
         let plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-        let context = session.task_ctx();
         let mut everything = Vec::new();
         for partition in 0..2 {
             let all =

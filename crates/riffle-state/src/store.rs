@@ -30,6 +30,50 @@ use serde::{Deserialize, Serialize};
 use crate::retention::{RestoreChoice, Validity, choose_restore, to_delete};
 use crate::tracker::CheckpointId;
 
+/// `batches` such that their dictionary columns carry one dictionary each: an Arrow IPC
+/// file cannot replace a dictionary, and batches held by an operator (a scan's partition
+/// column, for example) may carry different ones. Such batches become slices of their
+/// concatenation, whose dictionaries are merged; others stay as they are.
+fn share_dictionaries(
+    batches: &[RecordBatch],
+) -> Result<std::borrow::Cow<'_, [RecordBatch]>, arrow::error::ArrowError> {
+    fn has_dictionary(data_type: &arrow::datatypes::DataType) -> bool {
+        use arrow::datatypes::DataType;
+        match data_type {
+            DataType::Dictionary(..) => true,
+            DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
+            DataType::List(field)
+            | DataType::LargeList(field)
+            | DataType::FixedSizeList(field, _)
+            | DataType::Map(field, _) => has_dictionary(field.data_type()),
+            _ => false,
+        }
+    }
+    let Some(first) = batches.first() else {
+        return Ok(std::borrow::Cow::Borrowed(batches));
+    };
+    let schema = first.schema();
+    if batches.len() < 2
+        || !schema
+            .fields()
+            .iter()
+            .any(|f| has_dictionary(f.data_type()))
+    {
+        return Ok(std::borrow::Cow::Borrowed(batches));
+    }
+    let whole = arrow::compute::concat_batches(&schema, batches)?;
+    let mut start = 0;
+    let slices = batches
+        .iter()
+        .map(|batch| {
+            let slice = whole.slice(start, batch.num_rows());
+            start += batch.num_rows();
+            slice
+        })
+        .collect();
+    Ok(std::borrow::Cow::Owned(slices))
+}
+
 /// The metadata format this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -178,11 +222,13 @@ impl CheckpointStore {
         let Some(first) = batches.first() else {
             return Err(data_error(format!("no rows to write for {name}")));
         };
+        let batches =
+            share_dictionaries(batches).map_err(|e| data_error(format!("encoding {name}: {e}")))?;
         let mut bytes = Vec::new();
         {
             let mut writer = FileWriter::try_new(&mut bytes, &first.schema())
                 .map_err(|e| data_error(format!("encoding {name}: {e}")))?;
-            for batch in batches {
+            for batch in batches.iter() {
                 writer
                     .write(batch)
                     .map_err(|e| data_error(format!("encoding {name}: {e}")))?;

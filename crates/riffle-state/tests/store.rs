@@ -183,3 +183,37 @@ async fn a_copied_checkpoint_outlives_the_original_and_a_corrupt_original_is_not
     assert!(error.message.contains("bytes"), "{}", error.message);
     assert_eq!(savepoints.metadata(5).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn held_batches_with_different_dictionaries_are_written_and_read_back() {
+    use arrow::array::{Array, DictionaryArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "part",
+        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        false,
+    )]));
+    let batch = |values: Vec<&str>| {
+        let column: DictionaryArray<Int32Type> = values.into_iter().collect();
+        arrow::array::RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(column)]).unwrap()
+    };
+    // Two batches of a scan's partition column, each with a dictionary of its own.
+    let held = [batch(vec!["a=1", "a=1"]), batch(vec!["a=2", "a=3", "a=2"])];
+    let file = store.write_batches(1, "held", &held).await.unwrap();
+    let read = store.read_batches(1, &file).await.unwrap();
+    let values = |batches: &[arrow::array::RecordBatch]| -> Vec<Vec<String>> {
+        batches
+            .iter()
+            .map(|b| {
+                let plain = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                let strings = plain.as_any().downcast_ref::<StringArray>().unwrap();
+                (0..strings.len())
+                    .map(|i| strings.value(i).to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(values(&read), values(&held));
+}
