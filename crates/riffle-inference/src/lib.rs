@@ -1,0 +1,25 @@
+//! Riffle's inference operator, starting with its decisions as pure code.
+//!
+//! The operator (issue 8; ../shared/design/inference.md) calls a model in batches, several
+//! requests in flight, without overloading the backend and without losing a row across
+//! checkpoints. What it has to *decide* lives here, with no I/O, no async and no clock of its
+//! own (time is milliseconds passed in), so that each rule is tested deterministically:
+//!
+//! - [`batcher`]: when the rows gathered so far make a request: a cap on rows, bytes and
+//!   estimated tokens, whichever is reached first, and a linger time so that a trickle of
+//!   rows still goes out.
+//! - [`limiter`]: how many requests may be in flight at once: additive increase while the
+//!   limit is actually reached, one multiplicative cut per window on overload, a brake on
+//!   normalised latency for servers that queue instead of rejecting, and a freeze on a
+//!   server's `Retry-After`.
+//!
+//! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), retries
+//! and their budget, rate limits, the circuit breaker, the backends and the SQL surface.
+
+#![warn(missing_docs)]
+
+pub mod batcher;
+pub mod limiter;
+
+/// Milliseconds on the operator's clock.
+pub type Millis = u64;

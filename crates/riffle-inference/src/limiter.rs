@@ -1,0 +1,468 @@
+//! How many requests may be in flight to one endpoint: adaptive concurrency.
+//!
+//! A static concurrency setting is wrong most of the time: the gap between an idle backend
+//! and an overloaded one is only 2-3x and moves with the model, the batch size and the
+//! prompt. So the limit is discovered, as TCP discovers its window (Netflix's
+//! concurrency-limits, ../shared/design/inference.md):
+//!
+//! - **additive increase**: +1 at the end of each sampling window (about one round trip),
+//!   but only when the limit was actually reached in it (half the limit in flight), so that
+//!   an operator starved of input does not inflate a limit it never tested;
+//! - **multiplicative decrease**, at most once per window: ×0.5 on an overload answer (429,
+//!   503, gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`), ×0.9 on a timeout or a broken connection;
+//!   a burst of 429s from one overload counts once;
+//! - **a latency brake** for servers that queue instead of rejecting: latency normalised by
+//!   the request's units (rows, or output tokens), a short average against a long one; when
+//!   the short exceeds the long by more than the tolerance, the limit shrinks by their
+//!   ratio (at most by half);
+//! - **a freeze** on a server's `Retry-After`: nothing is sent until then, and the limit
+//!   resumes at 90%.
+//!
+//! One limiter serves one endpoint in one process, shared by the subtasks that call it.
+
+use crate::Millis;
+
+/// How a limiter adapts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimiterConfig {
+    /// The limit to start with.
+    pub initial: usize,
+    /// The limit never goes below this (at least 1).
+    pub min: usize,
+    /// The limit never goes above this.
+    pub max: usize,
+    /// The shortest sampling window; a window lasts at least one smoothed round trip.
+    pub window: Millis,
+    /// The factor of a cut on an overload answer.
+    pub overload_factor: f64,
+    /// The factor of a cut on a timeout or a broken connection.
+    pub timeout_factor: f64,
+    /// How far short-term normalised latency may exceed the long-term average before the
+    /// brake acts (`None`: no brake, for users who want throughput only).
+    pub brake_tolerance: Option<f64>,
+    /// The factor the limit resumes at after a `Retry-After` freeze.
+    pub resume_factor: f64,
+}
+
+impl Default for LimiterConfig {
+    /// The design's defaults: start at 4, between 1 and 64, windows of at least 100 ms,
+    /// ×0.5 on overload, ×0.9 on a timeout, a brake at 2× the long-term latency.
+    fn default() -> Self {
+        Self {
+            initial: 4,
+            min: 1,
+            max: 64,
+            window: 100,
+            overload_factor: 0.5,
+            timeout_factor: 0.9,
+            brake_tolerance: Some(2.0),
+            resume_factor: 0.9,
+        }
+    }
+}
+
+/// How a request ended, as the limiter counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An answer after `latency` ms, for a request of `units` units (rows for an encoder,
+    /// output tokens for generation): latency per unit is the load signal.
+    Answered {
+        /// Time from send to answer.
+        latency: Millis,
+        /// The request's size in the unit that latency scales with.
+        units: u64,
+    },
+    /// The backend said it is overloaded (429, 503, `RESOURCE_EXHAUSTED`, `UNAVAILABLE`).
+    Overloaded,
+    /// No answer in time, or the connection broke.
+    TimedOut,
+    /// An error that says nothing about load (a 400, a bad row).
+    Failed,
+}
+
+/// Samples in the long-term latency average (about the last 600 answers).
+const LONG_SAMPLES: f64 = 600.0;
+/// Samples in the short-term latency average.
+const SHORT_SAMPLES: f64 = 10.0;
+
+/// An adaptive concurrency limit; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    config: LimiterConfig,
+    limit: f64,
+    in_flight: usize,
+    window_start: Millis,
+    /// Whether half the limit was in flight at some point in this window.
+    reached: bool,
+    /// Whether this window already cut the limit.
+    cut: bool,
+    /// Smoothed round trip (ms), for the window's length.
+    round_trip: Option<f64>,
+    /// Long- and short-term averages of latency per unit.
+    long: Option<f64>,
+    short: Option<f64>,
+    /// No request is sent before this instant (a `Retry-After`).
+    frozen_until: Option<Millis>,
+}
+
+impl Limiter {
+    /// A limiter starting at `config.initial`, its first window opening at `now`.
+    pub fn new(config: LimiterConfig, now: Millis) -> Self {
+        let min = config.min.max(1);
+        let config = LimiterConfig {
+            min,
+            max: config.max.max(min),
+            ..config
+        };
+        Self {
+            limit: config.initial.clamp(config.min, config.max) as f64,
+            config,
+            in_flight: 0,
+            window_start: now,
+            reached: false,
+            cut: false,
+            round_trip: None,
+            long: None,
+            short: None,
+            frozen_until: None,
+        }
+    }
+
+    /// Requests that may be in flight at once now.
+    pub fn limit(&self) -> usize {
+        (self.limit.floor() as usize).clamp(self.config.min, self.config.max)
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Until when nothing may be sent, when a server asked to wait.
+    pub fn frozen_until(&self) -> Option<Millis> {
+        self.frozen_until
+    }
+
+    /// Takes a slot for a request sent at `now`; `false` when the limit is reached or the
+    /// endpoint is frozen (the operator then stops taking input: backpressure).
+    pub fn try_acquire(&mut self, now: Millis) -> bool {
+        self.thaw(now);
+        self.end_window_if_due(now);
+        if self.frozen_until.is_some() || self.in_flight >= self.limit() {
+            return false;
+        }
+        self.in_flight += 1;
+        if self.in_flight * 2 >= self.limit() {
+            self.reached = true;
+        }
+        true
+    }
+
+    /// Gives back the slot of a request that ended at `now` with `outcome`.
+    pub fn release(&mut self, now: Millis, outcome: Outcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        // A window that is over ends first: this outcome belongs to the next one.
+        self.end_window_if_due(now);
+        match outcome {
+            Outcome::Answered { latency, units } => {
+                let latency = latency as f64;
+                self.round_trip = Some(average(self.round_trip, latency, SHORT_SAMPLES));
+                let per_unit = latency / units.max(1) as f64;
+                self.long = Some(average(self.long, per_unit, LONG_SAMPLES));
+                self.short = Some(average(self.short, per_unit, SHORT_SAMPLES));
+            }
+            Outcome::Overloaded => self.cut(self.config.overload_factor),
+            Outcome::TimedOut => self.cut(self.config.timeout_factor),
+            Outcome::Failed => {}
+        }
+    }
+
+    /// The server asked for no requests before `until` (`Retry-After`): the whole endpoint
+    /// waits, and resumes at a lower limit.
+    pub fn retry_after(&mut self, until: Millis) {
+        self.frozen_until = Some(self.frozen_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Ends a freeze that is over.
+    fn thaw(&mut self, now: Millis) {
+        if self.frozen_until.is_some_and(|until| now >= until) {
+            self.frozen_until = None;
+            self.set(self.limit * self.config.resume_factor);
+            self.window_start = now;
+            self.reached = false;
+            self.cut = false;
+        }
+    }
+
+    fn cut(&mut self, factor: f64) {
+        if !self.cut {
+            self.set(self.limit * factor);
+            self.cut = true;
+        }
+    }
+
+    fn set(&mut self, limit: f64) {
+        self.limit = limit.clamp(self.config.min as f64, self.config.max as f64);
+    }
+
+    /// The window's length: at least the configured one, and one smoothed round trip.
+    fn window(&self) -> Millis {
+        let round_trip = self.round_trip.unwrap_or(0.0).ceil() as Millis;
+        self.config.window.max(round_trip)
+    }
+
+    fn end_window_if_due(&mut self, now: Millis) {
+        if self.frozen_until.is_some() || now < self.window_start + self.window() {
+            return;
+        }
+        if !self.cut {
+            match self.brake() {
+                Some(factor) => self.set(self.limit * factor),
+                None if self.reached => self.set(self.limit + 1.0),
+                None => {}
+            }
+        }
+        self.window_start = now;
+        self.cut = false;
+        self.reached = self.in_flight * 2 >= self.limit();
+    }
+
+    /// The factor the brake cuts by, when short-term latency per unit exceeds the long-term
+    /// average by more than the tolerance.
+    fn brake(&self) -> Option<f64> {
+        let tolerance = self.config.brake_tolerance?;
+        let (long, short) = (self.long?, self.short?);
+        (short > long * tolerance).then(|| (long * tolerance / short).clamp(0.5, 1.0))
+    }
+}
+
+/// An exponential moving average over about `samples` samples.
+fn average(previous: Option<f64>, sample: f64, samples: f64) -> f64 {
+    match previous {
+        None => sample,
+        Some(previous) => previous + (sample - previous) * 2.0 / (samples + 1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn answered(latency: Millis) -> Outcome {
+        Outcome::Answered { latency, units: 1 }
+    }
+
+    #[test]
+    fn the_limit_grows_only_in_windows_where_it_was_reached() {
+        let mut limiter = Limiter::new(LimiterConfig::default(), 0);
+        assert_eq!(limiter.limit(), 4);
+        // One request at a time for a second: never half the limit in flight.
+        for t in (0..1000).step_by(10) {
+            assert!(limiter.try_acquire(t));
+            limiter.release(t + 5, answered(100));
+        }
+        assert_eq!(
+            limiter.limit(),
+            4,
+            "an operator starved of input tests nothing"
+        );
+        // Every slot used: +1 per window of 100 ms.
+        let mut now = 1000;
+        for _ in 0..10 {
+            while limiter.try_acquire(now) {}
+            let held = limiter.in_flight();
+            now += 100;
+            for _ in 0..held {
+                limiter.release(now, answered(100));
+            }
+        }
+        assert!((13..=14).contains(&limiter.limit()), "{}", limiter.limit());
+    }
+
+    #[test]
+    fn a_burst_of_overload_answers_cuts_once_per_window() {
+        let config = LimiterConfig {
+            initial: 16,
+            ..LimiterConfig::default()
+        };
+        let mut limiter = Limiter::new(config, 0);
+        for _ in 0..16 {
+            assert!(limiter.try_acquire(0));
+        }
+        assert!(!limiter.try_acquire(0), "the limit holds");
+        for _ in 0..10 {
+            limiter.release(10, Outcome::Overloaded);
+        }
+        assert_eq!(limiter.limit(), 8, "ten 429s of one overload: one cut");
+        // The next window may cut again; a timeout cuts less.
+        limiter.release(150, Outcome::Overloaded);
+        assert_eq!(limiter.limit(), 4);
+        limiter.release(300, Outcome::TimedOut);
+        assert_eq!(limiter.limit(), 3, "4 x 0.9 = 3.6");
+        // Errors that say nothing about load leave it alone; the minimum holds.
+        limiter.release(450, Outcome::Failed);
+        for t in [600, 750, 900, 1050] {
+            limiter.release(t, Outcome::Overloaded);
+        }
+        assert_eq!(limiter.limit(), 1);
+    }
+
+    #[test]
+    fn retry_after_freezes_the_endpoint_and_it_resumes_lower() {
+        let config = LimiterConfig {
+            initial: 10,
+            ..LimiterConfig::default()
+        };
+        let mut limiter = Limiter::new(config, 0);
+        assert!(limiter.try_acquire(0));
+        limiter.retry_after(2000);
+        limiter.release(5, Outcome::Failed);
+        assert!(!limiter.try_acquire(10));
+        assert!(!limiter.try_acquire(1999));
+        assert_eq!(limiter.frozen_until(), Some(2000));
+        assert!(limiter.try_acquire(2000));
+        assert_eq!(limiter.limit(), 9, "10 x 0.9");
+        assert_eq!(limiter.frozen_until(), None);
+    }
+
+    #[test]
+    fn the_brake_shrinks_the_limit_when_latency_per_unit_climbs() {
+        let config = LimiterConfig {
+            initial: 20,
+            ..LimiterConfig::default()
+        };
+        let mut limiter = Limiter::new(config, 0);
+        let mut now = 0;
+        // A long calm stretch: 10 ms per row.
+        for _ in 0..600 {
+            assert!(limiter.try_acquire(now));
+            now += 1;
+            limiter.release(
+                now,
+                Outcome::Answered {
+                    latency: 40,
+                    units: 4,
+                },
+            );
+        }
+        let calm = limiter.limit();
+        // The server queues: 50 ms per row, no error at all.
+        for _ in 0..140 {
+            assert!(limiter.try_acquire(now));
+            now += 2;
+            limiter.release(
+                now,
+                Outcome::Answered {
+                    latency: 200,
+                    units: 4,
+                },
+            );
+        }
+        assert!(limiter.limit() < calm, "{} then {}", calm, limiter.limit());
+        // Bigger requests that take longer in total but not per row are no load signal.
+        let mut other = Limiter::new(config, 0);
+        let mut now = 0;
+        for size in (0..800).map(|i| 1 + i % 8) {
+            assert!(other.try_acquire(now));
+            now += 1;
+            other.release(
+                now,
+                Outcome::Answered {
+                    latency: 10 * size,
+                    units: size,
+                },
+            );
+        }
+        assert!(other.limit() >= 20, "{}", other.limit());
+    }
+
+    /// A server that serves `capacity` requests at once in `service` ms each and answers
+    /// 429 after 5 ms to any beyond; requests in flight carry over from one run to the next.
+    #[derive(Default)]
+    struct RejectingServer {
+        serving: VecDeque<Millis>,
+        rejecting: VecDeque<Millis>,
+    }
+
+    impl RejectingServer {
+        /// The limiter sends whenever it may, over `time` (ms); returns (answered, rejected).
+        fn run(
+            &mut self,
+            limiter: &mut Limiter,
+            capacity: impl Fn(Millis) -> usize,
+            service: Millis,
+            time: std::ops::Range<Millis>,
+        ) -> (u64, u64) {
+            let (mut answered, mut rejected) = (0, 0);
+            for now in time {
+                while self.serving.front().is_some_and(|&done| done <= now) {
+                    self.serving.pop_front();
+                    limiter.release(
+                        now,
+                        Outcome::Answered {
+                            latency: service,
+                            units: 1,
+                        },
+                    );
+                    answered += 1;
+                }
+                while self.rejecting.front().is_some_and(|&done| done <= now) {
+                    self.rejecting.pop_front();
+                    limiter.release(now, Outcome::Overloaded);
+                    rejected += 1;
+                }
+                while limiter.try_acquire(now) {
+                    if self.serving.len() < capacity(now) {
+                        self.serving.push_back(now + service);
+                    } else {
+                        self.rejecting.push_back(now + 5);
+                    }
+                }
+            }
+            (answered, rejected)
+        }
+    }
+
+    #[test]
+    fn against_a_server_that_rejects_above_eight_it_keeps_most_of_the_capacity_busy() {
+        let mut limiter = Limiter::new(LimiterConfig::default(), 0);
+        let (answered, rejected) =
+            RejectingServer::default().run(&mut limiter, |_| 8, 100, 0..60_000);
+        // Ideal: 8 at a time, 100 ms each, for 60 s.
+        let ideal = 8 * 600;
+        let share = answered as f64 / ideal as f64;
+        let rejected_share = rejected as f64 / (answered + rejected) as f64;
+        assert!(share >= 0.75, "{answered} of {ideal} answered");
+        assert!(
+            rejected_share < 0.05,
+            "{rejected} rejected of {}",
+            answered + rejected
+        );
+    }
+
+    #[test]
+    fn when_capacity_changes_the_limit_follows() {
+        let mut limiter = Limiter::new(LimiterConfig::default(), 0);
+        let capacity = |now: Millis| match now {
+            0..20_000 => 8,
+            20_000..40_000 => 4,
+            _ => 12,
+        };
+        let mut server = RejectingServer::default();
+        let mut limits = Vec::new();
+        for phase in 0..3u64 {
+            let time = phase * 20_000..(phase + 1) * 20_000;
+            server.run(&mut limiter, capacity, 100, time);
+            limits.push(limiter.limit());
+        }
+        // At the end of each phase the limit sits near that phase's capacity.
+        for (limit, capacity) in limits.iter().zip([8usize, 4, 12]) {
+            assert!(
+                *limit >= capacity / 2 && *limit <= capacity + 2,
+                "{limits:?}"
+            );
+        }
+    }
+}
