@@ -12,14 +12,17 @@
 //!   limit is actually reached, one multiplicative cut per window on overload, a brake on
 //!   normalised latency for servers that queue instead of rejecting, and a freeze on a
 //!   server's `Retry-After`.
+//! - [`retry`]: which failures are tried again, after how long (full jitter, `Retry-After`),
+//!   within a row's deadline and an endpoint's retry budget.
 //!
-//! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), retries
-//! and their budget, rate limits, the circuit breaker, the backends and the SQL surface.
+//! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), rate
+//! limits, the circuit breaker, the backends and the SQL surface.
 
 #![warn(missing_docs)]
 
 pub mod batcher;
 pub mod limiter;
+pub mod retry;
 
 /// Milliseconds on the operator's clock.
 pub type Millis = u64;
