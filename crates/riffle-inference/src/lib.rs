@@ -14,14 +14,20 @@
 //!   server's `Retry-After`.
 //! - [`retry`]: which failures are tried again, after how long (full jitter, `Retry-After`),
 //!   within a row's deadline and an endpoint's retry budget.
+//! - [`breaker`]: a circuit breaker per endpoint over a rolling window, with one half-open
+//!   probe at a time.
+//! - [`rate`]: requests per second and tokens per minute as token buckets, charged with
+//!   estimates and corrected by usage and by a provider's remaining counts.
 //!
-//! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), rate
-//! limits, the circuit breaker, the backends and the SQL surface.
+//! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), the
+//! backends and the SQL surface.
 
 #![warn(missing_docs)]
 
 pub mod batcher;
+pub mod breaker;
 pub mod limiter;
+pub mod rate;
 pub mod retry;
 
 /// Milliseconds on the operator's clock.
