@@ -18,6 +18,8 @@
 //!   probe at a time.
 //! - [`rate`]: requests per second and tokens per minute as token buckets, charged with
 //!   estimates and corrected by usage and by a provider's remaining counts.
+//! - [`policy`]: `on-error`, the `max-error-fraction` guard, and bisection of a refused
+//!   multi-row request to find the rows at fault.
 //!
 //! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), the
 //! backends and the SQL surface.
@@ -27,6 +29,7 @@
 pub mod batcher;
 pub mod breaker;
 pub mod limiter;
+pub mod policy;
 pub mod rate;
 pub mod retry;
 
