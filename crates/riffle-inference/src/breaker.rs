@@ -15,9 +15,8 @@
 //! Only failures of the backend count (timeouts, broken connections, 5xx, overload); a
 //! 400 for a bad row says nothing about the backend's health.
 
-use std::collections::VecDeque;
-
 use crate::Millis;
+use crate::window::RollingCounts;
 
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,8 +83,8 @@ pub enum Permit {
 pub struct Breaker {
     config: BreakerConfig,
     state: BreakerState,
-    /// (bucket start, requests, failures), oldest first.
-    buckets: VecDeque<(Millis, u64, u64)>,
+    /// Requests and failures over the window.
+    counts: RollingCounts,
     consecutive: u32,
     /// Openings since the breaker last closed.
     openings: u32,
@@ -98,7 +97,7 @@ impl Breaker {
         Self {
             config,
             state: BreakerState::Closed,
-            buckets: VecDeque::new(),
+            counts: RollingCounts::new(config.window),
             consecutive: 0,
             openings: 0,
             failing_since: None,
@@ -140,29 +139,22 @@ impl Breaker {
             }
             return;
         }
-        let bucket = self.bucket(now);
-        bucket.1 += 1;
+        self.counts.add(now, 1, u64::from(failed));
         if failed {
-            bucket.2 += 1;
             self.consecutive += 1;
         } else {
             self.consecutive = 0;
         }
-        if self.state == BreakerState::Closed && failed && self.should_open() {
+        if self.state == BreakerState::Closed && failed && self.should_open(now) {
             self.open(now);
         }
     }
 
-    fn should_open(&self) -> bool {
+    fn should_open(&mut self, now: Millis) -> bool {
         if self.consecutive >= self.config.consecutive {
             return true;
         }
-        let (requests, failures) = self
-            .buckets
-            .iter()
-            .fold((0, 0), |(r, f), (_, requests, failures)| {
-                (r + requests, f + failures)
-            });
+        let (requests, failures) = self.counts.totals(now);
         requests >= self.config.min_requests
             && failures as f64 >= requests as f64 * self.config.failure_share
     }
@@ -186,25 +178,7 @@ impl Breaker {
         self.openings = 0;
         self.failing_since = None;
         self.consecutive = 0;
-        self.buckets.clear();
-    }
-
-    /// The bucket `now` falls in, dropping those out of the window.
-    fn bucket(&mut self, now: Millis) -> &mut (Millis, u64, u64) {
-        let width = (self.config.window / 10).max(1);
-        let start = now - now % width;
-        if self.buckets.back().is_none_or(|(last, _, _)| *last < start) {
-            self.buckets.push_back((start, 0, 0));
-        }
-        let oldest = start.saturating_sub(width * 9);
-        while self
-            .buckets
-            .front()
-            .is_some_and(|(first, _, _)| *first < oldest)
-        {
-            self.buckets.pop_front();
-        }
-        self.buckets.back_mut().expect("a bucket was just made")
+        self.counts.clear();
     }
 }
 

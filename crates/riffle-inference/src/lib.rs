@@ -32,6 +32,7 @@ pub mod limiter;
 pub mod policy;
 pub mod rate;
 pub mod retry;
+mod window;
 
 /// Milliseconds on the operator's clock.
 pub type Millis = u64;

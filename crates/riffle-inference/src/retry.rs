@@ -15,6 +15,7 @@
 //! Randomness is passed in (a number in `[0, 1)`), so that tests are deterministic.
 
 use crate::Millis;
+use crate::window::RollingCounts;
 
 /// Why a request failed, as the backend or the transport said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,63 +163,35 @@ impl RetryPolicy {
 pub struct RetryBudget {
     share: f64,
     floor: u64,
-    bucket: Millis,
-    /// (bucket start, requests, retries), oldest first.
-    buckets: std::collections::VecDeque<(Millis, u64, u64)>,
-    buckets_kept: usize,
+    /// Requests and retries over the window.
+    counts: RollingCounts,
 }
 
 impl RetryBudget {
     /// Retries at most `share` of the requests of the last `window` ms, plus `floor` (so
     /// that a trickle of requests may still retry).
     pub fn new(share: f64, floor: u64, window: Millis) -> Self {
-        const BUCKETS: usize = 10;
         Self {
             share,
             floor,
-            bucket: (window / BUCKETS as Millis).max(1),
-            buckets: std::collections::VecDeque::new(),
-            buckets_kept: BUCKETS,
+            counts: RollingCounts::new(window),
         }
     }
 
     /// Counts a request sent at `now` (first sends and retries alike).
     pub fn on_request(&mut self, now: Millis) {
-        self.current(now).1 += 1;
+        self.counts.add(now, 1, 0);
     }
 
     /// Whether a retry may be sent at `now`; counts it when it may.
     pub fn try_retry(&mut self, now: Millis) -> bool {
-        self.current(now);
-        let (requests, retries) = self
-            .buckets
-            .iter()
-            .fold((0, 0), |(q, r), (_, requests, retries)| {
-                (q + requests, r + retries)
-            });
+        let (requests, retries) = self.counts.totals(now);
         let allowed = (requests as f64 * self.share) as u64 + self.floor;
         if retries >= allowed {
             return false;
         }
-        self.current(now).2 += 1;
+        self.counts.add(now, 0, 1);
         true
-    }
-
-    /// The bucket `now` falls in, dropping those out of the window.
-    fn current(&mut self, now: Millis) -> &mut (Millis, u64, u64) {
-        let start = now - now % self.bucket;
-        if self.buckets.back().is_none_or(|(last, _, _)| *last < start) {
-            self.buckets.push_back((start, 0, 0));
-        }
-        let oldest = start.saturating_sub(self.bucket * (self.buckets_kept as Millis - 1));
-        while self
-            .buckets
-            .front()
-            .is_some_and(|(first, _, _)| *first < oldest)
-        {
-            self.buckets.pop_front();
-        }
-        self.buckets.back_mut().expect("a bucket was just made")
     }
 }
 
