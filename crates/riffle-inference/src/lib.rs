@@ -20,6 +20,8 @@
 //!   estimates and corrected by usage and by a provider's remaining counts.
 //! - [`policy`]: `on-error`, the `max-error-fraction` guard, and bisection of a refused
 //!   multi-row request to find the rows at fault.
+//! - [`hints`]: what servers say about their limits (`Retry-After`, `retry-after-ms`,
+//!   OpenAI's and Anthropic's rate-limit headers), for the limiter and the buckets.
 //!
 //! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), the
 //! backends and the SQL surface.
@@ -28,6 +30,7 @@
 
 pub mod batcher;
 pub mod breaker;
+pub mod hints;
 pub mod limiter;
 pub mod policy;
 pub mod rate;
