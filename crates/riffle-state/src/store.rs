@@ -485,6 +485,22 @@ impl CheckpointStore {
                 Err(error) => return Err(store_error("deleting", &object.location, error)),
             }
         }
+        self.remove_empty_local_folders(&folder);
         Ok(())
+    }
+
+    /// Removes `folder` and then the job's folder, when they are empty folders on a local
+    /// disk: deleting objects leaves their folders behind there (object stores have none).
+    /// Best effort: a folder that is not empty, or not local, stays.
+    fn remove_empty_local_folders(&self, folder: &Path) {
+        // `LocalFileSystem::new()` maps a path to the same path under `/`; a store with a
+        // prefix, or any other store, is left alone.
+        if self.store.to_string() != "LocalFileSystem(file:///)" {
+            return;
+        }
+        for path in [folder, &self.root] {
+            let local = std::path::Path::new("/").join(path.as_ref());
+            let _ = std::fs::remove_dir(local);
+        }
     }
 }

@@ -217,3 +217,27 @@ async fn held_batches_with_different_dictionaries_are_written_and_read_back() {
     };
     assert_eq!(values(&read), values(&held));
 }
+
+#[tokio::test]
+async fn deleting_on_a_local_disk_leaves_no_empty_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job");
+    // As the runtime opens a local checkpoint directory: the root store, absolute paths.
+    let store = CheckpointStore::new(
+        Arc::new(LocalFileSystem::new()),
+        Path::from_filesystem_path(dir.path()).unwrap().join("job"),
+    );
+    checkpoint(&store, 1, &[1]).await;
+    checkpoint(&store, 2, &[2]).await;
+    store.delete(1).await.unwrap();
+    assert!(
+        !job.join("chk-0000001").exists(),
+        "the checkpoint's folder is gone"
+    );
+    assert!(job.join("chk-0000002").exists());
+    store.delete(2).await.unwrap();
+    assert!(
+        !job.exists(),
+        "the job's folder is gone with its last checkpoint"
+    );
+}
