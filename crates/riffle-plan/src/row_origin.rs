@@ -136,10 +136,11 @@ fn read_in_range(group: &RowGroupMetaData, range: Option<&FileRange>) -> bool {
         return true;
     };
     let column = group.column(0);
-    let offset = column
-        .dictionary_page_offset()
-        .unwrap_or_else(|| column.data_page_offset());
-    offset >= range.start && offset < range.end
+    range.contains(
+        column
+            .dictionary_page_offset()
+            .unwrap_or_else(|| column.data_page_offset()),
+    )
 }
 
 /// The store of `files`, when the scan reads them as Parquet without a predicate or a limit

@@ -105,7 +105,7 @@ impl SourceReader {
         if position == 0 {
             return Ok(());
         }
-        // Whole files before the position are passed over.
+        // Files and row groups wholly before the position are passed over.
         let (plan, passed) =
             match skip_files_before(&self.plan, self.partition, position, &self.context).await {
                 Some((plan, passed)) => (plan, passed),

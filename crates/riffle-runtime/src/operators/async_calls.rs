@@ -84,6 +84,13 @@ enum Mark {
     Watermark(i64),
 }
 
+impl Mark {
+    /// Whether a stored batch goes with the mark (a watermark has none).
+    fn has_batch(&self) -> bool {
+        !matches!(self, Mark::Watermark(_))
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct AsyncState {
     marks: Vec<Mark>,
@@ -155,18 +162,22 @@ impl AsyncOperator {
     /// Starts waiting requests, in order, while there is room.
     fn start_waiting(&mut self) {
         while self.started < self.in_flight && self.waiting > 0 {
-            let Some(index) = (self.next_waiting..self.queue.len())
-                .find(|&index| matches!(self.queue[index], Entry::Waiting(_)))
-            else {
+            let next = self
+                .queue
+                .iter()
+                .enumerate()
+                .skip(self.next_waiting)
+                .find_map(|(index, entry)| match entry {
+                    Entry::Waiting(input) => Some((index, input.clone())),
+                    _ => None,
+                });
+            let Some((index, input)) = next else {
                 return;
             };
-            if let Entry::Waiting(input) = &self.queue[index] {
-                let input = input.clone();
-                let result = self.request(input.clone());
-                self.queue[index] = Entry::Running { input, result };
-                self.started += 1;
-                self.waiting -= 1;
-            }
+            let result = self.request(input.clone());
+            self.queue[index] = Entry::Running { input, result };
+            self.started += 1;
+            self.waiting -= 1;
             self.next_waiting = index + 1;
         }
     }
@@ -256,11 +267,10 @@ pub(crate) fn rows_to_resend(state: &OperatorState) -> u64 {
     let Ok(decoded) = AsyncState::decode(&state.inline, "async") else {
         return 0;
     };
-    let requests = decoded
+    decoded
         .marks
         .iter()
-        .filter(|mark| !matches!(mark, Mark::Watermark(_)));
-    requests
+        .filter(|mark| mark.has_batch())
         .zip(&state.batches)
         .filter(|(mark, _)| matches!(mark, Mark::Request))
         .map(|(_, batch)| batch.num_rows() as u64)
@@ -282,11 +292,7 @@ impl Operator for AsyncOperator {
             return Ok(());
         };
         let decoded = AsyncState::decode(&state.inline, &self.name)?;
-        let requests = decoded
-            .marks
-            .iter()
-            .filter(|mark| !matches!(mark, Mark::Watermark(_)))
-            .count();
+        let requests = decoded.marks.iter().filter(|mark| mark.has_batch()).count();
         if requests != state.batches.len() {
             return Err(RiffleError::internal(format!(
                 "the checkpointed state of operator {} lists {requests} requests but holds {} \
