@@ -23,15 +23,29 @@
 //! - [`hints`]: what servers say about their limits (`Retry-After`, `retry-after-ms`,
 //!   OpenAI's and Anthropic's rate-limit headers), for the limiter and the buckets.
 //!
-//! Not built yet: the operator itself (on the runtime's `AsyncOperator` contract), the
-//! backends and the SQL surface.
+//!
+//! Around them, what runs: [`options`] reads a model's options (Flink's keys and Riffle's)
+//! into an [`options::InferenceConfig`]; [`backend`] is the trait every backend implements
+//! (one attempt, a batch in, columns out), [`openai`] the OpenAI-compatible one; [`endpoint`]
+//! holds the limits shared by every call to an endpoint in the process; [`call`] is one
+//! request's life (permit, timeout, retries, bisection, row errors), which the runtime's
+//! asynchronous operator runs several at a time and keeps across checkpoints; [`metrics`]
+//! counts.
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod batcher;
 pub mod breaker;
+pub mod call;
+pub mod columns;
+pub mod endpoint;
+pub mod fault_server;
 pub mod hints;
 pub mod limiter;
+pub mod metrics;
+pub mod openai;
+pub mod options;
 pub mod policy;
 pub mod rate;
 pub mod retry;

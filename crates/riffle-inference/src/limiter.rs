@@ -170,6 +170,20 @@ impl Limiter {
         self.frozen_until
     }
 
+    /// Whether a request could take a slot at `now` (as [`Limiter::try_acquire`] would
+    /// say), taking none.
+    pub fn has_room(&mut self, now: Millis) -> bool {
+        self.thaw(now);
+        self.end_window_if_due(now);
+        self.frozen_until.is_none() && self.in_flight < self.limit()
+    }
+
+    /// Starts from `limit` instead of the configured initial one: a restored operator
+    /// resumes where its checkpoint left the endpoint, not at full concurrency.
+    pub fn seed(&mut self, limit: usize) {
+        self.set(limit as f64);
+    }
+
     /// Takes a slot for a request sent at `now`; `false` when the limit is reached or the
     /// endpoint is frozen (the operator then stops taking input: backpressure).
     pub fn try_acquire(&mut self, now: Millis) -> bool {

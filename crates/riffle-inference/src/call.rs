@@ -1,0 +1,540 @@
+//! One model call over a request's rows, with everything around the backend's single
+//! attempt: a permit from the endpoint's shared limits, the per-attempt timeout, retries
+//! (classified, full jitter, `Retry-After`, the row deadline, the endpoint's retry budget),
+//! bisection of a multi-row request refused with a 4xx, and the per-row error policy.
+//!
+//! [`ModelCall::call`] takes the operator's input rows and gives them back with the model's
+//! output columns appended (and an `__error` column when `on-error` is `null` or
+//! `default`); the runtime's asynchronous operator runs several at once and keeps them
+//! across checkpoints.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int32Array, RecordBatch, StringArray, StructArray, new_null_array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::{concat, interleave};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::common::hash_utils::{HLL_RANDOM_STATE, create_hashes};
+use riffle_common::{Result, RiffleError};
+
+use crate::backend::{Answer, Backend, CallError, Request};
+use crate::endpoint::Endpoint;
+use crate::limiter::Outcome;
+use crate::metrics::InferenceMetrics;
+use crate::openai::OpenAiBackend;
+use crate::options::{InferenceConfig, Provider};
+use crate::policy::{ErrorGuard, OnError, Refused, bisect};
+use crate::retry::{Decision, FailedAttempt, Failure, RetryPolicy};
+
+/// The name of the error column.
+pub const ERROR_COLUMN: &str = "__error";
+
+/// The error column's type: `{code, http_status, message, attempts}`.
+pub fn error_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("code", DataType::Utf8, false),
+        Field::new("http_status", DataType::Int32, true),
+        Field::new("message", DataType::Utf8, false),
+        Field::new("attempts", DataType::Int32, false),
+    ])
+}
+
+/// A model call planned for one input schema; see the module docs.
+#[derive(Debug)]
+pub struct ModelCall {
+    config: InferenceConfig,
+    backend: Arc<dyn Backend>,
+    endpoint: Arc<Endpoint>,
+    /// The input columns the model reads (the call's DESCRIPTOR), by index.
+    inputs: Vec<usize>,
+    /// The model's outputs.
+    outputs: SchemaRef,
+    /// The operator's output: its input, then the outputs, then the error column.
+    schema: SchemaRef,
+    guard: Mutex<ErrorGuard>,
+    metrics: Arc<InferenceMetrics>,
+}
+
+/// How a range of a request's rows ended.
+struct Part {
+    rows: Range<usize>,
+    outcome: std::result::Result<Answer, (CallError, u32)>,
+    attempts: u32,
+}
+
+/// Random numbers for jitter, without a dependency: a per-thread xorshift seeded from the
+/// clock and the thread.
+fn random() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            let thread = std::thread::current().id();
+            nanos ^ (format!("{thread:?}").len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+impl ModelCall {
+    /// Plans a call of model `config.model`, whose outputs are `outputs`, over rows of
+    /// `input`, reading the columns named `descriptor`.
+    pub fn new(
+        config: InferenceConfig,
+        outputs: SchemaRef,
+        input: &Schema,
+        descriptor: &[String],
+    ) -> Result<Self> {
+        let model = config.model.clone();
+        let mut inputs = Vec::with_capacity(descriptor.len());
+        for name in descriptor {
+            let index = input.index_of(name).map_err(|_| {
+                RiffleError::user(format!(
+                    "ML_PREDICT with model {model}: the input has no column {name}"
+                ))
+                .with_hint(format!(
+                    "the input's columns are: {}",
+                    input
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            inputs.push(index);
+        }
+        if inputs.is_empty() {
+            return Err(RiffleError::user(format!(
+                "ML_PREDICT with model {model}: DESCRIPTOR names no input column"
+            )));
+        }
+        let input_names: Vec<String> = descriptor.to_vec();
+        let backend: Arc<dyn Backend> = match &config.provider {
+            Provider::OpenAi(options) => Arc::new(
+                OpenAiBackend::new(&model, options.clone(), input_names, Arc::clone(&outputs))
+                    .map_err(RiffleError::user)?,
+            ),
+        };
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for output in outputs.fields() {
+            if input.index_of(output.name()).is_ok() {
+                return Err(RiffleError::user(format!(
+                    "ML_PREDICT with model {model}: output column {} is also an input column",
+                    output.name()
+                ))
+                .with_hint("select the input without it, or rename the model's output"));
+            }
+            // Rows without a result are NULL (on-error 'null', a NULL input).
+            fields.push(output.as_ref().clone().with_nullable(true));
+        }
+        if config.on_error != OnError::Fail {
+            fields.push(Field::new(
+                ERROR_COLUMN,
+                DataType::Struct(error_fields()),
+                true,
+            ));
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        let endpoint = Endpoint::shared(backend.endpoint(), &config);
+        Ok(Self {
+            guard: Mutex::new(ErrorGuard::new(config.max_error_fraction, 1_000)),
+            config,
+            backend,
+            endpoint,
+            inputs,
+            outputs,
+            schema,
+            metrics: Arc::new(InferenceMetrics::default()),
+        })
+    }
+
+    /// The rows out: the input's columns, the model's outputs, and the error column.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The options this call runs with.
+    pub fn config(&self) -> &InferenceConfig {
+        &self.config
+    }
+
+    /// The endpoint's shared limits.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<InferenceMetrics> {
+        &self.metrics
+    }
+
+    /// The key of a request of these rows: the same for the same rows, in every process.
+    fn idempotency_key(&self, inputs: &RecordBatch) -> String {
+        let mut hashes = vec![0u64; inputs.num_rows()];
+        if create_hashes(inputs.columns(), &HLL_RANDOM_STATE, &mut hashes).is_err() {
+            hashes.iter_mut().for_each(|h| *h = 0);
+        }
+        let combined = hashes
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64 ^ inputs.num_rows() as u64, |acc, h| {
+                (acc ^ h).wrapping_mul(0x0100_0000_01b3).rotate_left(17)
+            });
+        format!("riffle-{}-{combined:016x}", self.config.model)
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.config.max_attempts,
+            base: self.config.backoff_base,
+            deadline: self.config.deadline,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Sends `rows` of `inputs` until it has an answer or gives up.
+    async fn attempt_range(&self, inputs: &RecordBatch, rows: Range<usize>) -> Result<Part> {
+        let slice = inputs.slice(rows.start, rows.len());
+        let key = self.idempotency_key(&slice);
+        let tokens = self.backend.estimate_tokens(&slice);
+        let bytes = slice.get_array_memory_size() as u64;
+        let policy = self.policy();
+        let first_sent = self.endpoint.now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let permit = self
+                .endpoint
+                .acquire(tokens, self.config.max_open)
+                .await
+                .map_err(|stuck| {
+                    RiffleError::external(format!(
+                        "model {}: the endpoint {} has failed for {} s, longer than \
+                         circuit-breaker.max-open-duration",
+                        self.config.model,
+                        self.backend.endpoint(),
+                        stuck.failing_for / 1000
+                    ))
+                    .with_retryable(true)
+                })?;
+            InferenceMetrics::add(&self.metrics.requests, 1);
+            InferenceMetrics::add(&self.metrics.queue_wait_ms, permit.waited);
+            InferenceMetrics::add(&self.metrics.request_bytes, bytes);
+            let sent = permit.sent;
+            let call = self.backend.call(Request {
+                inputs: &slice,
+                idempotency_key: &key,
+            });
+            let result = match tokio::time::timeout(
+                Duration::from_millis(self.config.request_timeout),
+                call,
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(CallError {
+                    failure: Some(Failure::Timeout),
+                    message: format!(
+                        "no answer from {} within request-timeout ({} ms)",
+                        self.backend.endpoint(),
+                        self.config.request_timeout
+                    ),
+                    hints: Default::default(),
+                }),
+            };
+            let now = self.endpoint.now();
+            let latency = now.saturating_sub(sent);
+            self.metrics.attempt(latency);
+            match result {
+                Ok(answer) => {
+                    let used = answer.usage.map(|u| u.input_tokens + u.output_tokens);
+                    if let Some(usage) = answer.usage {
+                        InferenceMetrics::add(&self.metrics.tokens_in, usage.input_tokens);
+                        InferenceMetrics::add(&self.metrics.tokens_out, usage.output_tokens);
+                    }
+                    let units = answer
+                        .usage
+                        .map(|u| u.output_tokens)
+                        .filter(|t| *t > 0)
+                        .unwrap_or(rows.len() as u64);
+                    self.endpoint.release(
+                        permit,
+                        Outcome::Answered { latency, units },
+                        false,
+                        None,
+                        used,
+                    );
+                    self.metrics.end_to_end(now.saturating_sub(first_sent));
+                    return Ok(Part {
+                        rows,
+                        outcome: Ok(answer),
+                        attempts: attempt,
+                    });
+                }
+                Err(error) => {
+                    let outcome = match error.failure {
+                        Some(Failure::Timeout | Failure::Connection) => Outcome::TimedOut,
+                        Some(failure) if failure.is_overload() => Outcome::Overloaded,
+                        _ => Outcome::Failed,
+                    };
+                    if error.failure == Some(Failure::Http(429)) {
+                        InferenceMetrics::add(&self.metrics.http_429, 1);
+                    }
+                    // The backend failed (not the rows): what the breaker counts.
+                    let backend_failed = error.failure.is_some_and(Failure::is_retryable);
+                    self.endpoint.release(
+                        permit,
+                        outcome,
+                        backend_failed,
+                        error.hints.retry_after,
+                        None,
+                    );
+                    let decision = match error.failure {
+                        None => Decision::GiveUp("the answer could not be read".into()),
+                        Some(failure) => {
+                            let failed = FailedAttempt {
+                                failure,
+                                attempt,
+                                first_sent,
+                                now,
+                                retry_after: error.hints.retry_after,
+                            };
+                            let mut controls = self.endpoint.controls();
+                            policy.decide(failed, random(), &mut controls.budget)
+                        }
+                    };
+                    match decision {
+                        Decision::RetryAt(at) => {
+                            let counter = match error.failure {
+                                Some(Failure::Http(429)) => &self.metrics.retries_rate_limited,
+                                Some(Failure::Timeout) => &self.metrics.retries_timeout,
+                                Some(Failure::Connection) => &self.metrics.retries_connection,
+                                _ => &self.metrics.retries_server,
+                            };
+                            InferenceMetrics::add(counter, 1);
+                            let wait = at.saturating_sub(self.endpoint.now());
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                        }
+                        Decision::GiveUp(reason) => {
+                            let error = CallError {
+                                message: format!("{} ({reason})", error.message),
+                                ..error
+                            };
+                            self.metrics.end_to_end(now.saturating_sub(first_sent));
+                            return Ok(Part {
+                                rows,
+                                outcome: Err((error, attempt)),
+                                attempts: attempt,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls the model on `input`'s rows; see the module docs.
+    pub async fn call(&self, input: RecordBatch) -> Result<RecordBatch> {
+        let rows = input.num_rows();
+        let inputs = input.project(&self.inputs).map_err(|e| {
+            RiffleError::internal(format!("model {}: projecting the input: {e}", self.config.model))
+        })?;
+        let mut pending = VecDeque::from([0..rows]);
+        let mut parts = Vec::new();
+        while let Some(range) = pending.pop_front() {
+            if range.is_empty() {
+                continue;
+            }
+            let part = self.attempt_range(&inputs, range).await?;
+            let refused_rows = matches!(
+                &part.outcome,
+                Err((CallError { failure: Some(Failure::Http(status)), .. }, _))
+                    if (400..500).contains(status) && !matches!(status, 408 | 429)
+            );
+            if refused_rows && part.rows.len() > 1 {
+                if let Refused::Split(left, right) = bisect(part.rows.clone()) {
+                    InferenceMetrics::add(&self.metrics.bisections, 1);
+                    pending.push_front(right);
+                    pending.push_front(left);
+                    continue;
+                }
+            }
+            parts.push(part);
+        }
+        parts.sort_by_key(|part| part.rows.start);
+        self.assemble(input, parts)
+    }
+
+    /// The input with the parts' outputs and errors appended, in row order.
+    fn assemble(&self, input: RecordBatch, parts: Vec<Part>) -> Result<RecordBatch> {
+        let rows = input.num_rows();
+        let model = &self.config.model;
+        // The parts cover the rows in order, so their columns concatenate into the result.
+        let mut errors: Vec<Option<(String, Option<u16>, String, u32)>> = vec![None; rows];
+        let mut sources: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.outputs.fields().len()];
+        for part in &parts {
+            match &part.outcome {
+                Ok(answer) => {
+                    if answer.columns.len() != self.outputs.fields().len()
+                        || answer.columns.iter().any(|c| c.len() != part.rows.len())
+                    {
+                        return Err(RiffleError::internal(format!(
+                            "model {model}: the backend gave columns that do not fit the request"
+                        )));
+                    }
+                    for (index, column) in answer.columns.iter().enumerate() {
+                        sources[index].push(Arc::clone(column));
+                    }
+                    for (row, message) in &answer.row_errors {
+                        errors[part.rows.start + row] = Some((
+                            "malformed_response".into(),
+                            None,
+                            message.clone(),
+                            part.attempts,
+                        ));
+                    }
+                }
+                Err((error, attempts)) => {
+                    for (index, field) in self.outputs.fields().iter().enumerate() {
+                        sources[index].push(new_null_array(field.data_type(), part.rows.len()));
+                    }
+                    for row in part.rows.clone() {
+                        errors[row] = Some((
+                            error.code().to_string(),
+                            error.http_status(),
+                            error.message.clone(),
+                            *attempts,
+                        ));
+                    }
+                }
+            }
+        }
+        let failed = errors.iter().filter(|e| e.is_some()).count();
+        InferenceMetrics::add(&self.metrics.rows, rows as u64);
+        InferenceMetrics::add(&self.metrics.failed_rows, failed as u64);
+        if let Some(row) = errors.iter().position(Option::is_some)
+            && self.config.on_error == OnError::Fail
+        {
+            let (code, _, message, attempts) = errors[row].clone().unwrap_or_default();
+            return Err(RiffleError::external(format!(
+                "model {model}: row {row} of a request of {rows} failed ({code}, after \
+                 {attempts} attempts): {message}"
+            ))
+            .with_hint(
+                "set 'on-error' = 'null' on the model or in ML_PREDICT's MAP to keep going with \
+                 NULL results and an __error column",
+            ));
+        }
+        {
+            let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+            guard
+                .record(rows as u64, failed as u64)
+                .map_err(|e| RiffleError::user(format!("model {model}: {e}")))?;
+        }
+        let mut columns = input.columns().to_vec();
+        for (index, field) in self.outputs.fields().iter().enumerate() {
+            let column = self.joined(&sources[index])?;
+            let column = if self.config.on_error == OnError::Default && failed > 0 {
+                with_defaults(&column, field, &errors)?
+            } else {
+                column
+            };
+            columns.push(column);
+        }
+        if self.config.on_error != OnError::Fail {
+            columns.push(error_column(&errors));
+        }
+        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| {
+            RiffleError::internal(format!("model {model}: assembling the output: {e}"))
+        })
+    }
+
+    fn joined(&self, sources: &[ArrayRef]) -> Result<ArrayRef> {
+        let result = if sources.len() == 1 {
+            Ok(Arc::clone(&sources[0]))
+        } else {
+            let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+            concat(&refs)
+        };
+        result.map_err(|e| {
+            RiffleError::internal(format!(
+                "model {}: joining the answers: {e}",
+                self.config.model
+            ))
+        })
+    }
+}
+
+/// The error column of a request's rows.
+fn error_column(errors: &[Option<(String, Option<u16>, String, u32)>]) -> ArrayRef {
+    let codes: StringArray = errors
+        .iter()
+        .map(|e| Some(e.as_ref().map_or("", |e| e.0.as_str())))
+        .collect();
+    let statuses: Int32Array = errors
+        .iter()
+        .map(|e| e.as_ref().and_then(|e| e.1).map(i32::from))
+        .collect();
+    let messages: StringArray = errors
+        .iter()
+        .map(|e| Some(e.as_ref().map_or("", |e| e.2.as_str())))
+        .collect();
+    let attempts: Int32Array = errors
+        .iter()
+        .map(|e| Some(e.as_ref().map_or(0, |e| e.3 as i32)))
+        .collect();
+    let nulls = NullBuffer::from(errors.iter().map(Option::is_some).collect::<Vec<_>>());
+    Arc::new(StructArray::new(
+        error_fields(),
+        vec![
+            Arc::new(codes),
+            Arc::new(statuses),
+            Arc::new(messages),
+            Arc::new(attempts),
+        ],
+        Some(nulls),
+    ))
+}
+
+/// `column` with the failed rows set to the type's zero value (`on-error` = `default`).
+fn with_defaults(
+    column: &ArrayRef,
+    field: &Field,
+    errors: &[Option<(String, Option<u16>, String, u32)>],
+) -> Result<ArrayRef> {
+    let zero = match field.data_type() {
+        DataType::FixedSizeList(_, size) => {
+            crate::columns::vectors(field, vec![Some(vec![0.0; *size as usize])])
+        }
+        DataType::List(_) => crate::columns::vectors(field, vec![Some(Vec::new())]),
+        DataType::Boolean => crate::columns::scalars(field, &[Some(serde_json::json!(false))]),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            crate::columns::scalars(field, &[Some(serde_json::json!(""))])
+        }
+        _ => crate::columns::scalars(field, &[Some(serde_json::json!(0))]),
+    }
+    .map_err(RiffleError::user)?;
+    let sources: [&dyn Array; 2] = [column.as_ref(), zero.as_ref()];
+    let picks: Vec<(usize, usize)> = errors
+        .iter()
+        .enumerate()
+        .map(|(row, e)| if e.is_some() { (1, 0) } else { (0, row) })
+        .collect();
+    interleave(&sources, &picks)
+        .map_err(|e| RiffleError::internal(format!("filling default results: {e}")))
+}
