@@ -169,6 +169,11 @@ impl ModelCall {
         Arc::clone(&self.schema)
     }
 
+    /// Columns the call adds after the input's: the outputs, and the error column.
+    pub fn added_columns(&self) -> usize {
+        self.outputs.fields().len() + usize::from(self.config.on_error != OnError::Fail)
+    }
+
     /// The options this call runs with.
     pub fn config(&self) -> &InferenceConfig {
         &self.config
@@ -190,11 +195,10 @@ impl ModelCall {
         if create_hashes(inputs.columns(), &HLL_RANDOM_STATE, &mut hashes).is_err() {
             hashes.iter_mut().for_each(|h| *h = 0);
         }
-        let combined = hashes
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64 ^ inputs.num_rows() as u64, |acc, h| {
-                (acc ^ h).wrapping_mul(0x0100_0000_01b3).rotate_left(17)
-            });
+        let combined = hashes.iter().fold(
+            0xcbf2_9ce4_8422_2325u64 ^ inputs.num_rows() as u64,
+            |acc, h| (acc ^ h).wrapping_mul(0x0100_0000_01b3).rotate_left(17),
+        );
         format!("riffle-{}-{combined:016x}", self.config.model)
     }
 
@@ -352,7 +356,10 @@ impl ModelCall {
     pub async fn call(&self, input: RecordBatch) -> Result<RecordBatch> {
         let rows = input.num_rows();
         let inputs = input.project(&self.inputs).map_err(|e| {
-            RiffleError::internal(format!("model {}: projecting the input: {e}", self.config.model))
+            RiffleError::internal(format!(
+                "model {}: projecting the input: {e}",
+                self.config.model
+            ))
         })?;
         let mut pending = VecDeque::from([0..rows]);
         let mut parts = Vec::new();

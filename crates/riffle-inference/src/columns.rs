@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, FixedSizeListArray, Float32Builder,
-    Float64Builder, Int32Builder, Int64Builder, ListArray, StringBuilder, new_null_array,
+    Array, ArrayRef, AsArray, BooleanBuilder, FixedSizeListArray, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, ListArray, StringBuilder, new_null_array,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -147,7 +147,9 @@ pub fn scalars(field: &Field, rows: &[Option<Value>]) -> Result<ArrayRef, String
             for row in rows {
                 match row {
                     None | Some(Value::Null) => builder.append_null(),
-                    Some(value) => builder.append_value(value.as_i64().ok_or_else(|| wrong(value))?),
+                    Some(value) => {
+                        builder.append_value(value.as_i64().ok_or_else(|| wrong(value))?)
+                    }
                 }
             }
             let array: ArrayRef = Arc::new(builder.finish());
@@ -157,7 +159,9 @@ pub fn scalars(field: &Field, rows: &[Option<Value>]) -> Result<ArrayRef, String
                     match value.map(i32::try_from) {
                         None => narrow.append_null(),
                         Some(Ok(v)) => narrow.append_value(v),
-                        Some(Err(_)) => return Err(format!("output {} overflows INT", field.name())),
+                        Some(Err(_)) => {
+                            return Err(format!("output {} overflows INT", field.name()));
+                        }
                     }
                 }
                 Arc::new(narrow.finish())
@@ -170,7 +174,9 @@ pub fn scalars(field: &Field, rows: &[Option<Value>]) -> Result<ArrayRef, String
             for row in rows {
                 match row {
                     None | Some(Value::Null) => builder.append_null(),
-                    Some(value) => builder.append_value(value.as_f64().ok_or_else(|| wrong(value))?),
+                    Some(value) => {
+                        builder.append_value(value.as_f64().ok_or_else(|| wrong(value))?)
+                    }
                 }
             }
             let array: ArrayRef = Arc::new(builder.finish());
@@ -182,7 +188,9 @@ pub fn scalars(field: &Field, rows: &[Option<Value>]) -> Result<ArrayRef, String
             for row in rows {
                 match row {
                     None | Some(Value::Null) => builder.append_null(),
-                    Some(value) => builder.append_value(value.as_bool().ok_or_else(|| wrong(value))?),
+                    Some(value) => {
+                        builder.append_value(value.as_bool().ok_or_else(|| wrong(value))?)
+                    }
                 }
             }
             Arc::new(builder.finish())

@@ -75,7 +75,9 @@ fn registry() -> &'static Mutex<HashMap<String, Weak<Endpoint>>> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while the lock was held leaves counters, not broken invariants: go on.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Endpoint {
@@ -161,7 +163,11 @@ impl Endpoint {
     /// Waits for a slot for a request estimated at `tokens`: the breaker lets it go, the
     /// rates have room, and the limiter has a slot. Fails when the breaker has been open
     /// longer than `max_open`.
-    pub async fn acquire(&self, tokens: u64, max_open: Millis) -> Result<SendPermit, BreakerStuckOpen> {
+    pub async fn acquire(
+        &self,
+        tokens: u64,
+        max_open: Millis,
+    ) -> Result<SendPermit, BreakerStuckOpen> {
         let asked = self.now();
         loop {
             let released = self.released.notified();
@@ -199,7 +205,11 @@ impl Endpoint {
 
     /// Takes a slot when every control allows one (`Ok(probe)`), else says when to look
     /// again (`None`: when a request ends).
-    fn try_acquire(controls: &mut Controls, now: Millis, tokens: u64) -> Result<bool, Option<Millis>> {
+    fn try_acquire(
+        controls: &mut Controls,
+        now: Millis,
+        tokens: u64,
+    ) -> Result<bool, Option<Millis>> {
         match controls.breaker.state() {
             BreakerState::Open { until } if now < until => return Err(Some(until)),
             BreakerState::HalfOpen { probing: true } => return Err(None),

@@ -231,7 +231,12 @@ impl FaultServer {
         lock(&self.shared.keys).clear();
         lock(&self.shared.latencies).clear();
         let stats = &self.shared.stats;
-        for counter in [&stats.requests, &stats.rejected, &stats.faults, &stats.answered] {
+        for counter in [
+            &stats.requests,
+            &stats.rejected,
+            &stats.faults,
+            &stats.answered,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
         stats.max_serving.store(0, Ordering::Relaxed);
@@ -272,8 +277,10 @@ impl Shared {
         let draw = self.random();
         let pick = self.random();
         let config = lock(&self.config);
-        (draw < config.fault_rate)
-            .then(|| config.faults[((pick * config.faults.len() as f64) as usize).min(config.faults.len() - 1)])
+        (draw < config.fault_rate).then(|| {
+            config.faults
+                [((pick * config.faults.len() as f64) as usize).min(config.faults.len() - 1)]
+        })
     }
 
     /// Takes a serving slot: `Ok` when it got one, `Err(retry_after)` when rejected.
@@ -292,7 +299,9 @@ impl Shared {
                     .compare_exchange(serving, serving + 1, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
-                    self.stats.max_serving.fetch_max(serving + 1, Ordering::SeqCst);
+                    self.stats
+                        .max_serving
+                        .fetch_max(serving + 1, Ordering::SeqCst);
                     return Ok(());
                 }
                 continue;
@@ -392,7 +401,11 @@ fn rejection(retry_after: Option<u32>) -> Vec<u8> {
     let headers: Vec<(&str, String)> = retry_after
         .map(|s| vec![("retry-after", s.to_string())])
         .unwrap_or_default();
-    response(429, &headers, br#"{"error":{"message":"overloaded","type":"rate_limit"}}"#)
+    response(
+        429,
+        &headers,
+        br#"{"error":{"message":"overloaded","type":"rate_limit"}}"#,
+    )
 }
 
 async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
@@ -453,7 +466,9 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
                             shared.stats.answered.fetch_add(1, Ordering::Relaxed);
                             response(200, &[], &body)
                         }
-                        Some(Err(status)) => response(status, &[], br#"{"error":{"message":"refused"}}"#),
+                        Some(Err(status)) => {
+                            response(status, &[], br#"{"error":{"message":"refused"}}"#)
+                        }
                         None => response(400, &[], br#"{"error":{"message":"bad request"}}"#),
                     }
                 }
@@ -470,7 +485,12 @@ async fn serve(shared: &Shared, request: &HttpRequest) -> Option<Result<Vec<u8>,
     let body: Value = serde_json::from_slice(&request.body).ok()?;
     let (service, per_row, dim, poison) = {
         let config = lock(&shared.config);
-        (config.service, config.per_row, config.dim, config.poison.clone())
+        (
+            config.service,
+            config.per_row,
+            config.dim,
+            config.poison.clone(),
+        )
     };
     if request.path.ends_with("/v1/embeddings") {
         let inputs: Vec<String> = match body.get("input")? {

@@ -154,7 +154,11 @@ impl OpenAiBackend {
         );
         let bytes = response.bytes().await.map_err(|e| CallError {
             failure: Some(Failure::Connection),
-            message: format!("reading the answer of {}: {}", self.endpoint, without_url(&e)),
+            message: format!(
+                "reading the answer of {}: {}",
+                self.endpoint,
+                without_url(&e)
+            ),
             hints,
         })?;
         if !(200..300).contains(&status) {
@@ -167,7 +171,10 @@ impl OpenAiBackend {
             });
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| {
-            CallError::malformed(format!("{} answered with JSON that does not parse: {e}", self.endpoint))
+            CallError::malformed(format!(
+                "{} answered with JSON that does not parse: {e}",
+                self.endpoint
+            ))
         })?;
         Ok((value, hints))
     }
@@ -209,9 +216,9 @@ impl OpenAiBackend {
                     .and_then(Value::as_u64)
                     .map(|i| i as usize)
                     .unwrap_or(position);
-                let row = *sent
-                    .get(index)
-                    .ok_or_else(|| self.malformed(&format!("names input {index}, which was not sent")))?;
+                let row = *sent.get(index).ok_or_else(|| {
+                    self.malformed(&format!("names input {index}, which was not sent"))
+                })?;
                 let vector = item
                     .get("embedding")
                     .and_then(Value::as_array)
@@ -231,8 +238,8 @@ impl OpenAiBackend {
                 output_tokens: 0,
             });
         }
-        let column = columns::vectors(&self.outputs.fields()[0], vectors)
-            .map_err(|e| self.malformed(&e))?;
+        let column =
+            columns::vectors(&self.outputs.fields()[0], vectors).map_err(|e| self.malformed(&e))?;
         Ok(Answer {
             columns: vec![column],
             row_errors: Vec::new(),
@@ -293,8 +300,10 @@ impl OpenAiBackend {
                 .ok_or_else(|| self.malformed("has no choices[0].message.content"))?;
             if let Some(u) = answer.get("usage") {
                 usage.input_tokens += u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-                usage.output_tokens +=
-                    u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+                usage.output_tokens += u
+                    .get("completion_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
             }
             if structured {
                 match serde_json::from_str::<Value>(content) {

@@ -59,53 +59,311 @@ const fn key(
 
 /// Every key a model or an `ML_PREDICT` call accepts.
 pub const OPTION_KEYS: &[OptionKey] = &[
-    key("provider", None, Scope::Any, "flink", "'openai' or 'triton' (KServe v2); required"),
-    key("task", None, Scope::Any, "flink", "what the model does (accepted, informational)"),
+    key(
+        "provider",
+        None,
+        Scope::Any,
+        "flink",
+        "'openai' or 'triton' (KServe v2); required",
+    ),
+    key(
+        "task",
+        None,
+        Scope::Any,
+        "flink",
+        "what the model does (accepted, informational)",
+    ),
     // ML_PREDICT's map (Flink), also accepted as model options.
-    key("async", Some("true"), Scope::Any, "flink", "calls are always asynchronous; 'false' is accepted and changes nothing"),
-    key("capacity", None, Scope::Any, "flink", "requests in flight at most, a number: the same as concurrency"),
-    key("max-concurrent-operations", None, Scope::Any, "flink", "the same as capacity"),
-    key("timeout", None, Scope::Any, "flink", "time a row may take, retries included (e.g. '30 s'): the same as deadline; for 'triton' models, Flink's per-request timeout"),
-    key("output-mode", Some("ordered"), Scope::Any, "flink", "'ordered' or 'allow_unordered': whether results keep input order between watermarks"),
+    key(
+        "async",
+        Some("true"),
+        Scope::Any,
+        "flink",
+        "calls are always asynchronous; 'false' is accepted and changes nothing",
+    ),
+    key(
+        "capacity",
+        None,
+        Scope::Any,
+        "flink",
+        "requests in flight at most, a number: the same as concurrency",
+    ),
+    key(
+        "max-concurrent-operations",
+        None,
+        Scope::Any,
+        "flink",
+        "the same as capacity",
+    ),
+    key(
+        "timeout",
+        None,
+        Scope::Any,
+        "flink",
+        "time a row may take, retries included (e.g. '30 s'): the same as deadline; for 'triton' models, Flink's per-request timeout",
+    ),
+    key(
+        "output-mode",
+        Some("ordered"),
+        Scope::Any,
+        "flink",
+        "'ordered' or 'allow_unordered': whether results keep input order between watermarks",
+    ),
     // The OpenAI provider (Flink).
-    key("endpoint", None, Scope::Any, "flink", "the full URL of /v1/embeddings or /v1/chat/completions (OpenAI), or the server's base URL (Triton); or env RIFFLE_OPENAI_ENDPOINT"),
-    key("api-key", None, Scope::OpenAi, "flink", "the API key; or env OPENAI_API_KEY; never logged"),
-    key("model", None, Scope::OpenAi, "flink", "the model's name at the provider"),
-    key("dimension", None, Scope::OpenAi, "flink", "embedding dimension asked of the server"),
-    key("system-prompt", None, Scope::OpenAi, "flink", "chat: the system message"),
-    key("temperature", None, Scope::OpenAi, "flink", "chat: sampling temperature"),
-    key("top-p", None, Scope::OpenAi, "flink", "chat: nucleus sampling"),
-    key("stop", None, Scope::OpenAi, "flink", "chat: stop sequences, comma-separated"),
-    key("max-tokens", None, Scope::OpenAi, "flink", "chat: tokens to generate at most"),
-    key("response-format", None, Scope::OpenAi, "flink", "chat: 'text', 'json_object', or a JSON schema object (structured output into the OUTPUT columns)"),
-    key("max-context-size", None, Scope::OpenAi, "flink", "tokens (estimated) a row may send"),
-    key("context-overflow-action", Some("truncated-tail"), Scope::OpenAi, "flink", "a row over max-context-size: 'truncated-tail', 'truncated-head', 'skipped' or 'error'"),
-    key("error-handling-strategy", None, Scope::OpenAi, "flink", "'retry', 'failover' (null result) or 'ignore' (null result): maps to on-error"),
-    key("retry-num", None, Scope::OpenAi, "flink", "retries of a request at most: the same as max-retries"),
-    key("retry-backoff-strategy", Some("exponential"), Scope::OpenAi, "flink", "'exponential' (full jitter) or 'fixed'"),
-    key("retry-backoff-base-interval", Some("500 ms"), Scope::OpenAi, "flink", "the backoff's base"),
-    key("retry-fallback-strategy", Some("fail"), Scope::OpenAi, "flink", "after the last retry: 'fail' or 'null'"),
+    key(
+        "endpoint",
+        None,
+        Scope::Any,
+        "flink",
+        "the full URL of /v1/embeddings or /v1/chat/completions (OpenAI), or the server's base URL (Triton); or env RIFFLE_OPENAI_ENDPOINT",
+    ),
+    key(
+        "api-key",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "the API key; or env OPENAI_API_KEY; never logged",
+    ),
+    key(
+        "model",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "the model's name at the provider",
+    ),
+    key(
+        "dimension",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "embedding dimension asked of the server",
+    ),
+    key(
+        "system-prompt",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "chat: the system message",
+    ),
+    key(
+        "temperature",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "chat: sampling temperature",
+    ),
+    key(
+        "top-p",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "chat: nucleus sampling",
+    ),
+    key(
+        "stop",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "chat: stop sequences, comma-separated",
+    ),
+    key(
+        "max-tokens",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "chat: tokens to generate at most",
+    ),
+    key(
+        "response-format",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "chat: 'text', 'json_object', or a JSON schema object (structured output into the OUTPUT columns)",
+    ),
+    key(
+        "max-context-size",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "tokens (estimated) a row may send",
+    ),
+    key(
+        "context-overflow-action",
+        Some("truncated-tail"),
+        Scope::OpenAi,
+        "flink",
+        "a row over max-context-size: 'truncated-tail', 'truncated-head', 'skipped' or 'error'",
+    ),
+    key(
+        "error-handling-strategy",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "'retry', 'failover' (null result) or 'ignore' (null result): maps to on-error",
+    ),
+    key(
+        "retry-num",
+        None,
+        Scope::OpenAi,
+        "flink",
+        "retries of a request at most: the same as max-retries",
+    ),
+    key(
+        "retry-backoff-strategy",
+        Some("exponential"),
+        Scope::OpenAi,
+        "flink",
+        "'exponential' (full jitter) or 'fixed'",
+    ),
+    key(
+        "retry-backoff-base-interval",
+        Some("500 ms"),
+        Scope::OpenAi,
+        "flink",
+        "the backoff's base",
+    ),
+    key(
+        "retry-fallback-strategy",
+        Some("fail"),
+        Scope::OpenAi,
+        "flink",
+        "after the last retry: 'fail' or 'null'",
+    ),
     // The Triton provider (Flink).
-    key("model-name", None, Scope::Triton, "flink", "the model's name on the server"),
-    key("model-version", None, Scope::Triton, "flink", "the model's version on the server"),
-    key("max-retries", Some("4"), Scope::Any, "flink", "retries of a request at most (attempts = 1 + retries)"),
+    key(
+        "model-name",
+        None,
+        Scope::Triton,
+        "flink",
+        "the model's name on the server",
+    ),
+    key(
+        "model-version",
+        None,
+        Scope::Triton,
+        "flink",
+        "the model's version on the server",
+    ),
+    key(
+        "max-retries",
+        Some("4"),
+        Scope::Any,
+        "flink",
+        "retries of a request at most (attempts = 1 + retries)",
+    ),
     // Riffle's own.
-    key("concurrency", Some("adaptive"), Scope::Any, "riffle", "'adaptive' or a number of requests in flight per endpoint"),
-    key("concurrency.min", Some("1"), Scope::Any, "riffle", "adaptive concurrency: the lowest limit"),
-    key("concurrency.max", Some("64"), Scope::Any, "riffle", "adaptive concurrency: the highest limit, and requests started per subtask at most"),
-    key("batch-rows", None, Scope::Any, "riffle", "rows per request at most (32 for embeddings, 1 for chat)"),
-    key("batch-bytes", Some("4 MiB"), Scope::Any, "riffle", "bytes of input per request at most"),
-    key("linger", Some("5 ms"), Scope::Any, "riffle", "how long a request's first row waits for others"),
-    key("request-timeout", Some("60 s"), Scope::Any, "riffle", "time one attempt may take"),
-    key("deadline", Some("10 min"), Scope::Any, "riffle", "time a row may take, retries included"),
-    key("max-requests-per-second", None, Scope::Any, "riffle", "a rate limit per endpoint"),
-    key("max-tokens-per-minute", None, Scope::Any, "riffle", "a token rate limit per endpoint (estimated, corrected by usage)"),
-    key("on-error", Some("fail"), Scope::Any, "riffle", "a row that failed for good: 'fail', 'null' or 'default' (with an __error column)"),
-    key("max-error-fraction", Some("0.01"), Scope::Any, "riffle", "with on-error null/default, the job fails past this share of failed rows (judged after 1000 rows)"),
-    key("circuit-breaker.failure-rate", Some("0.5"), Scope::Any, "riffle", "the breaker opens past this share of failed requests over 10 s (at least 20)"),
-    key("circuit-breaker.consecutive-failures", Some("10"), Scope::Any, "riffle", "or after this many failures in a row"),
-    key("circuit-breaker.max-open-duration", Some("10 min"), Scope::Any, "riffle", "the job fails when the breaker stays open this long"),
-    key("prompt-template", None, Scope::OpenAi, "riffle", "chat: the prompt, with {column} for each input column"),
+    key(
+        "concurrency",
+        Some("adaptive"),
+        Scope::Any,
+        "riffle",
+        "'adaptive' or a number of requests in flight per endpoint",
+    ),
+    key(
+        "concurrency.min",
+        Some("1"),
+        Scope::Any,
+        "riffle",
+        "adaptive concurrency: the lowest limit",
+    ),
+    key(
+        "concurrency.max",
+        Some("64"),
+        Scope::Any,
+        "riffle",
+        "adaptive concurrency: the highest limit, and requests started per subtask at most",
+    ),
+    key(
+        "batch-rows",
+        None,
+        Scope::Any,
+        "riffle",
+        "rows per request at most (32 for embeddings, 1 for chat)",
+    ),
+    key(
+        "batch-bytes",
+        Some("4 MiB"),
+        Scope::Any,
+        "riffle",
+        "bytes of input per request at most",
+    ),
+    key(
+        "linger",
+        Some("5 ms"),
+        Scope::Any,
+        "riffle",
+        "how long a request's first row waits for others",
+    ),
+    key(
+        "request-timeout",
+        Some("60 s"),
+        Scope::Any,
+        "riffle",
+        "time one attempt may take",
+    ),
+    key(
+        "deadline",
+        Some("10 min"),
+        Scope::Any,
+        "riffle",
+        "time a row may take, retries included",
+    ),
+    key(
+        "max-requests-per-second",
+        None,
+        Scope::Any,
+        "riffle",
+        "a rate limit per endpoint",
+    ),
+    key(
+        "max-tokens-per-minute",
+        None,
+        Scope::Any,
+        "riffle",
+        "a token rate limit per endpoint (estimated, corrected by usage)",
+    ),
+    key(
+        "on-error",
+        Some("fail"),
+        Scope::Any,
+        "riffle",
+        "a row that failed for good: 'fail', 'null' or 'default' (with an __error column)",
+    ),
+    key(
+        "max-error-fraction",
+        Some("0.01"),
+        Scope::Any,
+        "riffle",
+        "with on-error null/default, the job fails past this share of failed rows (judged after 1000 rows)",
+    ),
+    key(
+        "circuit-breaker.failure-rate",
+        Some("0.5"),
+        Scope::Any,
+        "riffle",
+        "the breaker opens past this share of failed requests over 10 s (at least 20)",
+    ),
+    key(
+        "circuit-breaker.consecutive-failures",
+        Some("10"),
+        Scope::Any,
+        "riffle",
+        "or after this many failures in a row",
+    ),
+    key(
+        "circuit-breaker.max-open-duration",
+        Some("10 min"),
+        Scope::Any,
+        "riffle",
+        "the job fails when the breaker stays open this long",
+    ),
+    key(
+        "prompt-template",
+        None,
+        Scope::OpenAi,
+        "riffle",
+        "chat: the prompt, with {column} for each input column",
+    ),
 ];
 
 /// Keys that say the same thing: (Flink's, Riffle's).
@@ -257,10 +515,10 @@ pub fn merge_options(
     for key in merged.keys() {
         if !OPTION_KEYS.iter().any(|known| known.key == key) {
             let valid: Vec<&str> = OPTION_KEYS.iter().map(|known| known.key).collect();
-            return Err(RiffleError::user(format!(
-                "model {model}: unknown option '{key}'"
-            ))
-            .with_hint(format!("valid options are: {}", valid.join(", "))));
+            return Err(
+                RiffleError::user(format!("model {model}: unknown option '{key}'"))
+                    .with_hint(format!("valid options are: {}", valid.join(", "))),
+            );
         }
     }
     Ok(merged)
@@ -314,7 +572,11 @@ impl Reader<'_> {
     }
 
     /// The value of a Flink/Riffle pair, refusing two different values.
-    fn pair(&self, flink: &'static str, riffle: &'static str) -> Result<Option<(&'static str, String)>> {
+    fn pair(
+        &self,
+        flink: &'static str,
+        riffle: &'static str,
+    ) -> Result<Option<(&'static str, String)>> {
         match (self.get(flink), self.get(riffle)) {
             (Some(a), Some(b)) if a.trim() != b.trim() => Err(RiffleError::user(format!(
                 "model {}: '{flink}' = '{a}' and '{riffle}' = '{b}' say the same thing \
@@ -392,14 +654,23 @@ impl InferenceConfig {
             Some((_, value)) if value.trim().eq_ignore_ascii_case("adaptive") => None,
             Some((key, value)) => match value.trim().parse::<usize>() {
                 Ok(n) if n > 0 => Some(Concurrency::Fixed(n)),
-                _ => return Err(invalid(model, key, &value, "'adaptive' or a number above 0")),
+                _ => {
+                    return Err(invalid(
+                        model,
+                        key,
+                        &value,
+                        "'adaptive' or a number above 0",
+                    ));
+                }
             },
         };
         let concurrency = match concurrency {
             Some(fixed) => fixed,
             None => {
                 let min = read.parse("concurrency.min", "a number")?.unwrap_or(1usize);
-                let max = read.parse("concurrency.max", "a number")?.unwrap_or(64usize);
+                let max = read
+                    .parse("concurrency.max", "a number")?
+                    .unwrap_or(64usize);
                 if min == 0 || min > max {
                     return Err(RiffleError::user(format!(
                         "model {model}: concurrency.min ({min}) must be at least 1 and at most \
@@ -413,7 +684,12 @@ impl InferenceConfig {
             .parse("batch-rows", "a number of rows above 0")?
             .unwrap_or(if chat { 1 } else { 32usize });
         if batch_rows == 0 {
-            return Err(invalid(model, "batch-rows", "0", "a number of rows above 0"));
+            return Err(invalid(
+                model,
+                "batch-rows",
+                "0",
+                "a number of rows above 0",
+            ));
         }
         let batch_bytes = match read.get("batch-bytes") {
             None => 4 << 20,
@@ -453,8 +729,9 @@ impl InferenceConfig {
                     }
                 }
             }
-            Some((key, value)) => OnError::parse(&value)
-                .map_err(|expected| invalid(model, key, &value, &expected))?,
+            Some((key, value)) => {
+                OnError::parse(&value).map_err(|expected| invalid(model, key, &value, &expected))?
+            }
         };
         let ordered = match read.get("output-mode") {
             None => true,
@@ -538,7 +815,11 @@ fn openai_options(read: &Reader<'_>) -> Result<OpenAiOptions> {
             )
         })?,
     };
-    let path = endpoint.split('?').next().unwrap_or("").trim_end_matches('/');
+    let path = endpoint
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
     let task = if path.ends_with("/embeddings") {
         OpenAiTask::Embeddings
     } else if path.ends_with("/chat/completions") {
@@ -552,7 +833,12 @@ fn openai_options(read: &Reader<'_>) -> Result<OpenAiOptions> {
         ));
     };
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        return Err(invalid(model, "endpoint", &endpoint, "an http:// or https:// URL"));
+        return Err(invalid(
+            model,
+            "endpoint",
+            &endpoint,
+            "an http:// or https:// URL",
+        ));
     }
     let api_key = read
         .get("api-key")
@@ -624,7 +910,10 @@ mod tests {
     fn defaults_follow_the_task() {
         let config = InferenceConfig::from_options("m", &options(EMBED)).unwrap();
         assert_eq!(config.batch_rows, 32);
-        assert_eq!(config.concurrency, Concurrency::Adaptive { min: 1, max: 64 });
+        assert_eq!(
+            config.concurrency,
+            Concurrency::Adaptive { min: 1, max: 64 }
+        );
         assert_eq!(config.on_error, OnError::Fail);
         assert!(config.ordered);
         let chat = options(&[
@@ -665,8 +954,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_providers_are_named() {
-        let error =
-            merge_options("m", &options(EMBED), &options(&[("capacty", "8")])).unwrap_err();
+        let error = merge_options("m", &options(EMBED), &options(&[("capacty", "8")])).unwrap_err();
         assert!(error.message().contains("'capacty'"), "{error}");
         assert!(error.hint().unwrap().contains("capacity"));
         let error = InferenceConfig::from_options(
@@ -674,7 +962,10 @@ mod tests {
             &options(&[("provider", "nope"), ("endpoint", "http://x/v1/embeddings")]),
         )
         .unwrap_err();
-        assert!(error.message().contains("unknown provider 'nope'"), "{error}");
+        assert!(
+            error.message().contains("unknown provider 'nope'"),
+            "{error}"
+        );
         let error = InferenceConfig::from_options(
             "m",
             &options(&[("provider", "openai"), ("endpoint", "http://x/v1/complete")]),

@@ -37,7 +37,10 @@ fn embedding_model(url: &str, extra: &[(&str, &str)]) -> ModelCall {
     let config = InferenceConfig::from_options("embed", &options).unwrap();
     let outputs = Arc::new(Schema::new(vec![Field::new(
         "embedding",
-        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), DIM as i32),
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            DIM as i32,
+        ),
         true,
     )]));
     let input = texts(&[]).schema();
@@ -45,7 +48,10 @@ fn embedding_model(url: &str, extra: &[(&str, &str)]) -> ModelCall {
 }
 
 fn check_embeddings(batch: &RecordBatch, values: &[&str]) {
-    let column = batch.column_by_name("embedding").unwrap().as_fixed_size_list();
+    let column = batch
+        .column_by_name("embedding")
+        .unwrap()
+        .as_fixed_size_list();
     for (row, text) in values.iter().enumerate() {
         let got: Vec<f32> = column
             .value(row)
@@ -60,7 +66,12 @@ fn check_embeddings(batch: &RecordBatch, values: &[&str]) {
 async fn every_row_gets_its_own_embedding() {
     let server = FaultServer::start(ServerConfig::default()).await.unwrap();
     let call = embedding_model(&server.embeddings_url(), &[]);
-    let values = ["a man eats", "bread", "", "a much longer sentence than the rest"];
+    let values = [
+        "a man eats",
+        "bread",
+        "",
+        "a much longer sentence than the rest",
+    ];
     let out = call.call(texts(&values)).await.unwrap();
     assert_eq!(out.num_columns(), 2);
     check_embeddings(&out, &values);
@@ -117,7 +128,12 @@ async fn a_refused_row_is_found_by_bisection_and_alone_gets_the_error() {
     let code = errors.column_by_name("code").unwrap().as_string::<i32>();
     assert_eq!(code.value(2), "client_error");
     let status = errors.column_by_name("http_status").unwrap();
-    assert_eq!(status.as_primitive::<datafusion::arrow::datatypes::Int32Type>().value(2), 400);
+    assert_eq!(
+        status
+            .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+            .value(2),
+        400
+    );
     assert!(call.metrics().snapshot().bisections >= 2);
 }
 
@@ -134,10 +150,17 @@ async fn a_malformed_answer_fails_the_row_or_the_job_as_asked() {
     server.script([Fault::Malformed]);
     let call = embedding_model(&server.embeddings_url(), &[("on-error", "default")]);
     let out = call.call(texts(&["a"])).await.unwrap();
-    let embedding = out.column_by_name("embedding").unwrap().as_fixed_size_list();
+    let embedding = out
+        .column_by_name("embedding")
+        .unwrap()
+        .as_fixed_size_list();
     assert!(!embedding.is_null(0));
     assert_eq!(
-        embedding.value(0).as_primitive::<Float32Type>().values().to_vec(),
+        embedding
+            .value(0)
+            .as_primitive::<Float32Type>()
+            .values()
+            .to_vec(),
         vec![0.0; DIM]
     );
     assert!(!out.column_by_name("__error").unwrap().is_null(0));
@@ -216,7 +239,10 @@ async fn chat_fills_structured_outputs_from_a_template() {
     )
     .unwrap();
     let out = call.call(batch).await.unwrap();
-    let length = out.column_by_name("length").unwrap().as_primitive::<Int64Type>();
+    let length = out
+        .column_by_name("length")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     let upper = out.column_by_name("upper").unwrap().as_string::<i32>();
     assert_eq!(upper.value(0), "DESCRIBE CATS IN FRENCH");
     assert_eq!(length.value(1), "Describe dogs in Dutch".len() as i64);

@@ -38,9 +38,11 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
+use riffle_inference::call::ModelCall;
 
 use crate::async_batches::AsyncBatchExec;
 use crate::exchange::ExchangeReadExec;
+use crate::ml_predict::MlPredictExec;
 use crate::sink::{Sink, SinkExec};
 
 /// Nodes that transform each batch on its own, kept in a [`ChainStage::Segment`].
@@ -48,6 +50,7 @@ const PER_BATCH: &[&str] = &[
     "ProjectionExec",
     "FilterExec",
     "AsyncBatchExec",
+    "MlPredictExec",
     // Only when Riffle's rule did not replace it with an `AsyncBatchExec`: then it runs
     // inside a segment, each batch's calls to their end.
     "AsyncFuncExec",
@@ -110,6 +113,24 @@ pub enum ChainStage {
         /// The output: the input's columns, then one per function.
         schema: SchemaRef,
     },
+    /// `ML_PREDICT`: the inference operator. Requests of up to `rows` rows (fewer when
+    /// `bytes` would be passed), up to `in_flight` started and not yet emitted per subtask
+    /// (the endpoint's shared limiter decides how many of them are sent), results in input
+    /// order or, when not `ordered`, as they arrive between watermarks.
+    Inference {
+        /// The model call.
+        call: Arc<ModelCall>,
+        /// Rows per request at most.
+        rows: usize,
+        /// Input bytes per request at most.
+        bytes: u64,
+        /// Requests started and not yet emitted, at most.
+        in_flight: usize,
+        /// Whether results keep input order.
+        ordered: bool,
+        /// The output: the input's columns, the model's outputs, the error column.
+        schema: SchemaRef,
+    },
     /// Skips `skip` rows, then passes `fetch` rows (all when `None`) and ends the chain.
     Limit {
         /// Rows to skip.
@@ -162,6 +183,18 @@ impl fmt::Display for ChainStage {
                     names.join(", ")
                 )
             }
+            ChainStage::Inference {
+                call,
+                rows,
+                in_flight,
+                ordered,
+                ..
+            } => write!(
+                f,
+                "Inference(model {}, {rows} rows a request, {in_flight} in flight, {})",
+                call.config().model,
+                if *ordered { "ordered" } else { "unordered" }
+            ),
             ChainStage::Limit { skip, fetch } => match fetch {
                 Some(fetch) => write!(f, "Limit(skip={skip}, fetch={fetch})"),
                 None => write!(f, "Limit(skip={skip})"),
@@ -272,6 +305,17 @@ pub fn plan_chain(
                 exprs: exec.exprs().to_vec(),
                 rows: exec.rows(),
                 in_flight: ASYNC_REQUESTS_IN_FLIGHT,
+                schema: exec.schema(),
+            });
+        } else if let Some(exec) = plan.downcast_ref::<MlPredictExec>() {
+            close_segment(&mut segment, &mut stages, None, batch_rows);
+            let config = exec.call().config();
+            stages.push(ChainStage::Inference {
+                call: Arc::clone(exec.call()),
+                rows: config.batch_rows,
+                bytes: config.batch_bytes,
+                in_flight: config.concurrency.per_subtask(),
+                ordered: config.ordered,
                 schema: exec.schema(),
             });
         } else if let Some(sink) = plan.downcast_ref::<SinkExec>() {

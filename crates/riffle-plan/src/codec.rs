@@ -34,6 +34,7 @@ use crate::builder::{ChainOptions, vertex_kind};
 use crate::exchange::ExchangeReadExec;
 use crate::fixed_parallelism::FixedParallelismExec;
 use crate::job_graph::{Edge, EdgePartitioning, JobGraph, Vertex, VertexKind};
+use crate::ml_predict::{MlPredictExec, ModelDefinition};
 use crate::scan_context::ScanContextExec;
 use crate::sink::{Sink, SinkExec};
 use crate::skip_corrupt::SkipCorruptFilesExec;
@@ -71,6 +72,34 @@ enum Node {
     Connector = 5,
     AsyncBatch = 6,
     SkipCorrupt = 7,
+    MlPredict = 8,
+}
+
+/// An `MlPredictExec`: the model as the catalog had it, the call's columns and options.
+#[derive(Clone, PartialEq, Message)]
+struct MlPredictMessage {
+    #[prost(string, tag = "1")]
+    model: String,
+    #[prost(bytes = "vec", tag = "2")]
+    input: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    output: Vec<u8>,
+    /// The model's options, as JSON.
+    #[prost(string, tag = "4")]
+    options: String,
+    #[prost(string, repeated, tag = "5")]
+    descriptor: Vec<String>,
+    /// The call's options, as JSON.
+    #[prost(string, tag = "6")]
+    call_options: String,
+}
+
+fn options_json(options: &std::collections::BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(options).map_err(|e| DataFusionError::Internal(e.to_string()))
+}
+
+fn options_from_json(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    serde_json::from_str(text).map_err(|e| DataFusionError::Internal(e.to_string()))
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -216,6 +245,21 @@ impl PhysicalExtensionCodec for RiffleCodec {
                     .collect::<Result<Vec<_>>>()?;
                 Arc::new(AsyncBatchExec::new(exprs, input, node.rows as usize)?)
             }
+            t if t == Node::MlPredict as u8 => {
+                let node = MlPredictMessage::decode(body).map_err(decode_error)?;
+                let model = ModelDefinition {
+                    name: node.model,
+                    input: decode_schema(&node.input)?,
+                    output: decode_schema(&node.output)?,
+                    options: options_from_json(&node.options)?,
+                };
+                Arc::new(MlPredictExec::try_new(
+                    one_input(inputs, "MlPredictExec")?,
+                    model,
+                    node.descriptor,
+                    options_from_json(&node.call_options)?,
+                )?)
+            }
             t if t == Node::SkipCorrupt as u8 => Arc::new(SkipCorruptFilesExec::new(one_input(
                 inputs,
                 "SkipCorruptFilesExec",
@@ -273,6 +317,20 @@ impl PhysicalExtensionCodec for RiffleCodec {
             buf.push(Node::FixedParallelism as u8);
             let message = FixedParallelismNode {
                 readers: fixed.readers() as u64,
+            };
+            message
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        } else if let Some(predict) = node.downcast_ref::<MlPredictExec>() {
+            buf.push(Node::MlPredict as u8);
+            let model = predict.model();
+            let message = MlPredictMessage {
+                model: model.name.clone(),
+                input: encode_schema(&model.input)?,
+                output: encode_schema(&model.output)?,
+                options: options_json(&model.options)?,
+                descriptor: predict.descriptor().to_vec(),
+                call_options: options_json(predict.call_options())?,
             };
             message
                 .encode(buf)

@@ -14,6 +14,7 @@ mod codec;
 mod exchange;
 mod fixed_parallelism;
 mod job_graph;
+mod ml_predict;
 mod node;
 mod row_origin;
 mod scan_context;
@@ -35,6 +36,7 @@ pub use job_graph::{
     Edge, EdgePartitioning, EdgeSummary, JobGraph, JobGraphSummary, Vertex, VertexId, VertexKind,
     VertexSummary,
 };
+pub use ml_predict::{MlPredictExec, MlPredictNode, ModelDefinition};
 pub use row_origin::{SourceStart, describe_source_row, skip_files_before};
 pub use scan_context::{ScanContextExec, name_scanned_files};
 pub use session::{RiffleSession, TableDefinition, TableFactory, WriteMode};

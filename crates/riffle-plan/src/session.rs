@@ -31,6 +31,7 @@ use riffle_common::{JobConfig, Options, Result, RiffleError};
 use riffle_types::RiffleTypePlanner;
 
 use crate::async_batches::AsyncBatchesRule;
+use crate::ml_predict::{ModelDefinition, RiffleQueryPlanner};
 use crate::skip_corrupt::{SkippedFile, SkippedFiles};
 use crate::unbounded;
 
@@ -132,6 +133,7 @@ pub struct RiffleSession {
     config: RwLock<JobConfig>,
     factories: HashMap<String, Arc<dyn TableFactory>>,
     definitions: RwLock<BTreeMap<String, TableDefinition>>,
+    models: RwLock<BTreeMap<String, ModelDefinition>>,
 }
 
 impl RiffleSession {
@@ -178,6 +180,8 @@ impl RiffleSession {
             .with_physical_optimizer_rules(unbounded::with_rule_before_sanity_check())
             // Multimodal rows through async functions in small slices, fetched ahead.
             .with_physical_optimizer_rule(Arc::new(AsyncBatchesRule::new(config.async_batch_rows)))
+            // ML_PREDICT's logical node into the inference operator.
+            .with_query_planner(Arc::new(RiffleQueryPlanner))
             .build();
         let context = SessionContext::new_with_state(state);
         // These rules move struct field access (`image_decode(bytes)['width']`) below filters,
@@ -193,6 +197,7 @@ impl RiffleSession {
             config: RwLock::new(config),
             factories: HashMap::new(),
             definitions: RwLock::new(BTreeMap::new()),
+            models: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -220,6 +225,7 @@ impl RiffleSession {
             config: RwLock::new(self.config().with_parallelism(parallelism)),
             factories: self.factories.clone(),
             definitions: RwLock::new(definitions),
+            models: RwLock::new(self.models()),
         }
     }
 
@@ -246,6 +252,56 @@ impl RiffleSession {
             .get_extension::<SkippedFiles>()
             .map(|report| report.take())
             .unwrap_or_default()
+    }
+
+    /// Adds a model to the catalog after checking its options; an existing model of that
+    /// name is an error unless `if_not_exists` (then the existing one stays).
+    pub fn create_model(&self, model: ModelDefinition, if_not_exists: bool) -> Result<()> {
+        model.check()?;
+        let mut models = self
+            .models
+            .write()
+            .map_err(|_| RiffleError::internal("model catalog lock poisoned"))?;
+        if models.contains_key(&model.name) {
+            if if_not_exists {
+                return Ok(());
+            }
+            return Err(
+                RiffleError::user(format!("model {} already exists", model.name))
+                    .with_hint("DROP MODEL it first, or write CREATE MODEL IF NOT EXISTS"),
+            );
+        }
+        models.insert(model.name.clone(), model);
+        Ok(())
+    }
+
+    /// Removes a model from the catalog.
+    pub fn drop_model(&self, name: &str, if_exists: bool) -> Result<()> {
+        let mut models = self
+            .models
+            .write()
+            .map_err(|_| RiffleError::internal("model catalog lock poisoned"))?;
+        if models.remove(name).is_none() && !if_exists {
+            return Err(RiffleError::user(format!("there is no model {name}"))
+                .with_hint("SHOW MODELS lists the models of this session"));
+        }
+        Ok(())
+    }
+
+    /// A model of the catalog.
+    pub fn model(&self, name: &str) -> Result<ModelDefinition> {
+        self.models().get(name).cloned().ok_or_else(|| {
+            RiffleError::user(format!("there is no model {name}"))
+                .with_hint("CREATE MODEL it first; SHOW MODELS lists the models of this session")
+        })
+    }
+
+    /// The models of the catalog, by name.
+    pub fn models(&self) -> BTreeMap<String, ModelDefinition> {
+        match self.models.read() {
+            Ok(models) => models.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The DataFusion context that plans this session's queries.

@@ -12,8 +12,9 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use riffle_common::{Result, RiffleError};
-use riffle_plan::{RiffleSession, TableDefinition};
+use riffle_plan::{ModelDefinition, RiffleSession, TableDefinition};
 
+use crate::model::{is_create_model, parse_create_model, resolve_ml_predict};
 use crate::named_args::resolve_named_arguments;
 use crate::script::{render, tokenize};
 use crate::set::parse_set;
@@ -59,6 +60,24 @@ pub enum RiffleStatement {
     ShowTables,
     /// `DESCRIBE name`.
     Describe(String),
+    /// `CREATE MODEL name INPUT (...) OUTPUT (...) WITH (...)`.
+    CreateModel {
+        /// The model.
+        definition: ModelDefinition,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+    },
+    /// `DROP MODEL [IF EXISTS] name`.
+    DropModel {
+        /// The model.
+        name: String,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// `SHOW MODELS`.
+    ShowModels,
+    /// `DESCRIBE MODEL name`.
+    DescribeModel(String),
     /// `EXPLAIN statement`: the logical plan and the job graph.
     Explain(Box<RiffleStatement>),
     /// Anything DataFusion plans: a query, `INSERT INTO`, a view.
@@ -88,6 +107,15 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
         tokens.pop();
     }
     let tokens = resolve_named_arguments(rewrite_vector_search(unbracket_tensor_shapes(tokens))?)?;
+    if is_create_model(&tokens) {
+        let (definition, if_not_exists) = parse_create_model(session, &tokens).await?;
+        return Ok(RiffleStatement::CreateModel {
+            definition,
+            if_not_exists,
+        });
+    }
+    // The views of ML_PREDICT calls live until the statement is planned.
+    let (tokens, _predict_views) = resolve_ml_predict(session, tokens).await?;
     let rewritten = render(&tokens);
     let sql = rewritten.as_str();
     let words = significant(&tokens);
@@ -115,6 +143,38 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
     }
     if is_keyword(words.first(), Keyword::SHOW) && is_keyword(words.get(1), Keyword::TABLES) {
         return Ok(RiffleStatement::ShowTables);
+    }
+    let second_is_model = matches!(
+        words.get(1).map(|t| &t.token),
+        Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("MODEL")
+    );
+    let second_is_models = matches!(
+        words.get(1).map(|t| &t.token),
+        Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("MODELS")
+    );
+    if is_keyword(words.first(), Keyword::SHOW) && second_is_models && words.len() == 2 {
+        return Ok(RiffleStatement::ShowModels);
+    }
+    if (is_keyword(words.first(), Keyword::DESCRIBE) || is_keyword(words.first(), Keyword::DESC))
+        && second_is_model
+    {
+        if words.len() != 3 {
+            return Err(RiffleError::user("DESCRIBE MODEL takes one model name")
+                .with_hint("DESCRIBE MODEL my_model"));
+        }
+        return Ok(RiffleStatement::DescribeModel(identifier(words[2])?));
+    }
+    if is_keyword(words.first(), Keyword::DROP) && second_is_model {
+        let if_exists =
+            is_keyword(words.get(2), Keyword::IF) && is_keyword(words.get(3), Keyword::EXISTS);
+        let rest = if if_exists { &words[4..] } else { &words[2..] };
+        if rest.len() != 1 {
+            return Err(RiffleError::user("DROP MODEL takes one model name"));
+        }
+        return Ok(RiffleStatement::DropModel {
+            name: identifier(rest[0])?,
+            if_exists,
+        });
     }
     if is_keyword(words.first(), Keyword::DESCRIBE) || is_keyword(words.first(), Keyword::DESC) {
         if words.len() != 2 {
@@ -274,7 +334,7 @@ fn split_as_query(tokens: &[TokenWithSpan]) -> (&[TokenWithSpan], Option<&[Token
 }
 
 /// Parses `('key' = 'value', ...)`.
-fn parse_options(tokens: &[TokenWithSpan]) -> Result<BTreeMap<String, String>> {
+pub(crate) fn parse_options(tokens: &[TokenWithSpan]) -> Result<BTreeMap<String, String>> {
     let tokens = significant(tokens);
     let syntax = |found: &str| {
         RiffleError::user(format!("invalid WITH options near {found}")).with_hint(

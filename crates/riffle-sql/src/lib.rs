@@ -5,12 +5,15 @@
 //! numbers), and [`parse_statement`] turns one statement into a [`RiffleStatement`]. Every
 //! statement DataFusion understands (queries, `INSERT INTO ... SELECT`, views) is planned by
 //! DataFusion; Riffle handles `CREATE TABLE ... WITH (...)` (also `... AS query`), `SET
-//! 'key' = 'value'`, `DROP TABLE`, `SHOW TABLES`, `DESCRIBE` and `EXPLAIN` itself, and rewrites Flink's `VECTOR_SEARCH` table function
-//! into an exact top-k query.
+//! 'key' = 'value'`, `DROP TABLE`, `SHOW TABLES`, `DESCRIBE` and `EXPLAIN` itself, plans
+//! models (`CREATE MODEL`, `SHOW MODELS`, `DESCRIBE MODEL`, `DROP MODEL`) and Flink's
+//! `ML_PREDICT` onto Riffle's inference node, and rewrites Flink's `VECTOR_SEARCH` table
+//! function into an exact top-k query.
 
 #![warn(missing_docs)]
 
 mod ddl;
+mod model;
 mod named_args;
 mod script;
 mod set;

@@ -272,6 +272,45 @@ impl Session {
                     ("is_nullable", nullable),
                 ])
             }
+            RiffleStatement::CreateModel {
+                definition,
+                if_not_exists,
+            } => {
+                planner.create_model(definition, if_not_exists)?;
+                self.empty()
+            }
+            RiffleStatement::DropModel { name, if_exists } => {
+                planner.drop_model(&name, if_exists)?;
+                self.empty()
+            }
+            RiffleStatement::ShowModels => {
+                let models = planner.models();
+                let names: Vec<String> = models.keys().cloned().collect();
+                let providers: Vec<String> = models
+                    .values()
+                    .map(|m| m.options.get("provider").cloned().unwrap_or_default())
+                    .collect();
+                self.strings(&[("model_name", names), ("provider", providers)])
+            }
+            RiffleStatement::DescribeModel(name) => {
+                let model = planner.model(&name)?;
+                let mut kinds = Vec::new();
+                let mut names = Vec::new();
+                let mut values = Vec::new();
+                for (kind, schema) in [("input", &model.input), ("output", &model.output)] {
+                    for field in schema.fields() {
+                        kinds.push(kind.to_string());
+                        names.push(field.name().clone());
+                        values.push(riffle_types::display_type(field));
+                    }
+                }
+                for (key, value) in model.printable_options() {
+                    kinds.push("option".to_string());
+                    names.push(key);
+                    values.push(value);
+                }
+                self.strings(&[("kind", kinds), ("name", names), ("value", values)])
+            }
             RiffleStatement::Explain(inner) => {
                 let text = self.explain_statement(*inner).await?;
                 let lines: Vec<String> = text.lines().map(str::to_string).collect();

@@ -19,6 +19,8 @@ mod exactly_once;
 mod files;
 #[path = "end_to_end/ignore_corrupt.rs"]
 mod ignore_corrupt;
+#[path = "end_to_end/inference.rs"]
+mod inference;
 #[path = "end_to_end/unbounded_inserts.rs"]
 mod unbounded_inserts;
 

@@ -35,16 +35,93 @@ use serde::{Deserialize, Serialize};
 use crate::message::CheckpointId;
 use crate::operator::{Operator, OperatorContext, OperatorState, Output};
 
-/// Evaluates async functions on slices of its input, several slices in flight; see the
-/// module docs.
-pub struct AsyncOperator {
+/// What an async operator's requests do: a slice of input rows in, the rows with the
+/// results' columns appended out.
+pub trait Requests: Send + Sync {
+    /// Starts the request of `input` (it runs when polled).
+    fn call(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>>;
+
+    /// What the requests' shared state is worth keeping in a checkpoint (an adaptive
+    /// limit), as JSON.
+    fn save(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Takes back what [`Requests::save`] kept.
+    fn restore(&self, _saved: &serde_json::Value) {}
+}
+
+/// DataFusion's async functions (`url_download`, `file_read`) as requests.
+pub struct AsyncFunctions {
     name: String,
     exprs: Arc<Vec<Arc<AsyncFuncExpr>>>,
-    rows: usize,
-    in_flight: usize,
-    /// The input's columns, then one per function.
     schema: SchemaRef,
     options: Arc<ConfigOptions>,
+}
+
+impl AsyncFunctions {
+    /// Evaluates `exprs`, whose results with the input make `schema`; `options` are the
+    /// session's, which the functions read.
+    pub fn new(
+        name: String,
+        exprs: Vec<Arc<AsyncFuncExpr>>,
+        schema: SchemaRef,
+        options: Arc<ConfigOptions>,
+    ) -> Self {
+        Self {
+            name,
+            exprs: Arc::new(exprs),
+            schema,
+            options,
+        }
+    }
+}
+
+impl Requests for AsyncFunctions {
+    fn call(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>> {
+        let exprs = Arc::clone(&self.exprs);
+        let schema = Arc::clone(&self.schema);
+        let options = Arc::clone(&self.options);
+        let name = self.name.clone();
+        // A task of its own (aborted when the result is dropped: a cancelled job or a
+        // failed attempt leaves nothing running).
+        let task = SpawnedTask::spawn(async move {
+            riffle_plan::evaluate_slice(input, &exprs, schema, options).await
+        });
+        Box::pin(async move {
+            match task.join().await {
+                Ok(result) => result.map_err(RiffleError::from),
+                Err(error) => Err(RiffleError::internal(format!(
+                    "a request of operator {name} stopped: {error}"
+                ))),
+            }
+        })
+    }
+}
+
+/// How an async operator cuts its input into requests and emits their results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestShape {
+    /// Rows per request at most.
+    pub rows: usize,
+    /// Input bytes per request at most (estimated from the batch's average row).
+    pub bytes: u64,
+    /// Requests started and not yet emitted, at most.
+    pub in_flight: usize,
+    /// Whether results leave in input order; otherwise as they arrive, watermarks still
+    /// holding them in order.
+    pub ordered: bool,
+}
+
+/// Runs requests on slices of its input, several slices in flight; see the module docs.
+pub struct AsyncOperator {
+    name: String,
+    requests: Arc<dyn Requests>,
+    shape: RequestShape,
+    /// The input's columns, then the results'.
+    schema: SchemaRef,
+    /// Columns of the input (the output's first columns).
+    input_columns: usize,
     /// Requests and watermarks in input order.
     queue: VecDeque<Entry>,
     /// Requests started and not yet emitted (running, or answered behind the head).
@@ -94,6 +171,9 @@ impl Mark {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct AsyncState {
     marks: Vec<Mark>,
+    /// What the requests' shared state kept ([`Requests::save`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requests: Option<serde_json::Value>,
 }
 
 impl AsyncState {
@@ -110,23 +190,25 @@ impl AsyncState {
 }
 
 impl AsyncOperator {
-    /// Evaluates `exprs` on slices of `rows` rows, at most `in_flight` at once; `schema` is
-    /// the output's. `options` are the session's, which the functions read.
+    /// Sends `requests` on slices of its input shaped by `shape`; `schema` is the output's,
+    /// whose first `input_columns` columns are the input's.
     pub fn new(
         name: String,
-        exprs: Vec<Arc<AsyncFuncExpr>>,
-        rows: usize,
-        in_flight: usize,
+        requests: Arc<dyn Requests>,
+        shape: RequestShape,
         schema: SchemaRef,
-        options: Arc<ConfigOptions>,
+        input_columns: usize,
     ) -> Self {
         Self {
             name,
-            exprs: Arc::new(exprs),
-            rows: rows.max(1),
-            in_flight: in_flight.max(1),
+            requests,
+            shape: RequestShape {
+                rows: shape.rows.max(1),
+                in_flight: shape.in_flight.max(1),
+                ..shape
+            },
             schema,
-            options,
+            input_columns,
             queue: VecDeque::new(),
             started: 0,
             waiting: 0,
@@ -136,32 +218,25 @@ impl AsyncOperator {
 
     /// Columns of the input (the output's first columns).
     fn input_columns(&self) -> usize {
-        self.schema.fields().len() - self.exprs.len()
+        self.input_columns
     }
 
-    /// Sends the request of `input` on a task of its own (aborted when the result is
-    /// dropped: a cancelled job or a failed attempt leaves nothing running).
+    /// Rows per request for `batch`: the row cap, lowered so that a request stays under
+    /// the byte cap at the batch's average row size.
+    fn rows_per_request(&self, batch: &RecordBatch) -> usize {
+        let rows = batch.num_rows().max(1);
+        let per_row = (batch.get_array_memory_size() / rows).max(1) as u64;
+        let by_bytes = (self.shape.bytes / per_row).max(1) as usize;
+        self.shape.rows.min(by_bytes)
+    }
+
     fn request(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>> {
-        let exprs = Arc::clone(&self.exprs);
-        let schema = Arc::clone(&self.schema);
-        let options = Arc::clone(&self.options);
-        let name = self.name.clone();
-        let task = SpawnedTask::spawn(async move {
-            riffle_plan::evaluate_slice(input, &exprs, schema, options).await
-        });
-        Box::pin(async move {
-            match task.join().await {
-                Ok(result) => result.map_err(RiffleError::from),
-                Err(error) => Err(RiffleError::internal(format!(
-                    "a request of operator {name} stopped: {error}"
-                ))),
-            }
-        })
+        self.requests.call(input)
     }
 
     /// Starts waiting requests, in order, while there is room.
     fn start_waiting(&mut self) {
-        while self.started < self.in_flight && self.waiting > 0 {
+        while self.started < self.shape.in_flight && self.waiting > 0 {
             let next = self
                 .queue
                 .iter()
@@ -192,11 +267,54 @@ impl AsyncOperator {
         Some(entry)
     }
 
-    /// Emits what is ready at the head of the queue; `Ready` when something was emitted (or
-    /// a request failed).
+    /// Emits the results that arrived before the first watermark of the queue, in any order
+    /// (unordered mode); `true` when one was.
+    fn emit_arrived(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Result<bool> {
+        let mut emitted = false;
+        let mut index = 0;
+        while index < self.queue.len() {
+            let ready = match &mut self.queue[index] {
+                Entry::Watermark(_) => break,
+                Entry::Waiting(_) => None,
+                Entry::Done(_) => Some(None),
+                Entry::Running { result, .. } => match result.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => Some(Some(outcome)),
+                    Poll::Pending => None,
+                },
+            };
+            let Some(outcome) = ready else {
+                index += 1;
+                continue;
+            };
+            let entry = self.queue.remove(index);
+            if index < self.next_waiting {
+                self.next_waiting -= 1;
+            }
+            self.started -= 1;
+            match (entry, outcome) {
+                (Some(Entry::Done(batch)), None) => out.batch(batch),
+                (_, Some(outcome)) => out.batch(outcome.map_err(|error| {
+                    error.context(format!("evaluating operator {}", self.name))
+                })?),
+                _ => return Err(RiffleError::internal("async queue out of step")),
+            }
+            emitted = true;
+            self.start_waiting();
+        }
+        Ok(emitted)
+    }
+
+    /// Emits what is ready at the head of the queue (and, unordered, before its first
+    /// watermark); `Ready` when something was emitted (or a request failed).
     fn emit_ready(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Poll<Result<()>> {
         self.start_waiting();
         let mut emitted = false;
+        if !self.shape.ordered {
+            match self.emit_arrived(cx, out) {
+                Ok(any) => emitted = any,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
         loop {
             let ready = match self.queue.front_mut() {
                 None | Some(Entry::Waiting(_)) => break,
@@ -292,6 +410,9 @@ impl Operator for AsyncOperator {
             return Ok(());
         };
         let decoded = AsyncState::decode(&state.inline, &self.name)?;
+        if let Some(saved) = &decoded.requests {
+            self.requests.restore(saved);
+        }
         let requests = decoded.marks.iter().filter(|mark| mark.has_batch()).count();
         if requests != state.batches.len() {
             return Err(RiffleError::internal(format!(
@@ -343,9 +464,10 @@ impl Operator for AsyncOperator {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> Result<()> {
+        let rows = self.rows_per_request(&batch);
         let mut start = 0;
         while start < batch.num_rows() {
-            let length = self.rows.min(batch.num_rows() - start);
+            let length = rows.min(batch.num_rows() - start);
             self.queue
                 .push_back(Entry::Waiting(batch.slice(start, length)));
             self.waiting += 1;
@@ -365,7 +487,8 @@ impl Operator for AsyncOperator {
     }
 
     async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
-        if self.queue.is_empty() {
+        let saved = self.requests.save();
+        if self.queue.is_empty() && saved.is_none() {
             return Ok(OperatorState::default());
         }
         let schema = self.state_schema();
@@ -395,7 +518,11 @@ impl Operator for AsyncOperator {
                 Entry::Watermark(watermark) => marks.push(Mark::Watermark(*watermark)),
             }
         }
-        let inline = serde_json::to_vec(&AsyncState { marks }).map_err(|e| {
+        let state = AsyncState {
+            marks,
+            requests: saved,
+        };
+        let inline = serde_json::to_vec(&state).map_err(|e| {
             RiffleError::internal(format!("encoding the state of operator {}: {e}", self.name))
         })?;
         Ok(OperatorState { inline, batches })
@@ -507,6 +634,10 @@ mod tests {
     }
 
     fn operator(requested: &Arc<Mutex<Vec<i64>>>) -> AsyncOperator {
+        operator_with(requested, true)
+    }
+
+    fn operator_with(requested: &Arc<Mutex<Vec<i64>>>, ordered: bool) -> AsyncOperator {
         let udf = AsyncScalarUDF::new(Arc::new(SlowDouble {
             requested: Arc::clone(requested),
             signature: Signature::exact(vec![DataType::Int64], Volatility::Volatile),
@@ -526,14 +657,19 @@ mod tests {
             Field::new("x", DataType::Int64, false),
             Field::new("doubled", DataType::Int64, true),
         ]));
-        AsyncOperator::new(
+        let functions = AsyncFunctions::new(
             "async-1".into(),
             vec![Arc::new(expr)],
-            3,
-            2,
-            schema,
+            Arc::clone(&schema),
             options,
-        )
+        );
+        let shape = RequestShape {
+            rows: 3,
+            bytes: u64::MAX,
+            in_flight: 2,
+            ordered,
+        };
+        AsyncOperator::new("async-1".into(), Arc::new(functions), shape, schema, 1)
     }
 
     fn batch(values: std::ops::Range<i64>) -> RecordBatch {

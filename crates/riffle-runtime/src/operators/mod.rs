@@ -6,6 +6,7 @@
 
 mod async_calls;
 mod coalesce;
+mod inference;
 mod limit;
 mod segment;
 mod sink;
@@ -17,7 +18,11 @@ use datafusion::execution::TaskContext;
 use riffle_common::Result;
 use riffle_plan::{ChainPlan, ChainStage};
 
-pub use async_calls::AsyncOperator;
+use self::async_calls::{AsyncFunctions, RequestShape};
+use self::inference::ModelRequests;
+
+pub use async_calls::{AsyncOperator, Requests};
+
 pub(crate) use async_calls::rows_to_resend;
 pub use coalesce::CoalesceOperator;
 pub use limit::LimitOperator;
@@ -63,14 +68,52 @@ pub fn build_chain(
                 rows,
                 in_flight,
                 schema,
-            } => Box::new(AsyncOperator::new(
-                async_operator_name(position),
-                exprs.clone(),
-                *rows,
-                *in_flight,
-                Arc::clone(schema),
-                Arc::clone(context.session_config().options()),
-            )),
+            } => {
+                let name = async_operator_name(position);
+                let functions = AsyncFunctions::new(
+                    name.clone(),
+                    exprs.clone(),
+                    Arc::clone(schema),
+                    Arc::clone(context.session_config().options()),
+                );
+                let shape = RequestShape {
+                    rows: *rows,
+                    bytes: u64::MAX,
+                    in_flight: *in_flight,
+                    ordered: true,
+                };
+                let inputs = schema.fields().len() - exprs.len();
+                Box::new(AsyncOperator::new(
+                    name,
+                    Arc::new(functions),
+                    shape,
+                    Arc::clone(schema),
+                    inputs,
+                ))
+            }
+            ChainStage::Inference {
+                call,
+                rows,
+                bytes,
+                in_flight,
+                ordered,
+                schema,
+            } => {
+                let shape = RequestShape {
+                    rows: *rows,
+                    bytes: *bytes,
+                    in_flight: *in_flight,
+                    ordered: *ordered,
+                };
+                let inputs = schema.fields().len() - call.added_columns();
+                Box::new(AsyncOperator::new(
+                    async_operator_name(position),
+                    Arc::new(ModelRequests(Arc::clone(call))),
+                    shape,
+                    Arc::clone(schema),
+                    inputs,
+                ))
+            }
             ChainStage::Limit { skip, fetch } => Box::new(LimitOperator::new(
                 format!("limit-{position}"),
                 *skip,

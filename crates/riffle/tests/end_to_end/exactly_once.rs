@@ -65,7 +65,7 @@ const KINDS: [&str; 5] = ["error", "panic", "snapshot", "commit", "stall-snapsho
 
 /// `count` faults, one per attempt, at seeded random points of the given vertices (each
 /// with its parallelism and the batches a subtask sees in a whole run).
-fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) -> String {
+pub(super) fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) -> String {
     let mut random = Seeded(seed.max(1));
     (0..count)
         .map(|attempt| {
@@ -88,7 +88,7 @@ fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) -> String {
 /// ascending ids, in row groups of `group_rows` rows: the scan splits the files by byte
 /// range, each subtask reading about as many row groups as the other, and a restored scan
 /// passes over the row groups before its position.
-fn parquet_input(path: &std::path::Path, rows: u64, files: u64, group_rows: usize) {
+pub(super) fn parquet_input(path: &std::path::Path, rows: u64, files: u64, group_rows: usize) {
     use riffle::datafusion::arrow::array::{Int64Array, RecordBatch};
     use riffle::datafusion::arrow::datatypes::{DataType, Field, Schema};
     use riffle::datafusion::parquet::arrow::ArrowWriter;
@@ -110,7 +110,7 @@ fn parquet_input(path: &std::path::Path, rows: u64, files: u64, group_rows: usiz
     }
 }
 
-fn checkpointed_session(dir: &std::path::Path) -> Session {
+pub(super) fn checkpointed_session(dir: &std::path::Path) -> Session {
     // Small batches, so that a barrier queued behind full channels still passes within the
     // timeout in a debug build (a barrier waits for the batches before it: aligned
     // checkpoints).

@@ -1,0 +1,337 @@
+//! `ML_PREDICT` end to end against the tests' own OpenAI-compatible server on 127.0.0.1:
+//! every row's answer checked, the catalog statements, bad options named, a server that
+//! fails and rejects healed by retries, and exactly-once through injected engine failures
+//! with the server's per-row log showing what was asked again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use riffle::{JobConfig, Session};
+use riffle_inference::fault_server::{Fault, FaultServer, Overload, ServerConfig, embedding_of};
+
+use super::exactly_once::{checkpointed_session, faults, parquet_input};
+use super::int_column;
+
+const DIM: usize = 4;
+
+fn docs(rows: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+    ]));
+    let ids = Int64Array::from_iter_values(0..rows);
+    let texts = StringArray::from_iter_values((0..rows).map(|i| format!("doc {i}")));
+    RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(texts)]).unwrap()
+}
+
+async fn create_model(session: &Session, server: &FaultServer, extra: &str) {
+    session
+        .sql(&format!(
+            "CREATE MODEL embed INPUT (text STRING) OUTPUT (embedding VECTOR(FLOAT, {DIM})) \
+             WITH ('provider' = 'openai', 'endpoint' = '{}', 'model' = 'test', \
+             'api-key' = 'sk-test-secret', 'retry-backoff-base-interval' = '5 ms'{extra})",
+            server.embeddings_url()
+        ))
+        .await
+        .unwrap();
+}
+
+/// Checks every row's embedding against what the server computes for `doc {id}`.
+fn check_rows(batches: &[RecordBatch], rows: usize) {
+    let mut seen = vec![false; rows];
+    for batch in batches {
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let vectors = batch
+            .column_by_name("embedding")
+            .unwrap()
+            .as_fixed_size_list();
+        for row in 0..batch.num_rows() {
+            let id = ids.value(row) as usize;
+            assert!(!seen[id], "row {id} twice");
+            seen[id] = true;
+            let got: Vec<f32> = vectors
+                .value(row)
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec();
+            assert_eq!(got, embedding_of(&format!("doc {id}"), DIM), "row {id}");
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "every row once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_predict_answers_every_row_and_shows_in_explain() {
+    let server = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    session.register_batches("docs", vec![docs(500)]).unwrap();
+    create_model(&session, &server, "").await;
+
+    let query = "SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))";
+    let explain = session.explain(query).await.unwrap();
+    assert!(
+        explain.contains("MlPredict: model=embed, descriptor=[text]"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("Inference(model embed, 32 rows a request"),
+        "{explain}"
+    );
+    assert!(!explain.contains("sk-test-secret"), "{explain}");
+    let batches = session.sql(query).await.unwrap().collect().await.unwrap();
+    check_rows(&batches, 500);
+    assert_eq!(server.log().len(), 500, "each row asked once");
+
+    // Flink's MAP keys: unordered output, a fixed capacity; the rows are the same.
+    let batches = session
+        .sql(
+            "SELECT * FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text), \
+              MAP['output-mode', 'allow_unordered', 'capacity', '3'])",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    check_rows(&batches, 500);
+
+    // The catalog.
+    let shown = session
+        .sql("SHOW MODELS")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(shown[0].num_rows(), 1);
+    let described = session
+        .sql("DESCRIBE MODEL embed")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&described)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("VECTOR(FLOAT, 4)"), "{text}");
+    assert!(
+        text.contains("<hidden>") && !text.contains("sk-test-secret"),
+        "{text}"
+    );
+    session.sql("DROP MODEL embed").await.unwrap();
+    let error = session.sql(query).await.unwrap_err();
+    assert!(
+        error.to_string().contains("there is no model embed"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_models_and_calls_are_named() {
+    let session = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    session.register_batches("docs", vec![docs(3)]).unwrap();
+    let error = session
+        .sql("CREATE MODEL m INPUT (t STRING) OUTPUT (e VECTOR(FLOAT, 4)) WITH ('provider' = 'openia', 'endpoint' = 'http://127.0.0.1:1/v1/embeddings')")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("unknown provider 'openia'"),
+        "{error}"
+    );
+    let error = session
+        .sql("CREATE MODEL m INPUT (t STRING) OUTPUT (e VECTOR(FLOAT, 4)) WITH ('provider' = 'openai', 'endpoint' = 'http://127.0.0.1:1/v1/embeddings', 'concurency' = '4')")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("unknown option 'concurency'"),
+        "{error}"
+    );
+    assert!(
+        error.hint().unwrap_or_default().contains("concurrency"),
+        "{error:?}"
+    );
+    session
+        .sql("CREATE MODEL m INPUT (t STRING) OUTPUT (e VECTOR(FLOAT, 4)) WITH ('provider' = 'openai', 'endpoint' = 'http://127.0.0.1:1/v1/embeddings', 'capacity' = '4')")
+        .await
+        .unwrap();
+    for (call, expected) in [
+        (
+            "ML_PREDICT(TABLE docs, MODEL m, DESCRIPTOR(nope))",
+            "the input has no column nope",
+        ),
+        (
+            "ML_PREDICT(TABLE docs, MODEL m, DESCRIPTOR(text), MAP['concurrency', '8'])",
+            "say the same thing differently",
+        ),
+        (
+            "ML_PREDICT(TABLE nowhere, MODEL m, DESCRIPTOR(text))",
+            "nowhere",
+        ),
+        ("ML_PREDICT(TABLE docs, MODEL m)", "3 or 4 arguments"),
+    ] {
+        let error = session
+            .sql(&format!("SELECT * FROM {call}"))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(expected), "{call}: {error}");
+    }
+    // An unreachable server fails the job with the model and the endpoint named.
+    let error = session
+        .sql("SELECT * FROM ML_PREDICT(TABLE docs, MODEL m, DESCRIPTOR(text), MAP['max-retries', '1'])")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("model m") && error.contains("127.0.0.1:1"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_rejecting_server_still_answers_every_row_once() {
+    let server = FaultServer::start(ServerConfig {
+        capacity: 4,
+        overload: Overload::Reject { retry_after: None },
+        fault_rate: 0.1,
+        faults: vec![
+            Fault::ServerError,
+            Fault::RateLimited(Some(0)),
+            Fault::Reset,
+            Fault::Trickle(1),
+        ],
+        seed: 42,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    session.register_batches("docs", vec![docs(2_000)]).unwrap();
+    create_model(
+        &session,
+        &server,
+        ", 'max-retries' = '20', 'batch-rows' = '16'",
+    )
+    .await;
+    let batches = session
+        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    check_rows(&batches, 2_000);
+    let stats = server.stats();
+    assert!(stats.faults.load(Ordering::Relaxed) > 0);
+    assert!(stats.max_serving.load(Ordering::Relaxed) <= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_predict_writes_every_row_once_through_injected_failures() {
+    const ROWS: u64 = 40_000;
+    const FAILURES: u64 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    let output = dir.path().join("output");
+    parquet_input(&input, ROWS, 4, 2_500);
+    let server = FaultServer::start(ServerConfig {
+        capacity: 16,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let session = checkpointed_session(&dir.path().join("checkpoints"));
+    create_model(&session, &server, "").await;
+    for statement in [
+        format!(
+            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            input.display()
+        ),
+        "CREATE VIEW docs AS SELECT id, concat('doc ', CAST(id AS VARCHAR)) AS text FROM src"
+            .into(),
+        format!(
+            "CREATE TABLE out (id BIGINT, embedding VECTOR(FLOAT, {DIM})) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ),
+    ] {
+        session.sql(&statement).await.unwrap();
+    }
+    let insert = "INSERT INTO out SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))";
+    let plan = session.explain(insert).await.unwrap();
+    assert!(
+        !plan.contains("[fragment"),
+        "every vertex is a chain: {plan}"
+    );
+    let graph = session
+        .job_graph(session.sql(insert).await.unwrap().logical_plan())
+        .await
+        .unwrap();
+    let vertices: Vec<(usize, usize, u64)> = graph
+        .vertices
+        .iter()
+        .map(|v| (v.id, v.parallelism, ROWS / 1024 / v.parallelism as u64))
+        .collect();
+    let seed = std::env::var("RIFFLE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0008);
+    let plan = faults(seed, FAILURES, &vertices);
+    session.set_option("riffle.test.fail", &plan).unwrap();
+
+    let mut job = session.sql(insert).await.unwrap().execute().await.unwrap();
+    while job.next_batch().await.unwrap().is_some() {}
+    let report = job.report();
+    assert_eq!(
+        report.restarts, FAILURES,
+        "seed {seed}, faults {plan}: {report:?}"
+    );
+
+    let reader = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    reader
+        .sql(&format!(
+            "CREATE TABLE out (id BIGINT, embedding VECTOR(FLOAT, {DIM})) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet')",
+            output.display()
+        ))
+        .await
+        .unwrap();
+    let batches = reader
+        .sql("SELECT id, embedding FROM out")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    check_rows(&batches, ROWS as usize);
+    let ids = int_column(&batches, 0);
+    assert_eq!(ids.len() as u64, ROWS, "seed {seed}: rows published");
+
+    // The server's per-row log: every row asked at least once, and rows asked again only
+    // where the sources read them again or the operator's checkpoint held their requests.
+    let log = server.log();
+    let mut asked: HashMap<&str, usize> = HashMap::new();
+    for text in &log {
+        *asked.entry(text.as_str()).or_default() += 1;
+    }
+    assert_eq!(asked.len() as u64, ROWS, "every row asked");
+    let again = (log.len() - asked.len()) as u64;
+    let bound = report.rows_read_again + report.rows_resent;
+    assert!(
+        again <= bound,
+        "seed {seed}: {again} rows asked again, more than the {} read again and {} resent: {report:?}",
+        report.rows_read_again,
+        report.rows_resent
+    );
+    assert!(
+        report.rows_read_again < ROWS * FAILURES / 2,
+        "restores resume near the failure: {report:?}"
+    );
+}
