@@ -60,6 +60,15 @@ pub struct ModelCall {
     metrics: Arc<InferenceMetrics>,
 }
 
+/// Why one row has no result: the error column's fields.
+#[derive(Debug, Clone, Default)]
+struct RowError {
+    code: String,
+    http_status: Option<u16>,
+    message: String,
+    attempts: u32,
+}
+
 /// How a range of a request's rows ended.
 struct Part {
     rows: Range<usize>,
@@ -361,7 +370,8 @@ impl ModelCall {
                 self.config.model
             ))
         })?;
-        let mut pending = VecDeque::from([0..rows]);
+        let mut pending = VecDeque::new();
+        pending.push_back(0..rows);
         let mut parts = Vec::new();
         while let Some(range) = pending.pop_front() {
             if range.is_empty() {
@@ -373,13 +383,14 @@ impl ModelCall {
                 Err((CallError { failure: Some(Failure::Http(status)), .. }, _))
                     if (400..500).contains(status) && !matches!(status, 408 | 429)
             );
-            if refused_rows && part.rows.len() > 1 {
-                if let Refused::Split(left, right) = bisect(part.rows.clone()) {
-                    InferenceMetrics::add(&self.metrics.bisections, 1);
-                    pending.push_front(right);
-                    pending.push_front(left);
-                    continue;
-                }
+            if refused_rows
+                && part.rows.len() > 1
+                && let Refused::Split(left, right) = bisect(part.rows.clone())
+            {
+                InferenceMetrics::add(&self.metrics.bisections, 1);
+                pending.push_front(right);
+                pending.push_front(left);
+                continue;
             }
             parts.push(part);
         }
@@ -392,7 +403,7 @@ impl ModelCall {
         let rows = input.num_rows();
         let model = &self.config.model;
         // The parts cover the rows in order, so their columns concatenate into the result.
-        let mut errors: Vec<Option<(String, Option<u16>, String, u32)>> = vec![None; rows];
+        let mut errors: Vec<Option<RowError>> = vec![None; rows];
         let mut sources: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.outputs.fields().len()];
         for part in &parts {
             match &part.outcome {
@@ -408,12 +419,12 @@ impl ModelCall {
                         sources[index].push(Arc::clone(column));
                     }
                     for (row, message) in &answer.row_errors {
-                        errors[part.rows.start + row] = Some((
-                            "malformed_response".into(),
-                            None,
-                            message.clone(),
-                            part.attempts,
-                        ));
+                        errors[part.rows.start + row] = Some(RowError {
+                            code: "malformed_response".into(),
+                            http_status: None,
+                            message: message.clone(),
+                            attempts: part.attempts,
+                        });
                     }
                 }
                 Err((error, attempts)) => {
@@ -421,12 +432,12 @@ impl ModelCall {
                         sources[index].push(new_null_array(field.data_type(), part.rows.len()));
                     }
                     for row in part.rows.clone() {
-                        errors[row] = Some((
-                            error.code().to_string(),
-                            error.http_status(),
-                            error.message.clone(),
-                            *attempts,
-                        ));
+                        errors[row] = Some(RowError {
+                            code: error.code().to_string(),
+                            http_status: error.http_status(),
+                            message: error.message.clone(),
+                            attempts: *attempts,
+                        });
                     }
                 }
             }
@@ -437,7 +448,12 @@ impl ModelCall {
         if let Some(row) = errors.iter().position(Option::is_some)
             && self.config.on_error == OnError::Fail
         {
-            let (code, _, message, attempts) = errors[row].clone().unwrap_or_default();
+            let RowError {
+                code,
+                message,
+                attempts,
+                ..
+            } = errors[row].clone().unwrap_or_default();
             return Err(RiffleError::external(format!(
                 "model {model}: row {row} of a request of {rows} failed ({code}, after \
                  {attempts} attempts): {message}"
@@ -488,22 +504,22 @@ impl ModelCall {
 }
 
 /// The error column of a request's rows.
-fn error_column(errors: &[Option<(String, Option<u16>, String, u32)>]) -> ArrayRef {
+fn error_column(errors: &[Option<RowError>]) -> ArrayRef {
     let codes: StringArray = errors
         .iter()
-        .map(|e| Some(e.as_ref().map_or("", |e| e.0.as_str())))
+        .map(|e| Some(e.as_ref().map_or("", |e| e.code.as_str())))
         .collect();
     let statuses: Int32Array = errors
         .iter()
-        .map(|e| e.as_ref().and_then(|e| e.1).map(i32::from))
+        .map(|e| e.as_ref().and_then(|e| e.http_status).map(i32::from))
         .collect();
     let messages: StringArray = errors
         .iter()
-        .map(|e| Some(e.as_ref().map_or("", |e| e.2.as_str())))
+        .map(|e| Some(e.as_ref().map_or("", |e| e.message.as_str())))
         .collect();
     let attempts: Int32Array = errors
         .iter()
-        .map(|e| Some(e.as_ref().map_or(0, |e| e.3 as i32)))
+        .map(|e| Some(e.as_ref().map_or(0, |e| e.attempts as i32)))
         .collect();
     let nulls = NullBuffer::from(errors.iter().map(Option::is_some).collect::<Vec<_>>());
     Arc::new(StructArray::new(
@@ -522,7 +538,7 @@ fn error_column(errors: &[Option<(String, Option<u16>, String, u32)>]) -> ArrayR
 fn with_defaults(
     column: &ArrayRef,
     field: &Field,
-    errors: &[Option<(String, Option<u16>, String, u32)>],
+    errors: &[Option<RowError>],
 ) -> Result<ArrayRef> {
     let zero = match field.data_type() {
         DataType::FixedSizeList(_, size) => {

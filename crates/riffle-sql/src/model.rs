@@ -274,7 +274,7 @@ fn parse_map(tokens: &[TokenWithSpan]) -> Result<BTreeMap<String, String>> {
             ))),
         })
         .collect::<Result<_>>()?;
-    if values.len() % 2 != 0 {
+    if !values.len().is_multiple_of(2) {
         return Err(predict_usage(
             "MAP holds key, value pairs: one value is missing",
         ));

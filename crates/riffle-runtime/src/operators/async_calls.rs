@@ -744,7 +744,7 @@ mod tests {
         flatten(out.take(), seen);
         while operator.has_pending() {
             assert!(
-                operator.started <= operator.in_flight,
+                operator.started <= operator.shape.in_flight,
                 "the in-flight bound"
             );
             let mut out = Output::default();
@@ -786,6 +786,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn unordered_results_leave_as_they_arrive_but_never_across_a_watermark() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let mut operator = operator_with(&requested, false);
+        operator.open(&context(), None).await.unwrap();
+        let mut seen = Vec::new();
+        feed(&mut operator, &inputs(), &mut seen, 99).await;
+        finish_all(&mut operator, &mut seen).await.unwrap();
+
+        // Between watermarks the same rows as in order, each once; the watermarks where
+        // they were.
+        let segments: Vec<Vec<(i64, i64)>> = seen
+            .split(|(x, _)| *x == i64::MIN)
+            .map(|segment| {
+                let mut rows = segment.to_vec();
+                rows.sort();
+                rows
+            })
+            .collect();
+        let expected: Vec<Vec<(i64, i64)>> = [0..17, 17..31, 31..45]
+            .into_iter()
+            .map(|range| range.map(|x| (x, 2 * x)).collect())
+            .collect();
+        assert_eq!(segments, expected);
+        let rows: Vec<i64> = seen
+            .iter()
+            .map(|(x, _)| *x)
+            .filter(|x| *x != i64::MIN)
+            .collect();
+        assert!(
+            rows.windows(2).any(|w| w[0] > w[1]),
+            "a faster later request overtook an earlier one: {rows:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_restored_snapshot_goes_on_as_if_nothing_happened_and_resends_only_requests_without_results()
      {
         let expected = {
@@ -810,7 +845,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 let state = first.snapshot(1).await.unwrap();
                 // Answers kept at the barrier still count against the bound.
-                assert!(first.started <= first.in_flight);
+                assert!(first.started <= first.shape.in_flight);
                 let in_flight_at_barrier = first.started;
                 drop(first);
                 let resend = rows_to_resend(&state);
@@ -821,7 +856,7 @@ mod tests {
                 let before = requested.lock().unwrap().len();
                 let mut second = operator(&requested);
                 second.open(&context(), Some(state)).await.unwrap();
-                assert!(second.started <= second.in_flight);
+                assert!(second.started <= second.shape.in_flight);
                 feed(&mut second, &all[split..], &mut seen, 7).await;
                 finish_all(&mut second, &mut seen).await.unwrap();
                 assert_eq!(seen, expected, "split {split}, waited {wait_ms} ms");
@@ -873,6 +908,7 @@ mod tests {
         let state = OperatorState {
             inline: serde_json::to_vec(&AsyncState {
                 marks: vec![Mark::Request, Mark::Request],
+                requests: None,
             })
             .unwrap(),
             batches: vec![batch(0..2)],
