@@ -150,6 +150,14 @@ impl Breaker {
         }
     }
 
+    /// The probe was never answered (its request was dropped: a cancelled job): another
+    /// may go.
+    pub fn cancel_probe(&mut self) {
+        if self.state == (BreakerState::HalfOpen { probing: true }) {
+            self.state = BreakerState::HalfOpen { probing: false };
+        }
+    }
+
     fn should_open(&mut self, now: Millis) -> bool {
         if self.consecutive >= self.config.consecutive {
             return true;

@@ -60,6 +60,20 @@ pub struct ModelCall {
     metrics: Arc<InferenceMetrics>,
 }
 
+/// A slot kept during a retry's wait, given back when dropped (also when the request is
+/// dropped while it waits: a cancelled job, a failed attempt).
+struct HeldSlot<'a> {
+    endpoint: Option<&'a Endpoint>,
+}
+
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint {
+            endpoint.free_held();
+        }
+    }
+}
+
 /// Why one row has no result: the error column's fields.
 #[derive(Debug, Clone, Default)]
 struct RowError {
@@ -308,8 +322,12 @@ impl ModelCall {
                     if error.failure == Some(Failure::Http(429)) {
                         InferenceMetrics::add(&self.metrics.http_429, 1);
                     }
-                    // The backend failed (not the rows): what the breaker counts.
-                    let backend_failed = error.failure.is_some_and(Failure::is_retryable);
+                    // The backend failed (not the rows, and not busy: overload is the
+                    // limiter's to answer, and a breaker opened by 429s would stop an
+                    // endpoint that only asked for fewer requests): what the breaker counts.
+                    let backend_failed = error
+                        .failure
+                        .is_some_and(|f| f.is_retryable() && !f.is_overload());
                     self.endpoint.release(
                         permit,
                         outcome,
@@ -341,7 +359,18 @@ impl ModelCall {
                             };
                             InferenceMetrics::add(counter, 1);
                             let wait = at.saturating_sub(self.endpoint.now());
+                            // A request refused as overloaded keeps its slot while it
+                            // waits, so that the next waiting request is not refused in
+                            // turn; the slot is given back when it is sent again.
+                            let overloaded = error.failure.is_some_and(Failure::is_overload);
+                            if overloaded {
+                                self.endpoint.hold();
+                            }
+                            let held = HeldSlot {
+                                endpoint: overloaded.then_some(&*self.endpoint),
+                            };
                             tokio::time::sleep(Duration::from_millis(wait)).await;
+                            drop(held);
                         }
                         Decision::GiveUp(reason) => {
                             let error = CallError {

@@ -47,10 +47,14 @@ pub struct Endpoint {
     seeded: Mutex<bool>,
 }
 
-/// A slot to send one request; give it back with [`Endpoint::release`].
+/// A slot to send one request; give it back with [`Endpoint::release`]. A permit dropped
+/// without that (its request was dropped: a cancelled job, a LIMIT reached) gives its slot
+/// back by itself, and lets another probe go if it was the breaker's.
 #[derive(Debug)]
 #[must_use]
-pub struct SendPermit {
+pub struct SendPermit<'a> {
+    endpoint: &'a Endpoint,
+    released: bool,
     /// Whether the request is the circuit breaker's half-open probe.
     pub probe: bool,
     /// The tokens the request was charged.
@@ -59,6 +63,23 @@ pub struct SendPermit {
     pub sent: Millis,
     /// How long it waited for the slot.
     pub waited: Millis,
+}
+
+impl Drop for SendPermit<'_> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let now = self.endpoint.now();
+        {
+            let mut controls = self.endpoint.controls();
+            controls.limiter.release(now, Outcome::Failed);
+            if self.probe {
+                controls.breaker.cancel_probe();
+            }
+        }
+        self.endpoint.released.notify_one();
+    }
 }
 
 /// Why no permit came.
@@ -78,6 +99,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Every endpoint in use in this process: its URL and limits, its current concurrency
+/// limit, and the requests in flight (for metrics, reports and benchmarks).
+pub fn loads() -> Vec<(String, usize, usize)> {
+    let endpoints: Vec<Arc<Endpoint>> = lock(registry())
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    endpoints
+        .iter()
+        .map(|endpoint| {
+            let (limit, in_flight) = endpoint.load();
+            (endpoint.key.clone(), limit, in_flight)
+        })
+        .collect()
 }
 
 impl Endpoint {
@@ -167,16 +204,25 @@ impl Endpoint {
         &self,
         tokens: u64,
         max_open: Millis,
-    ) -> Result<SendPermit, BreakerStuckOpen> {
+    ) -> Result<SendPermit<'_>, BreakerStuckOpen> {
         let asked = self.now();
         loop {
             let released = self.released.notified();
+            tokio::pin!(released);
+            // Registered before looking, so that a slot freed meanwhile wakes it.
+            released.as_mut().enable();
             let now = self.now();
             let wake = {
                 let mut controls = self.controls();
                 match Self::try_acquire(&mut controls, now, tokens) {
                     Ok(probe) => {
+                        // Room for more: the next waiter need not wait for a release.
+                        if controls.limiter.has_room(now) {
+                            self.released.notify_one();
+                        }
                         return Ok(SendPermit {
+                            endpoint: self,
+                            released: false,
                             probe,
                             tokens,
                             sent: now,
@@ -197,7 +243,7 @@ impl Endpoint {
             };
             let nap = wake.map_or(MAX_NAP, |at| at.saturating_sub(now).clamp(1, MAX_NAP));
             tokio::select! {
-                _ = released => {}
+                _ = &mut released => {}
                 _ = tokio::time::sleep(Duration::from_millis(nap)) => {}
             }
         }
@@ -233,12 +279,13 @@ impl Endpoint {
     /// Gives back `permit` with how the request ended; `retry_after` is a server's wait.
     pub fn release(
         &self,
-        permit: SendPermit,
+        mut permit: SendPermit<'_>,
         outcome: Outcome,
         backend_failed: bool,
         retry_after: Option<Millis>,
         used_tokens: Option<u64>,
     ) {
+        permit.released = true;
         let now = self.now();
         {
             let mut controls = self.controls();
@@ -251,7 +298,19 @@ impl Endpoint {
                 controls.rates.settle(permit.tokens, used);
             }
         }
-        self.released.notify_waiters();
+        self.released.notify_one();
+    }
+
+    /// Keeps a slot for a request refused as overloaded while it waits to be sent again
+    /// (see [`Limiter::hold`]); give it back with [`Endpoint::free_held`].
+    pub fn hold(&self) {
+        self.controls().limiter.hold();
+    }
+
+    /// Gives back a slot kept by [`Endpoint::hold`].
+    pub fn free_held(&self) {
+        self.controls().limiter.free();
+        self.released.notify_one();
     }
 
     /// Whether a retry may go now (the retry budget); counts it when it may.
@@ -264,5 +323,50 @@ impl Endpoint {
     pub fn load(&self) -> (usize, usize) {
         let controls = self.controls();
         (controls.limiter.limit(), controls.limiter.in_flight())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(concurrency: &str) -> InferenceConfig {
+        let options: BTreeMap<String, String> = [
+            ("provider", "openai"),
+            ("endpoint", "http://127.0.0.1:1/v1/embeddings"),
+            ("concurrency", concurrency),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        InferenceConfig::from_options("m", &options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_permit_gives_its_slot_back() {
+        let endpoint = Endpoint::new("test".into(), &config("2"));
+        let first = endpoint.acquire(0, 1_000).await.unwrap();
+        let second = endpoint.acquire(0, 1_000).await.unwrap();
+        assert_eq!(endpoint.load(), (2, 2));
+        drop(first);
+        assert_eq!(endpoint.load(), (2, 1));
+        endpoint.release(second, Outcome::Failed, false, None, None);
+        assert_eq!(endpoint.load(), (2, 0));
+        // A held slot counts until it is freed.
+        endpoint.hold();
+        assert_eq!(endpoint.load(), (2, 1));
+        endpoint.free_held();
+        assert_eq!(endpoint.load(), (2, 0));
+    }
+
+    #[test]
+    fn calls_with_the_same_limits_share_an_endpoint() {
+        let a = Endpoint::shared("http://x/v1/embeddings", &config("3"));
+        let b = Endpoint::shared("http://x/v1/embeddings", &config("3"));
+        let c = Endpoint::shared("http://x/v1/embeddings", &config("4"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
     }
 }

@@ -438,7 +438,7 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
                     Fault::Reset => return,
                     Fault::Malformed => response(200, &[], b"{\"data\": [tru"),
                     Fault::Trickle(gap) => {
-                        let Some(Ok(body)) = serve(&shared, &request).await else {
+                        let Some(Ok(body)) = serve(&shared, &request, arrived).await else {
                             continue;
                         };
                         let bytes = response(200, &[], &body);
@@ -458,7 +458,7 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
                     rejection(retry_after)
                 }
                 Ok(()) => {
-                    let body = serve(&shared, &request).await;
+                    let body = serve(&shared, &request, arrived).await;
                     shared.free();
                     match body {
                         Some(Ok(body)) => {
@@ -480,8 +480,27 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
+/// Waits until `ms` after `from`, or after the wait for a slot when that was longer (a
+/// slot's service starts when it is taken). Tokio's timer fires on the first millisecond
+/// tick after its deadline, so the deadline is set half a millisecond early: the wait is
+/// `ms` on average, give or take half a millisecond.
+async fn service_time(from: std::time::Instant, ms: f64) {
+    let admitted = std::time::Instant::now();
+    let start = if admitted.duration_since(from) > Duration::from_millis(1) {
+        admitted
+    } else {
+        from
+    };
+    let micros = ((ms * 1000.0) as u64).saturating_sub(500);
+    tokio::time::sleep_until((start + Duration::from_micros(micros)).into()).await;
+}
+
 /// Serves one request (after its service time): the body, or a status to refuse with.
-async fn serve(shared: &Shared, request: &HttpRequest) -> Option<Result<Vec<u8>, u16>> {
+async fn serve(
+    shared: &Shared,
+    request: &HttpRequest,
+    arrived: std::time::Instant,
+) -> Option<Result<Vec<u8>, u16>> {
     let body: Value = serde_json::from_slice(&request.body).ok()?;
     let (service, per_row, dim, poison) = {
         let config = lock(&shared.config);
@@ -503,7 +522,7 @@ async fn serve(shared: &Shared, request: &HttpRequest) -> Option<Result<Vec<u8>,
         };
         lock(&shared.log).extend(inputs.iter().cloned());
         let wait = service as f64 + per_row * inputs.len() as f64;
-        tokio::time::sleep(Duration::from_micros((wait * 1000.0) as u64)).await;
+        service_time(arrived, wait).await;
         if inputs.iter().any(|input| poison.contains(input)) {
             return Some(Err(400));
         }
@@ -530,7 +549,7 @@ async fn serve(shared: &Shared, request: &HttpRequest) -> Option<Result<Vec<u8>,
             .as_str()?
             .to_string();
         lock(&shared.log).push(prompt.clone());
-        tokio::time::sleep(Duration::from_millis(service)).await;
+        service_time(arrived, service as f64).await;
         if poison.contains(&prompt) {
             return Some(Err(400));
         }

@@ -5,6 +5,8 @@
 //! prompt. So the limit is discovered, as TCP discovers its window (Netflix's
 //! concurrency-limits, ../shared/design/inference.md):
 //!
+//! - **slow start**: until the first overload or the latency's first rise, the limit
+//!   doubles at the end of each window where it was reached;
 //! - **additive increase**: +1 at the end of each sampling window (about one round trip),
 //!   but only when the limit was actually reached in it (half the limit in flight), so that
 //!   an operator starved of input does not inflate a limit it never tested;
@@ -54,12 +56,15 @@ pub struct LimiterConfig {
     pub brake_tolerance: Option<f64>,
     /// The factor the limit resumes at after a `Retry-After` freeze.
     pub resume_factor: f64,
+    /// Whether the limit doubles per window until the first sign of load (slow start).
+    pub slow_start: bool,
 }
 
 impl Default for LimiterConfig {
     /// The design's defaults: start at 4, between 1 and 64, windows of at least 100 ms,
     /// ×0.9 on overload (×0.5 from the third window in a row), ×0.9 on a timeout, a probe
-    /// above the last cut every 10 windows, a brake at 2× the unloaded latency.
+    /// above the last cut every 10 windows, a brake at 1.5× the unloaded latency (holding
+    /// from 1.25×).
     fn default() -> Self {
         Self {
             initial: 4,
@@ -69,8 +74,9 @@ impl Default for LimiterConfig {
             overload_factor: 0.9,
             probe_windows: 10,
             timeout_factor: 0.9,
-            brake_tolerance: Some(2.0),
+            brake_tolerance: Some(1.5),
             resume_factor: 0.9,
+            slow_start: true,
         }
     }
 }
@@ -126,6 +132,10 @@ pub struct Limiter {
     overloaded_windows: u32,
     /// Whether this window cut for overload.
     overloaded: bool,
+    /// Until the first cut or the latency's first rise, the limit doubles each window
+    /// where it was reached (TCP's slow start), so that a job does not spend its first
+    /// seconds below a capacity it has not met yet.
+    slow_start: bool,
 }
 
 impl Limiter {
@@ -152,6 +162,7 @@ impl Limiter {
             since_probe: 0,
             overloaded_windows: 0,
             overloaded: false,
+            slow_start: config.slow_start,
         }
     }
 
@@ -182,6 +193,7 @@ impl Limiter {
     /// resumes where its checkpoint left the endpoint, not at full concurrency.
     pub fn seed(&mut self, limit: usize) {
         self.set(limit as f64);
+        self.slow_start = false;
     }
 
     /// Takes a slot for a request sent at `now`; `false` when the limit is reached or the
@@ -218,7 +230,8 @@ impl Limiter {
                     self.ceiling = Some(self.limit);
                     self.overloaded = true;
                 }
-                let factor = if self.overloaded_windows >= 2 {
+                // Slow start overshoots by up to twice the capacity: halve, as TCP does.
+                let factor = if self.overloaded_windows >= 2 || self.slow_start {
                     0.5
                 } else {
                     self.config.overload_factor
@@ -247,11 +260,27 @@ impl Limiter {
         }
     }
 
+    /// Cuts by `factor`, and by at least one whole request: a limit of 5.9 cut to 5.3
+    /// would still let 5 go, and the request the server refused would be sent again.
     fn cut(&mut self, factor: f64) {
+        self.slow_start = false;
         if !self.cut {
-            self.set(self.limit * factor);
+            self.set((self.limit * factor).min(self.limit.floor() - 1.0));
             self.cut = true;
         }
+    }
+
+    /// Keeps a slot for a request that the server refused as overloaded while it waits to
+    /// be sent again: the slot is not free for another request to be refused in turn (a
+    /// herd of waiting requests would otherwise take the freed slot one after the other,
+    /// each meeting a 429, before the next window). Give it back with [`Limiter::free`].
+    pub fn hold(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// Gives back a slot kept by [`Limiter::hold`].
+    pub fn free(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     fn set(&mut self, limit: f64) {
@@ -275,8 +304,12 @@ impl Limiter {
         };
         if !self.cut {
             match self.brake() {
-                Some(factor) => self.set(self.limit * factor),
+                Some(factor) => {
+                    self.slow_start = false;
+                    self.set(self.limit * factor);
+                }
                 None if self.reached && !self.holding() => self.increase(),
+                None if self.holding() => self.slow_start = false,
                 None => {}
             }
         }
@@ -296,11 +329,17 @@ impl Limiter {
     /// `probe_windows` windows; a probe past the ceiling that met no overload forgets it
     /// (the capacity grew).
     fn increase(&mut self) {
+        if self.slow_start {
+            self.set(self.limit * 2.0);
+            return;
+        }
         let Some(ceiling) = self.ceiling else {
             self.set(self.limit + 1.0);
             return;
         };
-        if self.limit + 1.0 <= ceiling {
+        // Back up to the whole request below the ceiling freely; to the ceiling itself (the
+        // limit the server refused) only as a probe.
+        if self.limit + 1.0 < ceiling.floor() {
             self.set(self.limit + 1.0);
         } else if self.limit >= ceiling + 1.0 {
             self.ceiling = None;
@@ -354,7 +393,11 @@ mod tests {
 
     #[test]
     fn the_limit_grows_only_in_windows_where_it_was_reached() {
-        let mut limiter = Limiter::new(LimiterConfig::default(), 0);
+        let additive = LimiterConfig {
+            slow_start: false,
+            ..LimiterConfig::default()
+        };
+        let mut limiter = Limiter::new(additive, 0);
         assert_eq!(limiter.limit(), 4);
         // One request at a time for a second: never half the limit in flight.
         for t in (0..1000).step_by(10) {
@@ -377,12 +420,29 @@ mod tests {
             }
         }
         assert!((13..=14).contains(&limiter.limit()), "{}", limiter.limit());
+
+        // Slow start: doubling per window until the first sign of load.
+        let mut limiter = Limiter::new(LimiterConfig::default(), 0);
+        let mut now = 0;
+        for _ in 0..3 {
+            while limiter.try_acquire(now) {}
+            let held = limiter.in_flight();
+            now += 100;
+            for _ in 0..held {
+                limiter.release(now, answered(100));
+            }
+        }
+        assert_eq!(limiter.limit(), 32);
+        assert!(limiter.try_acquire(now));
+        limiter.release(now + 1, Outcome::Overloaded);
+        assert_eq!(limiter.limit(), 16, "the first overload halves");
     }
 
     #[test]
     fn a_burst_of_overload_answers_cuts_once_per_window() {
         let config = LimiterConfig {
             initial: 16,
+            slow_start: false,
             ..LimiterConfig::default()
         };
         let mut limiter = Limiter::new(config, 0);
