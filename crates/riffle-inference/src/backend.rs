@@ -36,9 +36,9 @@ pub struct Usage {
 pub struct Answer {
     /// One array per model output, as long as the request.
     pub columns: Vec<ArrayRef>,
-    /// Rows whose answer could not be read (a structured output that did not parse), with
-    /// why: they are row errors, the rest of the request stands.
-    pub row_errors: Vec<(usize, String)>,
+    /// Rows without a result, with a short code and why (a structured output that did not
+    /// parse, a text over the context size): row errors; the rest of the request stands.
+    pub row_errors: Vec<(usize, &'static str, String)>,
     /// What the server counted, when it said.
     pub usage: Option<Usage>,
     /// What the server said about its limits.

@@ -447,9 +447,9 @@ impl ModelCall {
                     for (index, column) in answer.columns.iter().enumerate() {
                         sources[index].push(Arc::clone(column));
                     }
-                    for (row, message) in &answer.row_errors {
+                    for (row, code, message) in &answer.row_errors {
                         errors[part.rows.start + row] = Some(RowError {
-                            code: "malformed_response".into(),
+                            code: code.to_string(),
                             http_status: None,
                             message: message.clone(),
                             attempts: part.attempts,

@@ -74,7 +74,7 @@ impl Default for LimiterConfig {
             overload_factor: 0.9,
             probe_windows: 10,
             timeout_factor: 0.9,
-            brake_tolerance: Some(1.5),
+            brake_tolerance: Some(1.3),
             resume_factor: 0.9,
             slow_start: true,
         }

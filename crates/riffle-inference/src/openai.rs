@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::backend::{Answer, Backend, CallError, Request, Usage};
 use crate::columns;
 use crate::hints::ServerHints;
-use crate::options::{OpenAiOptions, OpenAiTask};
+use crate::options::{OpenAiOptions, OpenAiTask, Overflow};
 use crate::retry::Failure;
 
 /// Characters per token, for estimates before the server counts.
@@ -125,6 +125,48 @@ impl OpenAiBackend {
             .collect()
     }
 
+    /// A row's text within `max-context-size`: `Ok(None)` when it is skipped, `Err` when
+    /// it is a row error.
+    fn fit(&self, text: String) -> Result<Option<String>, String> {
+        let Some((tokens, overflow)) = self.options.max_context else {
+            return Ok(Some(text));
+        };
+        let limit = (tokens * CHARS_PER_TOKEN) as usize;
+        let chars = text.chars().count();
+        if chars <= limit {
+            return Ok(Some(text));
+        }
+        match overflow {
+            Overflow::TruncateTail => Ok(Some(text.chars().take(limit).collect())),
+            Overflow::TruncateHead => Ok(Some(text.chars().skip(chars - limit).collect())),
+            Overflow::Skip => Ok(None),
+            Overflow::Error => Err(format!(
+                "the row's text is about {} tokens, more than max-context-size = {tokens}",
+                (chars as u64).div_ceil(CHARS_PER_TOKEN)
+            )),
+        }
+    }
+
+    /// The rows' texts fitted to the context; rows over it that are errors in `errors`.
+    fn fitted(
+        &self,
+        texts: Vec<Option<String>>,
+        errors: &mut Vec<(usize, &'static str, String)>,
+    ) -> Vec<Option<String>> {
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(row, text)| match text.map(|t| self.fit(t)) {
+                None => None,
+                Some(Ok(fitted)) => fitted,
+                Some(Err(message)) => {
+                    errors.push((row, "context_overflow", message));
+                    None
+                }
+            })
+            .collect()
+    }
+
     async fn post(&self, body: &Value, key: &str) -> Result<(Value, ServerHints), CallError> {
         let mut request = self
             .client
@@ -182,6 +224,8 @@ impl OpenAiBackend {
     async fn embeddings(&self, request: Request<'_>) -> Result<Answer, CallError> {
         let texts = columns::strings(&request.inputs.columns()[0])
             .map_err(|e| CallError::malformed(format!("the embedding input: {e}")))?;
+        let mut row_errors = Vec::new();
+        let texts = self.fitted(texts, &mut row_errors);
         let sent: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].is_some()).collect();
         let mut vectors: Vec<Option<Vec<f64>>> = vec![None; texts.len()];
         let mut usage = None;
@@ -242,17 +286,17 @@ impl OpenAiBackend {
             columns::vectors(&self.outputs.fields()[0], vectors).map_err(|e| self.malformed(&e))?;
         Ok(Answer {
             columns: vec![column],
-            row_errors: Vec::new(),
+            row_errors,
             usage,
             hints,
         })
     }
 
     async fn chat(&self, request: Request<'_>) -> Result<Answer, CallError> {
-        let prompts = self.prompts(request.inputs);
+        let mut row_errors = Vec::new();
+        let prompts = self.fitted(self.prompts(request.inputs), &mut row_errors);
         let rows = prompts.len();
         let mut answers: Vec<Option<Value>> = vec![None; rows];
-        let mut row_errors = Vec::new();
         let mut usage = Usage::default();
         let mut hints = ServerHints::default();
         let structured = self.options.response_format.is_some()
@@ -310,6 +354,7 @@ impl OpenAiBackend {
                     Ok(value @ Value::Object(_)) => answers[row] = Some(value),
                     Ok(_) | Err(_) => row_errors.push((
                         row,
+                        "unparsable_output",
                         format!(
                             "the model's answer is not the JSON object its response-format asks \
                              for: {}",

@@ -192,7 +192,7 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         Some("truncated-tail"),
         Scope::OpenAi,
         "flink",
-        "a row over max-context-size: 'truncated-tail', 'truncated-head', 'skipped' or 'error'",
+        "a row over max-context-size (estimated at 4 characters a token): 'truncated-tail', 'truncated-head', 'skipped' (NULL result) or 'error' (a row error)",
     ),
     key(
         "error-handling-strategy",
@@ -213,7 +213,7 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         Some("exponential"),
         Scope::OpenAi,
         "flink",
-        "'exponential' (full jitter) or 'fixed'",
+        "accepted; the backoff is always exponential with full jitter",
     ),
     key(
         "retry-backoff-base-interval",
@@ -375,6 +375,47 @@ pub const PAIRS: &[(&str, &str)] = &[
     ("retry-num", "max-retries"),
 ];
 
+/// The keys as a Markdown table (docs/inference-options.md is this table, checked by a
+/// test), with the pairs of keys that say the same thing.
+pub fn options_markdown() -> String {
+    let mut text = String::from(
+        "# Model and ML_PREDICT options\n\n\
+         Generated from `riffle_inference::options::OPTION_KEYS`; a test fails when this file \
+         and the table drift apart. Keys are given in `CREATE MODEL ... WITH (...)` or in \
+         `ML_PREDICT`'s `MAP[...]` (the call's win). An unknown key is an error that lists \
+         these.\n\n| key | default | applies to | from | meaning |\n|---|---|---|---|---|\n",
+    );
+    for option in OPTION_KEYS {
+        let scope = match option.scope {
+            Scope::Any => "any provider",
+            Scope::OpenAi => "openai",
+            Scope::Triton => "triton",
+        };
+        text.push_str(&format!(
+            "| `{}` | {} | {scope} | {} | {} |\n",
+            option.key,
+            option.default.map_or("-".to_string(), |d| format!("`{d}`")),
+            option.origin,
+            option.doc.replace('|', "\\|")
+        ));
+    }
+    text.push_str(
+        "\n## Flink's keys and Riffle's that say the same thing\n\n\
+         Either may be given; both given with different values is an error.\n\n\
+         | Flink | Riffle |\n|---|---|\n",
+    );
+    for (flink, riffle) in PAIRS {
+        text.push_str(&format!("| `{flink}` | `{riffle}` |\n"));
+    }
+    text.push_str(
+        "\n`error-handling-strategy`: `retry` is `on-error` = `fail` after the retries, \
+         `failover` and `ignore` are `null`. `retry-num` = n is `max-retries` = n (attempts \
+         = n + 1); the retry budget (at most 20% of an endpoint's requests over 10 s, plus \
+         10) holds for both.\n",
+    );
+    text
+}
+
 /// What the model is asked to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Provider {
@@ -409,6 +450,21 @@ pub struct OpenAiOptions {
     pub max_tokens: Option<u64>,
     /// Chat: `response_format`, as JSON.
     pub response_format: Option<serde_json::Value>,
+    /// Tokens (estimated) a row may send, and what to do with a longer one.
+    pub max_context: Option<(u64, Overflow)>,
+}
+
+/// What happens to a row longer than `max-context-size` (Flink's `context-overflow-action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Keep the start, cut the end.
+    TruncateTail,
+    /// Keep the end, cut the start.
+    TruncateHead,
+    /// Send nothing; the result is NULL.
+    Skip,
+    /// A row error.
+    Error,
 }
 
 impl std::fmt::Debug for OpenAiOptions {
@@ -887,6 +943,29 @@ fn openai_options(read: &Reader<'_>) -> Result<OpenAiOptions> {
             .unwrap_or_default(),
         max_tokens: read.parse("max-tokens", "a number")?,
         response_format,
+        max_context: match read.parse::<u64>("max-context-size", "a number of tokens")? {
+            None => None,
+            Some(tokens) => {
+                let action = read
+                    .get("context-overflow-action")
+                    .unwrap_or("truncated-tail");
+                let overflow = match action.trim().to_ascii_lowercase().as_str() {
+                    "truncated-tail" => Overflow::TruncateTail,
+                    "truncated-head" => Overflow::TruncateHead,
+                    "skipped" => Overflow::Skip,
+                    "error" => Overflow::Error,
+                    _ => {
+                        return Err(invalid(
+                            model,
+                            "context-overflow-action",
+                            action,
+                            "'truncated-tail', 'truncated-head', 'skipped' or 'error'",
+                        ));
+                    }
+                };
+                Some((tokens.max(1), overflow))
+            }
+        },
     })
 }
 
@@ -980,6 +1059,23 @@ mod tests {
         given.insert("api-key".into(), "sk-secret".into());
         let config = InferenceConfig::from_options("m", &given).unwrap();
         assert!(!format!("{config:?}").contains("sk-secret"));
+    }
+
+    #[test]
+    fn the_docs_table_is_the_option_table() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/inference-options.md"
+        );
+        if std::env::var_os("RIFFLE_UPDATE_DOCS").is_some() {
+            std::fs::write(path, options_markdown()).unwrap();
+        }
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            written == options_markdown(),
+            "docs/inference-options.md is out of date: run RIFFLE_UPDATE_DOCS=1 cargo test -p \
+             riffle-inference the_docs_table"
+        );
     }
 
     #[test]

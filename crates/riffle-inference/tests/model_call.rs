@@ -249,3 +249,39 @@ async fn chat_fills_structured_outputs_from_a_template() {
     assert_eq!(server.stats().answered.load(Ordering::Relaxed), 2);
     assert!(!format!("{call:?}").contains("sk-never-shown"));
 }
+
+#[tokio::test]
+async fn rows_over_the_context_size_are_cut_skipped_or_refused_as_asked() {
+    let server = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let long = "abcdefghijklmnopqrstuvwxyz";
+    for (action, sent, error) in [
+        ("truncated-tail", Some("abcdefgh"), None),
+        ("truncated-head", Some("stuvwxyz"), None),
+        ("skipped", None, None),
+        ("error", None, Some("context_overflow")),
+    ] {
+        server.reset_counts();
+        let call = embedding_model(
+            &server.embeddings_url(),
+            &[
+                ("max-context-size", "2"),
+                ("context-overflow-action", action),
+                ("on-error", "null"),
+            ],
+        );
+        let out = call.call(texts(&["ok", long])).await.unwrap();
+        let mut expected = vec!["ok".to_string()];
+        expected.extend(sent.map(str::to_string));
+        assert_eq!(server.log(), expected, "{action}");
+        let embedding = out.column_by_name("embedding").unwrap();
+        assert_eq!(embedding.is_null(1), sent.is_none(), "{action}");
+        let errors = out.column_by_name("__error").unwrap().as_struct();
+        match error {
+            Some(code) => {
+                let codes = errors.column_by_name("code").unwrap().as_string::<i32>();
+                assert_eq!(codes.value(1), code);
+            }
+            None => assert!(errors.is_null(1), "{action}"),
+        }
+    }
+}
