@@ -26,6 +26,7 @@ use crate::backend::{Answer, Backend, CallError, Request};
 use crate::endpoint::Endpoint;
 use crate::limiter::Outcome;
 use crate::metrics::InferenceMetrics;
+use crate::onnx::OnnxBackend;
 use crate::openai::OpenAiBackend;
 use crate::options::{InferenceConfig, Provider};
 use crate::policy::{ErrorGuard, OnError, Refused, bisect};
@@ -152,6 +153,17 @@ impl ModelCall {
             Provider::OpenAi(options) => Arc::new(
                 OpenAiBackend::new(&model, options.clone(), input_names, Arc::clone(&outputs))
                     .map_err(RiffleError::user)?,
+            ),
+            Provider::Onnx(options) => Arc::new(
+                OnnxBackend::new(
+                    &model,
+                    &options.path,
+                    options.threads,
+                    options.library.as_deref(),
+                    input_names.len(),
+                    Arc::clone(&outputs),
+                )
+                .map_err(RiffleError::user)?,
             ),
         };
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();

@@ -44,6 +44,7 @@ pub mod fault_server;
 pub mod hints;
 pub mod limiter;
 pub mod metrics;
+pub mod onnx;
 pub mod openai;
 pub mod options;
 pub mod policy;

@@ -24,6 +24,8 @@ pub enum Scope {
     OpenAi,
     /// The Triton (KServe v2) provider's model options.
     Triton,
+    /// The in-process ONNX provider's model options.
+    Onnx,
 }
 
 /// One option key.
@@ -364,6 +366,28 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "riffle",
         "chat: the prompt, with {column} for each input column",
     ),
+    // The in-process ONNX provider (Riffle's).
+    key(
+        "path",
+        None,
+        Scope::Onnx,
+        "riffle",
+        "onnx: the model file (.onnx), loaded once per process",
+    ),
+    key(
+        "onnx.threads",
+        None,
+        Scope::Onnx,
+        "riffle",
+        "onnx: ONNX Runtime's intra-op threads (its default: all cores)",
+    ),
+    key(
+        "onnx.runtime-library",
+        None,
+        Scope::Onnx,
+        "riffle",
+        "onnx: libonnxruntime's path; else ORT_DYLIB_PATH, else the onnxruntime Python package's",
+    ),
 ];
 
 /// Keys that say the same thing: (Flink's, Riffle's).
@@ -390,6 +414,7 @@ pub fn options_markdown() -> String {
             Scope::Any => "any provider",
             Scope::OpenAi => "openai",
             Scope::Triton => "triton",
+            Scope::Onnx => "onnx",
         };
         text.push_str(&format!(
             "| `{}` | {} | {scope} | {} | {} |\n",
@@ -421,6 +446,19 @@ pub fn options_markdown() -> String {
 pub enum Provider {
     /// An OpenAI-compatible server.
     OpenAi(OpenAiOptions),
+    /// An ONNX model run in this process.
+    Onnx(OnnxOptions),
+}
+
+/// The in-process ONNX provider's options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxOptions {
+    /// The model file.
+    pub path: String,
+    /// Intra-op threads.
+    pub threads: Option<usize>,
+    /// libonnxruntime's path.
+    pub library: Option<String>,
 }
 
 /// The OpenAI-compatible provider's options.
@@ -677,13 +715,24 @@ impl InferenceConfig {
         })?;
         let provider = match provider_name.trim().to_ascii_lowercase().as_str() {
             "openai" => Provider::OpenAi(openai_options(&read)?),
+            "onnx" => Provider::Onnx(OnnxOptions {
+                path: read
+                    .get("path")
+                    .ok_or_else(|| {
+                        RiffleError::user(format!("model {model} has no 'path'"))
+                            .with_hint("give the .onnx file as 'path'")
+                    })?
+                    .to_string(),
+                threads: read.parse("onnx.threads", "a number of threads")?,
+                library: read.get("onnx.runtime-library").map(str::to_string),
+            }),
             other => {
                 return Err(RiffleError::user(format!(
                     "model {model}: unknown provider '{other}'"
                 ))
                 .with_hint(
-                    "providers are 'openai' (OpenAI-compatible servers); 'triton', 'onnx' and \
-                     'sentence-embedding' are not built yet",
+                    "providers are 'openai' (OpenAI-compatible servers) and 'onnx' (in \
+                     process); 'triton' and 'sentence-embedding' are not built yet",
                 ));
             }
         };
@@ -691,6 +740,7 @@ impl InferenceConfig {
             let applies = match option.scope {
                 Scope::Any => true,
                 Scope::OpenAi => matches!(provider, Provider::OpenAi(_)),
+                Scope::Onnx => matches!(provider, Provider::Onnx(_)),
                 Scope::Triton => false,
             };
             if !applies && options.contains_key(option.key) {
@@ -720,8 +770,11 @@ impl InferenceConfig {
                 }
             },
         };
+        let in_process = matches!(provider, Provider::Onnx(_));
         let concurrency = match concurrency {
             Some(fixed) => fixed,
+            // One batch computing, the next one ready: the model parallelises itself.
+            None if in_process && read.get("concurrency.max").is_none() => Concurrency::Fixed(2),
             None => {
                 let min = read.parse("concurrency.min", "a number")?.unwrap_or(1usize);
                 let max = read

@@ -335,3 +335,137 @@ async fn ml_predict_writes_every_row_once_through_injected_failures() {
         "restores resume near the failure: {report:?}"
     );
 }
+
+/// Trains the digits classifier and writes its ONNX file and onnxruntime's answers (Python).
+fn onnx_digits(dir: &std::path::Path) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/onnx_digits.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "{script} failed (pip install scikit-learn skl2onnx onnx onnxruntime)"
+    );
+    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_onnx_model_agrees_with_onnxruntime_from_python() {
+    use datafusion::arrow::array::FixedSizeListArray;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = onnx_digits(dir.path());
+    let inputs = reference["inputs"].as_array().unwrap();
+    let rows = inputs.len();
+    let flat: Vec<f32> = inputs
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let pixels = FixedSizeListArray::try_new(
+        Arc::clone(&item),
+        64,
+        Arc::new(datafusion::arrow::array::Float32Array::from(flat)),
+        None,
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("pixels", DataType::FixedSizeList(item, 64), false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(pixels),
+        ],
+    )
+    .unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    session.register_batches("digits", vec![batch]).unwrap();
+    let model = dir.path().join("digits.onnx");
+    session
+        .sql(&format!(
+            "CREATE MODEL classify INPUT (pixels VECTOR(FLOAT, 64)) \
+             OUTPUT (label BIGINT, probabilities VECTOR(FLOAT, 10)) \
+             WITH ('provider' = 'onnx', 'path' = '{}')",
+            model.display()
+        ))
+        .await
+        .unwrap();
+    let query = "SELECT id, label, probabilities FROM ML_PREDICT(TABLE digits, MODEL classify, DESCRIPTOR(pixels)) ORDER BY id";
+    let batches = session.sql(query).await.unwrap().collect().await.unwrap();
+    let labels = reference["labels"].as_array().unwrap();
+    let probabilities = reference["probabilities"].as_array().unwrap();
+    let mut row = 0;
+    for batch in &batches {
+        let got_labels = batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let got_probabilities = batch.column(2).as_fixed_size_list();
+        for index in 0..batch.num_rows() {
+            assert_eq!(
+                got_labels.value(index),
+                labels[row].as_i64().unwrap(),
+                "row {row}"
+            );
+            let got = got_probabilities.value(index);
+            let got = got.as_primitive::<Float32Type>();
+            for (class, expected) in probabilities[row].as_array().unwrap().iter().enumerate() {
+                let expected = expected.as_f64().unwrap();
+                assert!(
+                    (f64::from(got.value(class)) - expected).abs() <= 1e-4,
+                    "row {row} class {class}: {} against {expected}",
+                    got.value(class)
+                );
+            }
+            row += 1;
+        }
+    }
+    assert_eq!(row, rows);
+
+    // A declared shape the model does not give, and a file that is not a model.
+    session
+        .sql(&format!(
+            "CREATE MODEL wrong INPUT (pixels VECTOR(FLOAT, 64)) \
+             OUTPUT (label BIGINT, probabilities VECTOR(FLOAT, 9)) \
+             WITH ('provider' = 'onnx', 'path' = '{}')",
+            model.display()
+        ))
+        .await
+        .unwrap();
+    let error = super::query_error(
+        &session,
+        "SELECT * FROM ML_PREDICT(TABLE digits, MODEL wrong, DESCRIPTOR(pixels))",
+    )
+    .await;
+    assert!(
+        error.contains("model wrong") && error.contains("[10]") && error.contains("9"),
+        "{error}"
+    );
+    let not_a_model = dir.path().join("reference.json");
+    session
+        .sql(&format!(
+            "CREATE MODEL broken INPUT (pixels VECTOR(FLOAT, 64)) OUTPUT (label BIGINT) \
+             WITH ('provider' = 'onnx', 'path' = '{}')",
+            not_a_model.display()
+        ))
+        .await
+        .unwrap();
+    let error = super::query_error(
+        &session,
+        "SELECT * FROM ML_PREDICT(TABLE digits, MODEL broken, DESCRIPTOR(pixels))",
+    )
+    .await;
+    assert!(
+        error.contains("model broken") && error.contains("is not an ONNX model"),
+        "{error}"
+    );
+}
