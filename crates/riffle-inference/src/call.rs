@@ -31,6 +31,7 @@ use crate::openai::OpenAiBackend;
 use crate::options::{InferenceConfig, Provider};
 use crate::policy::{ErrorGuard, OnError, Refused, bisect};
 use crate::retry::{Decision, FailedAttempt, Failure, RetryPolicy};
+use crate::sentence::SentenceBackend;
 
 /// The name of the error column.
 pub const ERROR_COLUMN: &str = "__error";
@@ -164,6 +165,10 @@ impl ModelCall {
                     Arc::clone(&outputs),
                 )
                 .map_err(RiffleError::user)?,
+            ),
+            Provider::Sentence(options) => Arc::new(
+                SentenceBackend::new(&model, options, input_names.len(), Arc::clone(&outputs))
+                    .map_err(RiffleError::user)?,
             ),
         };
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();

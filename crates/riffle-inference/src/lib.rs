@@ -50,6 +50,7 @@ pub mod options;
 pub mod policy;
 pub mod rate;
 pub mod retry;
+pub mod sentence;
 mod window;
 
 /// Milliseconds on the operator's clock.

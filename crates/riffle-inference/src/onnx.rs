@@ -32,7 +32,7 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use crate::backend::{Answer, Backend, CallError, Request};
 
 /// A loaded model, shared.
-type SharedSession = Arc<Mutex<Session>>;
+pub(crate) type SharedSession = Arc<Mutex<Session>>;
 
 fn environment(library: Option<&str>) -> Result<&'static ort::environment::Environment, String> {
     static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
@@ -80,7 +80,7 @@ fn find_runtime(library: Option<&str>) -> Result<PathBuf, String> {
 }
 
 /// The session of `path`, loaded once per process.
-fn session(
+pub(crate) fn session(
     path: &Path,
     threads: Option<usize>,
     library: Option<&str>,

@@ -366,6 +366,28 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "riffle",
         "chat: the prompt, with {column} for each input column",
     ),
+    // The in-process sentence-embedding provider (Riffle's).
+    key(
+        "tokenizer",
+        None,
+        Scope::Onnx,
+        "riffle",
+        "sentence-embedding: the model's tokenizer.json",
+    ),
+    key(
+        "max-length",
+        Some("256"),
+        Scope::Onnx,
+        "riffle",
+        "sentence-embedding: tokens per text at most (longer texts are truncated)",
+    ),
+    key(
+        "normalize",
+        Some("true"),
+        Scope::Onnx,
+        "riffle",
+        "sentence-embedding: L2-normalise the pooled vector",
+    ),
     // The in-process ONNX provider (Riffle's).
     key(
         "path",
@@ -448,6 +470,25 @@ pub enum Provider {
     OpenAi(OpenAiOptions),
     /// An ONNX model run in this process.
     Onnx(OnnxOptions),
+    /// A sentence encoder run in this process.
+    Sentence(SentenceOptions),
+}
+
+/// The in-process sentence-embedding provider's options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceOptions {
+    /// The encoder as ONNX.
+    pub path: String,
+    /// Its tokenizer.json.
+    pub tokenizer: String,
+    /// Tokens per text at most.
+    pub max_length: usize,
+    /// Whether the pooled vector is L2-normalised.
+    pub normalize: bool,
+    /// Intra-op threads.
+    pub threads: Option<usize>,
+    /// libonnxruntime's path.
+    pub library: Option<String>,
 }
 
 /// The in-process ONNX provider's options.
@@ -716,13 +757,19 @@ impl InferenceConfig {
         let provider = match provider_name.trim().to_ascii_lowercase().as_str() {
             "openai" => Provider::OpenAi(openai_options(&read)?),
             "onnx" => Provider::Onnx(OnnxOptions {
-                path: read
-                    .get("path")
-                    .ok_or_else(|| {
-                        RiffleError::user(format!("model {model} has no 'path'"))
-                            .with_hint("give the .onnx file as 'path'")
-                    })?
-                    .to_string(),
+                path: resolve_path(model, "path", read.get("path"))?,
+                threads: read.parse("onnx.threads", "a number of threads")?,
+                library: read.get("onnx.runtime-library").map(str::to_string),
+            }),
+            "sentence-embedding" => Provider::Sentence(SentenceOptions {
+                path: resolve_path(model, "path", read.get("path"))?,
+                tokenizer: resolve_path(model, "tokenizer", read.get("tokenizer"))?,
+                max_length: read
+                    .parse("max-length", "a number of tokens")?
+                    .unwrap_or(256),
+                normalize: read
+                    .parse("normalize", "'true' or 'false'")?
+                    .unwrap_or(true),
                 threads: read.parse("onnx.threads", "a number of threads")?,
                 library: read.get("onnx.runtime-library").map(str::to_string),
             }),
@@ -731,8 +778,8 @@ impl InferenceConfig {
                     "model {model}: unknown provider '{other}'"
                 ))
                 .with_hint(
-                    "providers are 'openai' (OpenAI-compatible servers) and 'onnx' (in \
-                     process); 'triton' and 'sentence-embedding' are not built yet",
+                    "providers are 'openai' (OpenAI-compatible servers), 'onnx' and \
+                     'sentence-embedding' (in process); 'triton' is not built yet",
                 ));
             }
         };
@@ -740,7 +787,7 @@ impl InferenceConfig {
             let applies = match option.scope {
                 Scope::Any => true,
                 Scope::OpenAi => matches!(provider, Provider::OpenAi(_)),
-                Scope::Onnx => matches!(provider, Provider::Onnx(_)),
+                Scope::Onnx => matches!(provider, Provider::Onnx(_) | Provider::Sentence(_)),
                 Scope::Triton => false,
             };
             if !applies && options.contains_key(option.key) {
@@ -770,7 +817,7 @@ impl InferenceConfig {
                 }
             },
         };
-        let in_process = matches!(provider, Provider::Onnx(_));
+        let in_process = matches!(provider, Provider::Onnx(_) | Provider::Sentence(_));
         let concurrency = match concurrency {
             Some(fixed) => fixed,
             // One batch computing, the next one ready: the model parallelises itself.
@@ -911,6 +958,43 @@ impl InferenceConfig {
             ordered,
         })
     }
+}
+
+/// A file option: a path, or `python-package:NAME/FILE`, a file inside an installed Python
+/// package (models that PyPI packages ship), found with `python3`.
+fn resolve_path(model: &str, key: &str, value: Option<&str>) -> Result<String> {
+    let value = value.ok_or_else(|| {
+        RiffleError::user(format!("model {model} has no '{key}'"))
+            .with_hint(format!("give the file as '{key}'"))
+    })?;
+    let Some(rest) = value.strip_prefix("python-package:") else {
+        return Ok(value.to_string());
+    };
+    let (package, file) = rest.split_once('/').unwrap_or((rest, ""));
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util, sys; spec = importlib.util.find_spec(sys.argv[1]); \
+             print(list(spec.submodule_search_locations)[0] if spec else '')",
+            package,
+        ])
+        .output()
+        .map_err(|e| {
+            RiffleError::user(format!(
+                "model {model}: cannot run python3 to find {package}: {e}"
+            ))
+        })?;
+    let folder = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if folder.is_empty() {
+        return Err(RiffleError::user(format!(
+            "model {model}: '{key}' names the Python package {package}, which is not installed"
+        ))
+        .with_hint(format!("pip install {}", package.replace('_', "-"))));
+    }
+    Ok(std::path::Path::new(&folder)
+        .join(file)
+        .display()
+        .to_string())
 }
 
 fn openai_options(read: &Reader<'_>) -> Result<OpenAiOptions> {
