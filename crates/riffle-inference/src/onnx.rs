@@ -3,9 +3,9 @@
 //! The runtime is the `onnxruntime` PyPI wheel's shared library, loaded when the first model
 //! is (the `ort` crate with `load-dynamic`: nothing is downloaded at build time). It is found
 //! at `onnx.runtime-library` (a model option), `ORT_DYLIB_PATH`, or in the `onnxruntime`
-//! package of `python3`. A model file loads once per process and is shared by every subtask
-//! and query that uses it (`Arc<Mutex<Session>>`: ONNX Runtime parallelises one run over its
-//! intra-op threads).
+//! package of `python3`. A model file loads once per process, stays loaded, and is shared by
+//! every subtask and query that uses it (`Arc<Mutex<Session>>`: ONNX Runtime parallelises
+//! one run over its intra-op threads).
 //!
 //! Inputs: the call's DESCRIPTOR columns go to the model's inputs in order. A `VECTOR` or
 //! `TENSOR` column becomes a tensor `[rows, ...shape]`; a number column `[rows]` (or
@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -85,14 +85,15 @@ pub(crate) fn session(
     threads: Option<usize>,
     library: Option<&str>,
 ) -> Result<SharedSession, String> {
-    static SESSIONS: OnceLock<Mutex<HashMap<PathBuf, Weak<Mutex<Session>>>>> = OnceLock::new();
+    // Strong references: a model stays loaded for the process, shared by every query.
+    static SESSIONS: OnceLock<Mutex<HashMap<PathBuf, SharedSession>>> = OnceLock::new();
     let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let mut sessions = SESSIONS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(session) = sessions.get(&key).and_then(Weak::upgrade) {
-        return Ok(session);
+    if let Some(session) = sessions.get(&key) {
+        return Ok(Arc::clone(session));
     }
     if !key.is_file() {
         return Err(format!("the model file {} does not exist", path.display()));
@@ -112,7 +113,7 @@ pub(crate) fn session(
         )
     })?;
     let shared = Arc::new(Mutex::new(session));
-    sessions.insert(key, Arc::downgrade(&shared));
+    sessions.insert(key, Arc::clone(&shared));
     Ok(shared)
 }
 

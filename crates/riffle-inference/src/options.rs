@@ -970,6 +970,13 @@ fn resolve_path(model: &str, key: &str, value: Option<&str>) -> Result<String> {
     let Some(rest) = value.strip_prefix("python-package:") else {
         return Ok(value.to_string());
     };
+    // Asked once per process: planning reads a model's options many times.
+    type Found = std::sync::Mutex<BTreeMap<String, String>>;
+    static FOUND: std::sync::OnceLock<Found> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(Default::default);
+    if let Some(path) = found.lock().unwrap_or_else(|p| p.into_inner()).get(rest) {
+        return Ok(path.clone());
+    }
     let (package, file) = rest.split_once('/').unwrap_or((rest, ""));
     let output = std::process::Command::new("python3")
         .args([
@@ -991,10 +998,15 @@ fn resolve_path(model: &str, key: &str, value: Option<&str>) -> Result<String> {
         ))
         .with_hint(format!("pip install {}", package.replace('_', "-"))));
     }
-    Ok(std::path::Path::new(&folder)
+    let path = std::path::Path::new(&folder)
         .join(file)
         .display()
-        .to_string())
+        .to_string();
+    found
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(rest.to_string(), path.clone());
+    Ok(path)
 }
 
 fn openai_options(read: &Reader<'_>) -> Result<OpenAiOptions> {

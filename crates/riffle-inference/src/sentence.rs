@@ -8,8 +8,9 @@
 //! output is the last hidden state `[rows, tokens, dim]` (pooled here) or an already pooled
 //! `[rows, dim]`. The session is the ONNX backend's, shared per process.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
@@ -91,33 +92,49 @@ impl SentenceBackend {
                 ));
             }
         }
-        let mut tokenizer = Tokenizer::from_file(&options.tokenizer).map_err(|e| {
-            format!(
-                "model {model}: {} is not a tokenizer.json that loads: {e}",
-                options.tokenizer
-            )
-        })?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: options.max_length,
-                ..TruncationParams::default()
-            }))
-            .map_err(|e| format!("model {model}: truncation at {}: {e}", options.max_length))?;
+        let tokenizer = tokenizer(&options.tokenizer, options.max_length)
+            .map_err(|e| format!("model {model}: {e}"))?;
         Ok(Self {
             label: format!("sentence-embedding:{}", path.display()),
             path,
             session,
-            tokenizer: Arc::new(tokenizer),
+            tokenizer,
             inputs,
             dim,
             normalize: options.normalize,
             outputs,
         })
     }
+}
+
+/// The tokenizer of `path` truncating at `max_length`, loaded once per process.
+fn tokenizer(path: &str, max_length: usize) -> Result<Arc<Tokenizer>, String> {
+    type Cache = Mutex<HashMap<(String, usize), Arc<Tokenizer>>>;
+    static TOKENIZERS: OnceLock<Cache> = OnceLock::new();
+    let mut cache = TOKENIZERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let key = (path.to_string(), max_length);
+    if let Some(tokenizer) = cache.get(&key) {
+        return Ok(Arc::clone(tokenizer));
+    }
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| format!("{path} is not a tokenizer.json that loads: {e}"))?;
+    // Pad to the longest row of a request, not to the file's fixed length.
+    tokenizer.with_padding(Some(PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        ..PaddingParams::default()
+    }));
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| format!("truncation at {max_length}: {e}"))?;
+    let tokenizer = Arc::new(tokenizer);
+    cache.insert(key, Arc::clone(&tokenizer));
+    Ok(tokenizer)
 }
 
 /// Mean of the token vectors the mask keeps, per row; then L2-normalised if asked.

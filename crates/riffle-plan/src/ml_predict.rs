@@ -325,8 +325,25 @@ impl ExecutionPlan for MlPredictExec {
                 "MlPredictExec takes one child".into(),
             ));
         }
+        let input = children.swap_remove(0);
+        if input.schema() == self.input.schema() {
+            // The same rows: the planned call (its backend, a loaded model) stays.
+            return Ok(Arc::new(Self {
+                properties: Arc::new(PlanProperties::new(
+                    EquivalenceProperties::new(self.call.schema()),
+                    input.properties().partitioning.clone(),
+                    input.properties().emission_type,
+                    input.properties().boundedness,
+                )),
+                input,
+                model: self.model.clone(),
+                descriptor: self.descriptor.clone(),
+                call_options: self.call_options.clone(),
+                call: Arc::clone(&self.call),
+            }));
+        }
         Ok(Arc::new(Self::try_new(
-            children.swap_remove(0),
+            input,
             self.model.clone(),
             self.descriptor.clone(),
             self.call_options.clone(),
