@@ -164,16 +164,7 @@ impl ExecutionPlan for AsyncBatchExec {
         let exprs = Arc::new(self.exprs.clone());
         let schema = self.schema();
         let options = Arc::clone(context.session_config().options());
-        let slices = input
-            .map_ok(move |batch| {
-                let count = batch.num_rows().div_ceil(rows);
-                futures::stream::iter((0..count).map(move |i| {
-                    let start = i * rows;
-                    Ok::<_, DataFusionError>(batch.slice(start, rows.min(batch.num_rows() - start)))
-                }))
-            })
-            .try_flatten();
-        let evaluated = slices
+        let evaluated = row_slices(input, rows)
             .map(move |slice| {
                 let exprs = Arc::clone(&exprs);
                 let schema = Arc::clone(&schema);
@@ -195,6 +186,23 @@ impl ExecutionPlan for AsyncBatchExec {
             evaluated,
         )))
     }
+}
+
+/// `input`'s batches cut into slices of at most `rows` rows (zero-copy), in order.
+pub(crate) fn row_slices(
+    input: SendableRecordBatchStream,
+    rows: usize,
+) -> impl futures::Stream<Item = Result<RecordBatch>> {
+    let rows = rows.max(1);
+    input
+        .map_ok(move |batch| {
+            let count = batch.num_rows().div_ceil(rows);
+            futures::stream::iter((0..count).map(move |i| {
+                let start = i * rows;
+                Ok::<_, DataFusionError>(batch.slice(start, rows.min(batch.num_rows() - start)))
+            }))
+        })
+        .try_flatten()
 }
 
 /// The slice's columns followed by one column per async expression: what an

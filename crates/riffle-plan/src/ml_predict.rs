@@ -28,10 +28,12 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use riffle_common::RiffleError;
 use riffle_inference::call::ModelCall;
 use riffle_inference::options::{Concurrency, InferenceConfig, merge_options};
+
+use crate::async_batches::row_slices;
 
 /// A model in the catalog: `CREATE MODEL name INPUT (...) OUTPUT (...) WITH (...)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -359,16 +361,7 @@ impl ExecutionPlan for MlPredictExec {
         let rows = self.call.config().batch_rows;
         let in_flight = self.call.config().concurrency.per_subtask();
         let call = Arc::clone(&self.call);
-        let slices = input
-            .map_ok(move |batch| {
-                let count = batch.num_rows().div_ceil(rows);
-                futures::stream::iter((0..count).map(move |i| {
-                    let start = i * rows;
-                    Ok::<_, DataFusionError>(batch.slice(start, rows.min(batch.num_rows() - start)))
-                }))
-            })
-            .try_flatten();
-        let answered = slices
+        let answered = row_slices(input, rows)
             .map(move |slice| {
                 let call = Arc::clone(&call);
                 async move {

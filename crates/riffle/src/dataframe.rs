@@ -56,6 +56,32 @@ impl DataFrame {
         })
     }
 
+    /// `ML_PREDICT`: the rows with the outputs of model `model` (of the session's catalog)
+    /// appended, reading the columns `descriptor` names; `options` are the call's (the
+    /// keys of `ML_PREDICT`'s MAP). The same plan node SQL builds.
+    pub fn ml_predict(
+        self,
+        model: &str,
+        descriptor: &[&str],
+        options: &[(&str, &str)],
+    ) -> Result<Self> {
+        let definition = self.session.planner().model(model)?;
+        let node = riffle_plan::MlPredictNode::try_new(
+            self.frame.logical_plan().clone(),
+            definition,
+            descriptor.iter().map(|c| c.to_string()).collect(),
+            options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )?;
+        let state = self.session.planner().context().state();
+        Ok(Self {
+            frame: datafusion::dataframe::DataFrame::new(state, node.into_plan()),
+            session: self.session,
+        })
+    }
+
     /// Keeps the named columns.
     pub fn select_columns(self, columns: &[&str]) -> Result<Self> {
         self.transform(|f| f.select_columns(columns))

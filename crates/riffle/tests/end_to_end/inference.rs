@@ -101,6 +101,16 @@ async fn ml_predict_answers_every_row_and_shows_in_explain() {
         .unwrap();
     check_rows(&batches, 500);
 
+    // The same node from the DataFrame API.
+    let frame = session
+        .table("docs")
+        .await
+        .unwrap()
+        .ml_predict("embed", &["text"], &[("capacity", "2")])
+        .unwrap();
+    let batches = frame.collect().await.unwrap();
+    check_rows(&batches, 500);
+
     // The catalog.
     let shown = session
         .sql("SHOW MODELS")
