@@ -32,6 +32,9 @@ struct Args {
     /// Runs of each side.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// More model options for Riffle, as SQL: `, 'capacity' = '1'`.
+    #[arg(long, default_value = "")]
+    options: String,
 }
 
 const WORDS: &[&str] = &[
@@ -186,8 +189,8 @@ async fn riffle_run(
         .sql(&format!(
             "CREATE MODEL minilm INPUT (text STRING) OUTPUT (embedding VECTOR(FLOAT, 384)) WITH (\
              'provider' = 'sentence-embedding', 'path' = '{model}', 'tokenizer' = '{tokenizer}', \
-             'batch-rows' = '{}', 'onnx.threads' = '{threads}')",
-            args.batch
+             'batch-rows' = '{}', 'onnx.threads' = '{threads}'{})",
+            args.batch, args.options
         ))
         .await
         .unwrap();
