@@ -228,6 +228,9 @@ fn report(report: &riffle::JobReport, is_insert: bool) {
     for (index, failure) in report.failures.iter().enumerate() {
         eprintln!("restart {}: after {failure}", index + 1);
     }
+    for model in &report.models {
+        eprintln!("{model}");
+    }
 }
 
 /// One row with the total of an insert's `count` rows.

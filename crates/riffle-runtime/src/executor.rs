@@ -98,6 +98,7 @@ impl LocalExecutor {
         let settings = JobSettings::from_options(options)?;
         let schema = graph.vertices[root].fragment.schema();
         let bounded = graph.is_bounded();
+        let models = model_calls(&graph);
         let job = Job::new(graph, context, self.credit, settings, start)?;
         let cancel = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
@@ -123,6 +124,7 @@ impl LocalExecutor {
             driver: Some(driver),
             report,
             channel_stats,
+            models,
         })
     }
 }
@@ -182,6 +184,74 @@ pub struct JobReport {
     /// The job's pipeline regions (subtasks joined by live channels). A restart restarts all
     /// of them for now; region failover is the next step.
     pub pipeline_regions: usize,
+    /// What each model call (`ML_PREDICT`) did so far, live while the job runs.
+    pub models: Vec<ModelReport>,
+}
+
+/// One `ML_PREDICT` of a job: its counters and its endpoint's limit.
+#[derive(Debug, Clone)]
+pub struct ModelReport {
+    /// The vertex that runs it.
+    pub vertex: VertexId,
+    /// The model's name.
+    pub model: String,
+    /// The endpoint's concurrency limit now, and requests in flight to it.
+    pub limit: usize,
+    /// Requests in flight to the endpoint now (all its callers in the process).
+    pub in_flight: usize,
+    /// Requests, rows, tokens, retries by cause, 429s, latencies.
+    pub metrics: riffle_inference::metrics::MetricsSnapshot,
+}
+
+impl fmt::Display for ModelReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.metrics;
+        let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+        write!(
+            f,
+            "model {} (vertex {}): {} rows in {} requests ({:.0} bytes each), {} failed; \
+             tokens in {} out {}; retries {} (429 {}, server {}, timeout {}, connection {}); \
+             {} answered 429; limit {}; latency per attempt p50 {} p95 {} p99 {}, end to end \
+             p50 {} p95 {} p99 {}; mean wait for a slot {:.1} ms",
+            self.model,
+            self.vertex,
+            m.rows,
+            m.requests,
+            m.mean_request_bytes,
+            m.failed_rows,
+            m.tokens_in,
+            m.tokens_out,
+            m.total_retries(),
+            m.retries[0],
+            m.retries[1],
+            m.retries[2],
+            m.retries[3],
+            m.http_429,
+            self.limit,
+            ms(m.attempt_latency[0]),
+            ms(m.attempt_latency[1]),
+            ms(m.attempt_latency[2]),
+            ms(m.end_to_end_latency[0]),
+            ms(m.end_to_end_latency[1]),
+            ms(m.end_to_end_latency[2]),
+            m.mean_queue_wait,
+        )
+    }
+}
+
+/// The model calls of `graph`, by vertex (the same objects its chains run).
+fn model_calls(graph: &JobGraph) -> Vec<(VertexId, Arc<riffle_inference::call::ModelCall>)> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut calls = Vec::new();
+    for vertex in &graph.vertices {
+        let _ = vertex.fragment.apply(|node| {
+            if let Some(predict) = node.downcast_ref::<riffle_plan::MlPredictExec>() {
+                calls.push((vertex.id, Arc::clone(predict.call())));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    calls
 }
 
 /// Why `graph` cannot be checkpointed, if it cannot: a vertex that runs as a DataFusion
@@ -1616,6 +1686,8 @@ pub struct JobHandle {
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
     report: Arc<Mutex<JobReport>>,
     channel_stats: SharedChannelStats,
+    /// The job's model calls, whose counters the report reads.
+    models: Vec<(VertexId, Arc<riffle_inference::call::ModelCall>)>,
 }
 
 impl fmt::Debug for JobHandle {
@@ -1714,7 +1786,22 @@ impl JobHandle {
 
     /// What the job did so far: restarts, checkpoints, the checkpoint it started from.
     pub fn report(&self) -> JobReport {
-        self.report.lock().map(|r| r.clone()).unwrap_or_default()
+        let mut report = self.report.lock().map(|r| r.clone()).unwrap_or_default();
+        report.models = self
+            .models
+            .iter()
+            .map(|(vertex, call)| {
+                let (limit, in_flight) = call.endpoint().load();
+                ModelReport {
+                    vertex: *vertex,
+                    model: call.config().model.clone(),
+                    limit,
+                    in_flight,
+                    metrics: call.metrics().snapshot(),
+                }
+            })
+            .collect();
+        report
     }
 
     /// Adds a line to the report's notes: what the session decided about the job before

@@ -40,7 +40,7 @@ mod session;
 pub use dataframe::DataFrame;
 pub use riffle_common::{ErrorKind, JobConfig, Result, RiffleError};
 pub use riffle_plan::SkippedFile;
-pub use riffle_runtime::{JobHandle, JobReport, JobStopper};
+pub use riffle_runtime::{JobHandle, JobReport, JobStopper, ModelReport};
 pub use session::{ScriptResult, Session};
 
 /// Re-exported so that users build expressions with the same DataFusion version.

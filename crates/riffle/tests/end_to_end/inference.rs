@@ -242,6 +242,22 @@ async fn a_failing_rejecting_server_still_answers_every_row_once() {
     check_rows(&batches, 2_000);
     let stats = server.stats();
     assert!(stats.faults.load(Ordering::Relaxed) > 0);
+    // The job's report counts what the model call did.
+    let mut job = session
+        .sql("SELECT id FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    while job.next_batch().await.unwrap().is_some() {}
+    let report = job.report();
+    let model = &report.models[0];
+    assert_eq!(model.model, "embed");
+    assert_eq!(model.metrics.rows, 2_000);
+    assert!(model.metrics.total_retries() > 0, "{model}");
+    assert!(model.metrics.attempt_latency[1].is_some(), "{model}");
+    assert!(model.to_string().contains("retries"), "{model}");
     assert!(stats.max_serving.load(Ordering::Relaxed) <= 4);
 }
 
