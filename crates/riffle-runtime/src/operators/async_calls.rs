@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, new_null_array};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::config::ConfigOptions;
@@ -111,6 +112,9 @@ pub struct RequestShape {
     /// Whether results leave in input order; otherwise as they arrive, watermarks still
     /// holding them in order.
     pub ordered: bool,
+    /// How long rows that do not fill a request wait for more before they go as one
+    /// (`None`: each input batch is cut on its own, its last request possibly short).
+    pub linger: Option<std::time::Duration>,
 }
 
 /// Runs requests on slices of its input, several slices in flight; see the module docs.
@@ -131,6 +135,10 @@ pub struct AsyncOperator {
     /// No request waits before this index of the queue (where a search for the next one
     /// to start begins).
     next_waiting: usize,
+    /// Rows gathered for the next request while they linger, and when they must go.
+    forming: Vec<RecordBatch>,
+    forming_rows: usize,
+    linger_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// One place in the operator's queue.
@@ -213,7 +221,65 @@ impl AsyncOperator {
             started: 0,
             waiting: 0,
             next_waiting: 0,
+            forming: Vec::new(),
+            forming_rows: 0,
+            linger_timer: None,
         }
+    }
+
+    /// Queues `batch` as one request.
+    fn enqueue(&mut self, batch: RecordBatch) {
+        self.queue.push_back(Entry::Waiting(batch));
+        self.waiting += 1;
+    }
+
+    /// Sends the lingering rows as one request (at the linger's end, before a watermark, at
+    /// a barrier and at the end of input).
+    fn flush_forming(&mut self) -> Result<()> {
+        self.linger_timer = None;
+        if self.forming.is_empty() {
+            return Ok(());
+        }
+        let pieces = std::mem::take(&mut self.forming);
+        self.forming_rows = 0;
+        let request = concat_batches(&pieces[0].schema(), &pieces).map_err(|e| {
+            RiffleError::internal(format!("gathering rows for operator {}: {e}", self.name))
+        })?;
+        self.enqueue(request);
+        self.start_waiting();
+        Ok(())
+    }
+
+    /// Adds `batch` to the rows lingering for a request: full requests go at once, the
+    /// rest waits at most the linger.
+    fn gather(&mut self, batch: RecordBatch, linger: std::time::Duration) -> Result<()> {
+        let rows = self.rows_per_request(&batch);
+        let mut start = 0;
+        // Complete the request begun by earlier batches.
+        if self.forming_rows > 0 {
+            let take = (rows - self.forming_rows.min(rows)).min(batch.num_rows());
+            self.forming.push(batch.slice(0, take));
+            self.forming_rows += take;
+            start = take;
+            if self.forming_rows >= rows {
+                self.flush_forming()?;
+            }
+        }
+        // Whole requests straight from the batch (zero-copy slices).
+        while batch.num_rows() - start >= rows {
+            self.enqueue(batch.slice(start, rows));
+            start += rows;
+        }
+        if start < batch.num_rows() {
+            self.forming
+                .push(batch.slice(start, batch.num_rows() - start));
+            self.forming_rows += batch.num_rows() - start;
+        }
+        if self.forming_rows > 0 && self.linger_timer.is_none() {
+            self.linger_timer = Some(Box::pin(tokio::time::sleep(linger)));
+        }
+        self.start_waiting();
+        Ok(())
     }
 
     /// Columns of the input (the output's first columns).
@@ -464,13 +530,14 @@ impl Operator for AsyncOperator {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> Result<()> {
+        if let Some(linger) = self.shape.linger {
+            return self.gather(batch, linger);
+        }
         let rows = self.rows_per_request(&batch);
         let mut start = 0;
         while start < batch.num_rows() {
             let length = rows.min(batch.num_rows() - start);
-            self.queue
-                .push_back(Entry::Waiting(batch.slice(start, length)));
-            self.waiting += 1;
+            self.enqueue(batch.slice(start, length));
             start += length;
         }
         self.start_waiting();
@@ -478,6 +545,8 @@ impl Operator for AsyncOperator {
     }
 
     async fn process_watermark(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
+        // The rows before the watermark go before it.
+        self.flush_forming()?;
         if self.queue.is_empty() {
             out.watermark(watermark);
         } else {
@@ -487,6 +556,8 @@ impl Operator for AsyncOperator {
     }
 
     async fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorState> {
+        // Lingering rows are input the operator took: a request of the snapshot.
+        self.flush_forming()?;
         let saved = self.requests.save();
         if self.queue.is_empty() && saved.is_none() {
             return Ok(OperatorState::default());
@@ -528,22 +599,34 @@ impl Operator for AsyncOperator {
         Ok(OperatorState { inline, batches })
     }
 
-    // `finish` is the trait's: nothing to flush at once; the task serves the requests left
-    // (`has_pending`) as they complete.
+    /// Sends the lingering rows; the task then serves the requests left (`has_pending`) as
+    /// they complete.
+    async fn finish(&mut self, _out: &mut Output) -> Result<()> {
+        self.flush_forming()
+    }
 
     fn has_pending(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || !self.forming.is_empty()
     }
 
     fn abandon(&mut self) {
         // Dropping the requests aborts their tasks.
         self.queue.clear();
+        self.forming.clear();
+        self.forming_rows = 0;
+        self.linger_timer = None;
         self.started = 0;
         self.waiting = 0;
         self.next_waiting = 0;
     }
 
     fn poll_pending(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Poll<Result<()>> {
+        if let Some(timer) = &mut self.linger_timer
+            && timer.as_mut().poll(cx).is_ready()
+            && let Err(error) = self.flush_forming()
+        {
+            return Poll::Ready(Err(error));
+        }
         self.emit_ready(cx, out)
     }
 
@@ -638,6 +721,14 @@ mod tests {
     }
 
     fn operator_with(requested: &Arc<Mutex<Vec<i64>>>, ordered: bool) -> AsyncOperator {
+        lingering(requested, ordered, None)
+    }
+
+    fn lingering(
+        requested: &Arc<Mutex<Vec<i64>>>,
+        ordered: bool,
+        linger: Option<Duration>,
+    ) -> AsyncOperator {
         let udf = AsyncScalarUDF::new(Arc::new(SlowDouble {
             requested: Arc::clone(requested),
             signature: Signature::exact(vec![DataType::Int64], Volatility::Volatile),
@@ -668,6 +759,7 @@ mod tests {
             bytes: u64::MAX,
             in_flight: 2,
             ordered,
+            linger,
         };
         AsyncOperator::new("async-1".into(), Arc::new(functions), shape, schema, 1)
     }
@@ -783,6 +875,35 @@ mod tests {
         assert_eq!(seen, expected);
         // Slices of at most 3 rows, each requested once.
         assert_eq!(requested.lock().unwrap().len(), 4 + 3 + 5 + 1 + 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_of_small_batches_linger_into_full_requests_and_a_trickle_still_goes() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let mut operator = lingering(&requested, true, Some(Duration::from_millis(5)));
+        operator.open(&context(), None).await.unwrap();
+        let mut seen = Vec::new();
+        // Seven batches of one row: two requests of 3 rows at once, one row lingering.
+        let inputs: Vec<Option<std::ops::Range<i64>>> = (0..7).map(|x| Some(x..x + 1)).collect();
+        feed(&mut operator, &inputs, &mut seen, 0).await;
+        assert_eq!(operator.forming_rows, 1);
+        // The trickle goes after the linger, with no more input and no end of input.
+        while seen.len() < 7 {
+            let mut out = Output::default();
+            poll_fn(|cx| operator.poll_pending(cx, &mut out))
+                .await
+                .unwrap();
+            flatten(out.take(), &mut seen);
+        }
+        assert_eq!(seen, (0..7).map(|x| (x, 2 * x)).collect::<Vec<_>>());
+        // Requests began at 0, 3 and 6: full ones, then the lingering row alone.
+        let mut firsts = requested.lock().unwrap().clone();
+        firsts.sort();
+        assert_eq!(firsts, vec![0, 3, 6]);
+        // A watermark sends what lingers before it.
+        feed(&mut operator, &[Some(7..8), None], &mut seen, 42).await;
+        finish_all(&mut operator, &mut seen).await.unwrap();
+        assert_eq!(&seen[7..], &[(7, 14), (i64::MIN, 42)]);
     }
 
     #[tokio::test(start_paused = true)]

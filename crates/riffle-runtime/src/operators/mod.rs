@@ -81,6 +81,7 @@ pub fn build_chain(
                     bytes: u64::MAX,
                     in_flight: *in_flight,
                     ordered: true,
+                    linger: None,
                 };
                 let inputs = schema.fields().len() - exprs.len();
                 Box::new(AsyncOperator::new(
@@ -104,6 +105,7 @@ pub fn build_chain(
                     bytes: *bytes,
                     in_flight: *in_flight,
                     ordered: *ordered,
+                    linger: Some(std::time::Duration::from_millis(call.config().linger)),
                 };
                 let inputs = schema.fields().len() - call.added_columns();
                 Box::new(AsyncOperator::new(
