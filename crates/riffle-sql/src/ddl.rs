@@ -416,6 +416,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn flinks_binary_and_instant_type_names_are_accepted() {
+        use datafusion::arrow::datatypes::{DataType, TimeUnit};
+        let session = RiffleSession::new(JobConfig::default()).unwrap();
+        let statement = parse_statement(
+            &session,
+            "CREATE TABLE t (a BYTES, b VARBINARY, c BINARY(16), d TIMESTAMP_LTZ(3), \
+             e TIMESTAMP_LTZ(9)) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', \
+             'format' = 'parquet')",
+        )
+        .await
+        .unwrap();
+        let RiffleStatement::CreateTable { definition, .. } = statement else {
+            panic!("expected CREATE TABLE, got {statement:?}");
+        };
+        let types: Vec<DataType> = definition
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                DataType::Binary,
+                DataType::Binary,
+                DataType::FixedSizeBinary(16),
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            ]
+        );
+        let error = parse_statement(&session, "SELECT CAST(1 AS TIMESTAMP_LTZ(12))")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("0 to 9"), "{error}");
+    }
+
+    #[tokio::test]
     async fn bad_options_name_what_is_wrong() {
         let session = RiffleSession::new(JobConfig::default()).unwrap();
         let error = parse_statement(&session, "CREATE TABLE t (a INT) WITH ('connector' 'x')")

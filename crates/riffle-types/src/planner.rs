@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::sql::sqlparser::ast;
@@ -26,10 +26,51 @@ fn plan_error(message: String) -> DataFusionError {
 
 impl TypePlanner for RiffleTypePlanner {
     fn plan_type_field(&self, sql_type: &ast::DataType) -> Result<Option<FieldRef>> {
+        // Flink's binary types: BYTES and VARBINARY(n) are variable-length, BINARY(n) fixed.
+        let binary = match sql_type {
+            ast::DataType::Bytes(_) | ast::DataType::Varbinary(_) | ast::DataType::Blob(_) => {
+                Some(DataType::Binary)
+            }
+            ast::DataType::Binary(None) => Some(DataType::Binary),
+            ast::DataType::Binary(Some(length)) => Some(DataType::FixedSizeBinary(
+                i32::try_from(*length)
+                    .map_err(|_| plan_error(format!("BINARY({length}) is too long")))?,
+            )),
+            _ => None,
+        };
+        if let Some(binary) = binary {
+            return Ok(Some(Arc::new(Field::new("", binary, true))));
+        }
         let ast::DataType::Custom(name, modifiers) = sql_type else {
             return Ok(None);
         };
         let name = name.to_string().to_ascii_uppercase();
+        // Flink's TIMESTAMP_LTZ(p): an instant, stored in UTC.
+        if name == "TIMESTAMP_LTZ" {
+            let precision = match modifiers.as_slice() {
+                [] => 6,
+                [p] => p.parse::<u8>().map_err(|_| {
+                    plan_error(format!("TIMESTAMP_LTZ: '{p}' is not a precision (0 to 9)"))
+                })?,
+                _ => return Err(plan_error("TIMESTAMP_LTZ takes one precision".into())),
+            };
+            let unit = match precision {
+                0 => TimeUnit::Second,
+                1..=3 => TimeUnit::Millisecond,
+                4..=6 => TimeUnit::Microsecond,
+                7..=9 => TimeUnit::Nanosecond,
+                _ => {
+                    return Err(plan_error(format!(
+                        "TIMESTAMP_LTZ({precision}): the precision is 0 to 9"
+                    )));
+                }
+            };
+            return Ok(Some(Arc::new(Field::new(
+                "",
+                DataType::Timestamp(unit, Some("UTC".into())),
+                true,
+            ))));
+        }
         let element = |text: &str| {
             ElementType::from_sql(text).map_err(|e| plan_error(format!("{name}: {}", e.message())))
         };
