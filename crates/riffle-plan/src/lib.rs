@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod ai_functions;
 mod async_batches;
 mod builder;
 mod chain;
@@ -23,6 +24,7 @@ mod sink;
 mod skip_corrupt;
 mod unbounded;
 
+pub use ai_functions::{AI_FUNCTIONS, AiFunction, AiFunctionsRule, ModelCatalog};
 pub use async_batches::{AsyncBatchExec, AsyncBatchesRule, evaluate_slice};
 pub use builder::{ChainOptions, build_job_graph, build_job_graph_with};
 pub use chain::{

@@ -22,7 +22,7 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, ScalarUDF};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
@@ -30,6 +30,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use riffle_common::{JobConfig, Options, Result, RiffleError};
 use riffle_types::RiffleTypePlanner;
 
+use crate::ai_functions::{AI_FUNCTIONS, AiFunction, AiFunctionsRule, ModelCatalog};
 use crate::async_batches::AsyncBatchesRule;
 use crate::ml_predict::{ModelDefinition, RiffleQueryPlanner};
 use crate::skip_corrupt::{SkippedFile, SkippedFiles};
@@ -133,7 +134,7 @@ pub struct RiffleSession {
     config: RwLock<JobConfig>,
     factories: HashMap<String, Arc<dyn TableFactory>>,
     definitions: RwLock<BTreeMap<String, TableDefinition>>,
-    models: RwLock<BTreeMap<String, ModelDefinition>>,
+    models: ModelCatalog,
 }
 
 impl RiffleSession {
@@ -170,6 +171,7 @@ impl RiffleSession {
             .with_cache_manager(caches)
             .build_arc()
             .map_err(RiffleError::from)?;
+        let models: ModelCatalog = Arc::default();
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime)
@@ -183,6 +185,9 @@ impl RiffleSession {
             // ML_PREDICT's logical node into the inference operator.
             .with_query_planner(Arc::new(RiffleQueryPlanner))
             .build();
+        let mut state = state;
+        // ai_embed(model, text) and ai_complete(model, prompt) onto the inference operator.
+        state.add_analyzer_rule(Arc::new(AiFunctionsRule::new(Arc::clone(&models))));
         let context = SessionContext::new_with_state(state);
         // These rules move struct field access (`image_decode(bytes)['width']`) below filters,
         // which runs expensive and fallible multimodal functions on rows the filter drops.
@@ -192,12 +197,18 @@ impl RiffleSession {
         for function in riffle_functions::all_functions() {
             context.register_udf(function.as_ref().clone());
         }
+        for name in AI_FUNCTIONS {
+            context.register_udf(ScalarUDF::new_from_impl(AiFunction::new(
+                name,
+                Arc::clone(&models),
+            )));
+        }
         Ok(Self {
             context,
             config: RwLock::new(config),
             factories: HashMap::new(),
             definitions: RwLock::new(BTreeMap::new()),
-            models: RwLock::new(BTreeMap::new()),
+            models,
         })
     }
 
@@ -225,7 +236,7 @@ impl RiffleSession {
             config: RwLock::new(self.config().with_parallelism(parallelism)),
             factories: self.factories.clone(),
             definitions: RwLock::new(definitions),
-            models: RwLock::new(self.models()),
+            models: Arc::clone(&self.models),
         }
     }
 

@@ -554,3 +554,52 @@ async fn in_process_minilm_embeddings_score_the_reference_pair() {
         "a NULL text has no embedding"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_functions_plan_onto_the_batched_operator() {
+    let server = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    session.register_batches("docs", vec![docs(300)]).unwrap();
+    create_model(&session, &server, "").await;
+    session
+        .sql(&format!(
+            "CREATE MODEL chat INPUT (prompt STRING) OUTPUT (answer STRING) WITH \
+             ('provider' = 'openai', 'endpoint' = '{}')",
+            server.chat_url()
+        ))
+        .await
+        .unwrap();
+    let query = "SELECT id, ai_embed('embed', text) AS embedding FROM docs";
+    let explain = session.explain(query).await.unwrap();
+    assert!(explain.contains("MlPredict: model=embed"), "{explain}");
+    let batches = session.sql(query).await.unwrap().collect().await.unwrap();
+    check_rows(&batches, 300);
+    // 300 rows in requests of 32, not a call per row.
+    assert!(server.stats().requests.load(Ordering::Relaxed) <= 10);
+
+    // Two calls in one expression, and a chat completion over a computed prompt.
+    let batches = session
+        .sql(
+            "SELECT id, ai_complete('chat', concat('Say ', text)) AS answer, \
+             array_length(ai_embed('embed', text)) + array_length(ai_embed('embed', 'x')) AS dims \
+             FROM docs WHERE id < 5 ORDER BY id",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let batch = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let answers = batch.column(1).as_string_view();
+    for row in 0..5 {
+        assert_eq!(answers.value(row), format!("echo: Say doc {row}"));
+    }
+    let error = session
+        .sql("SELECT ai_embed('nope', text) FROM docs")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("there is no model nope"),
+        "{error}"
+    );
+}

@@ -1,0 +1,230 @@
+//! `ai_embed(model, text)` and `ai_complete(model, prompt)`: model calls written as scalar
+//! functions, planned onto the same batched inference operator as `ML_PREDICT`, never one
+//! call per row.
+//!
+//! The functions exist so that SQL and DataFrame expressions type-check (their type is the
+//! model's first OUTPUT column, read from the session's catalog); they cannot run.
+//! [`AiFunctionsRule`], an analyzer rule, takes every call out of a projection: the argument
+//! becomes a column of a projection below, an [`MlPredictNode`] reads it, and the call
+//! becomes a reference to the node's output column.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use crate::ml_predict::{MlPredictNode, ModelDefinition};
+
+/// The session's models, shared with the functions that read their types.
+pub type ModelCatalog = Arc<RwLock<BTreeMap<String, ModelDefinition>>>;
+
+/// The AI functions' names.
+pub const AI_FUNCTIONS: &[&str] = &["ai_embed", "ai_complete"];
+
+/// `ai_embed` or `ai_complete`; see the module docs.
+#[derive(Debug)]
+pub struct AiFunction {
+    name: &'static str,
+    models: ModelCatalog,
+    signature: Signature,
+}
+
+impl PartialEq for AiFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.models, &other.models)
+    }
+}
+impl Eq for AiFunction {}
+impl std::hash::Hash for AiFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl AiFunction {
+    /// The function `name` over the session's `models`.
+    pub fn new(name: &'static str, models: ModelCatalog) -> Self {
+        Self {
+            name,
+            models,
+            signature: Signature::any(2, Volatility::Volatile),
+        }
+    }
+
+    fn model(&self, name: &str) -> Result<ModelDefinition> {
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        models.get(name).cloned().ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "{}: there is no model {name} (CREATE MODEL it first)",
+                self.name
+            ))
+        })
+    }
+}
+
+/// The model a call names: its first argument, a string literal.
+fn model_name(function: &str, argument: Option<&ScalarValue>) -> Result<String> {
+    match argument {
+        Some(ScalarValue::Utf8(Some(name)))
+        | Some(ScalarValue::Utf8View(Some(name)))
+        | Some(ScalarValue::LargeUtf8(Some(name))) => Ok(name.to_ascii_lowercase()),
+        _ => Err(DataFusionError::Plan(format!(
+            "{function} takes the model's name as a string first, as in {function}('my_model', \
+             text)"
+        ))),
+    }
+}
+
+impl ScalarUDFImpl for AiFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Err(DataFusionError::Internal(format!(
+            "{}'s type comes from its model",
+            self.name
+        )))
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let name = model_name(self.name, args.scalar_arguments.first().copied().flatten())?;
+        let model = self.model(&name)?;
+        let output = model.output.fields().first().ok_or_else(|| {
+            DataFusionError::Plan(format!("{}: model {name} declares no OUTPUT", self.name))
+        })?;
+        Ok(Arc::new(
+            output
+                .as_ref()
+                .clone()
+                .with_name(self.name)
+                .with_nullable(true),
+        ))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{} runs as a batched model call, planned by the riffle_ai_functions rule; it \
+             cannot run row by row",
+            self.name
+        )))
+    }
+}
+
+/// Takes AI function calls out of projections into inference nodes; see the module docs.
+#[derive(Debug)]
+pub struct AiFunctionsRule {
+    models: ModelCatalog,
+}
+
+impl AiFunctionsRule {
+    /// The rule over the session's `models`.
+    pub fn new(models: ModelCatalog) -> Self {
+        Self { models }
+    }
+
+    /// One call taken out: the model (its output renamed to `output`), the argument.
+    fn take_out(
+        &self,
+        expr: Expr,
+        calls: &mut Vec<(ModelDefinition, Expr, String)>,
+    ) -> Result<Transformed<Expr>> {
+        expr.transform_up(|expr| {
+            let Expr::ScalarFunction(function) = &expr else {
+                return Ok(Transformed::no(expr));
+            };
+            let name = function.func.name();
+            if !AI_FUNCTIONS.contains(&name) {
+                return Ok(Transformed::no(expr));
+            }
+            let [model, argument] = function.args.as_slice() else {
+                return Err(DataFusionError::Plan(format!(
+                    "{name} takes a model and a text"
+                )));
+            };
+            let model = match model {
+                Expr::Literal(value, _) => model_name(name, Some(value))?,
+                _ => model_name(name, None)?,
+            };
+            let mut definition = {
+                let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+                models.get(&model).cloned().ok_or_else(|| {
+                    DataFusionError::Plan(format!("{name}: there is no model {model}"))
+                })?
+            };
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            let output = format!("__ai_{id}");
+            // The node adds the model's first output, under a name of its own.
+            let first = definition.output.fields().first().cloned().ok_or_else(|| {
+                DataFusionError::Plan(format!("{name}: model {model} declares no OUTPUT"))
+            })?;
+            definition.output =
+                Arc::new(Schema::new(vec![first.as_ref().clone().with_name(&output)]));
+            calls.push((definition, argument.clone(), output.clone()));
+            Ok(Transformed::yes(Expr::Column(Column::from_name(output))))
+        })
+    }
+
+    fn rewrite(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Projection(projection) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let mut calls = Vec::new();
+        let mut exprs = Vec::with_capacity(projection.expr.len());
+        for expr in projection.expr.iter().cloned() {
+            // Keep each expression's name: `ai_embed(...)` unaliased stays named so.
+            let name = expr.schema_name().to_string();
+            let rewritten = self.take_out(expr, &mut calls)?;
+            exprs.push(if rewritten.transformed {
+                rewritten.data.alias_if_changed(name)?
+            } else {
+                rewritten.data
+            });
+        }
+        if calls.is_empty() {
+            return Ok(Transformed::no(LogicalPlan::Projection(projection)));
+        }
+        let mut input = Arc::unwrap_or_clone(projection.input);
+        for (model, argument, output) in calls {
+            let argument_name = format!("{output}_in");
+            let mut columns: Vec<Expr> = input
+                .schema()
+                .iter()
+                .map(|(qualifier, field)| Expr::Column(Column::from((qualifier, field))))
+                .collect();
+            columns.push(argument.alias(&argument_name));
+            let with_argument = LogicalPlanBuilder::from(input).project(columns)?.build()?;
+            input =
+                MlPredictNode::try_new(with_argument, model, vec![argument_name], BTreeMap::new())
+                    .map_err(|e| DataFusionError::Plan(e.to_string()))?
+                    .into_plan();
+        }
+        let plan = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
+        Ok(Transformed::yes(plan))
+    }
+}
+
+impl AnalyzerRule for AiFunctionsRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        Ok(plan.transform_up(|node| self.rewrite(node))?.data)
+    }
+
+    fn name(&self) -> &str {
+        "riffle_ai_functions"
+    }
+}
