@@ -106,7 +106,9 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
     {
         tokens.pop();
     }
-    let tokens = resolve_named_arguments(rewrite_vector_search(unbracket_tensor_shapes(tokens))?)?;
+    let tokens = resolve_named_arguments(rewrite_vector_search(unbracket_tensor_shapes(
+        flink_type_names(tokens),
+    ))?)?;
     if is_create_model(&tokens) {
         let (definition, if_not_exists) = parse_create_model(session, &tokens).await?;
         return Ok(RiffleStatement::CreateModel {
@@ -202,6 +204,67 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
         return create_table(session, &tokens[..with], &tokens[with + 1..]).await;
     }
     Ok(RiffleStatement::Plan(session.logical_plan(sql).await?))
+}
+
+/// Flink's `ROW<name type, ...>` and `MAP<K, V>` in `CREATE` statements, as DataFusion's
+/// parser reads them: `STRUCT<name type, ...>` and `MAP(K, V)`.
+fn flink_type_names(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let first = tokens
+        .iter()
+        .find(|t| !matches!(t.token, Token::Whitespace(_)));
+    if !is_keyword(first.as_ref(), Keyword::CREATE) {
+        return tokens;
+    }
+    let next_is_lt = |tokens: &[TokenWithSpan], i: usize| {
+        tokens[i + 1..]
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .is_some_and(|t| t.token == Token::Lt)
+    };
+    let word = |token: &Token, name: &str| matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(name));
+    let mut out = tokens.clone();
+    // MAP< ... >: its brackets become parentheses (the closing one found by depth; `>>`
+    // closes two).
+    let mut i = 0;
+    while i < out.len() {
+        if word(&out[i].token, "ROW") && next_is_lt(&out, i) {
+            out[i].token = Token::make_word("STRUCT", None);
+        }
+        if word(&out[i].token, "MAP") && next_is_lt(&out, i) {
+            let open = i
+                + 1
+                + out[i + 1..]
+                    .iter()
+                    .position(|t| t.token == Token::Lt)
+                    .unwrap_or(0);
+            let mut depth = 0i32;
+            let mut close = None;
+            for (j, token) in out.iter().enumerate().skip(open) {
+                match token.token {
+                    Token::Lt => depth += 1,
+                    Token::Gt => depth -= 1,
+                    Token::ShiftRight => depth -= 2,
+                    _ => {}
+                }
+                if depth <= 0 {
+                    close = Some((j, depth));
+                    break;
+                }
+            }
+            if let Some((close, depth)) = close {
+                out[open].token = Token::LParen;
+                if depth == 0 {
+                    out[close].token = Token::RParen;
+                } else {
+                    // `>>`: this map's end and the enclosing type's.
+                    out[close].token = Token::RParen;
+                    out.insert(close + 1, TokenWithSpan::wrap(Token::Gt));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// SQL type modifiers cannot hold brackets: `TENSOR(FLOAT, [3, 224, 224])` becomes
@@ -446,6 +509,28 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
             ]
         );
+        // ROW<...> and MAP<K, V>, nested too.
+        let statement = parse_statement(
+            &session,
+            "CREATE TABLE u (r ROW<x INT, tags MAP<STRING, BIGINT>>, m MAP<STRING, DOUBLE>) \
+             WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'parquet')",
+        )
+        .await
+        .unwrap();
+        let RiffleStatement::CreateTable { definition, .. } = statement else {
+            panic!("expected CREATE TABLE, got {statement:?}");
+        };
+        let shown: Vec<String> = definition
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert!(
+            shown[0].starts_with("Struct(") && shown[0].contains("Map("),
+            "{shown:?}"
+        );
+        assert!(shown[1].starts_with("Map("), "{shown:?}");
         let error = parse_statement(&session, "SELECT CAST(1 AS TIMESTAMP_LTZ(12))")
             .await
             .unwrap_err();

@@ -24,6 +24,24 @@ fn plan_error(message: String) -> DataFusionError {
     DataFusionError::Plan(message)
 }
 
+/// The Arrow type of a scalar SQL type (a map's keys and values).
+fn scalar_type(sql_type: &ast::DataType) -> Option<DataType> {
+    let name = sql_type.to_string().to_ascii_uppercase();
+    let base = name.split('(').next().unwrap_or("").trim();
+    Some(match base {
+        "STRING" | "VARCHAR" | "TEXT" | "CHAR" => DataType::Utf8,
+        "TINYINT" => DataType::Int8,
+        "SMALLINT" => DataType::Int16,
+        "INT" | "INTEGER" => DataType::Int32,
+        "BIGINT" => DataType::Int64,
+        "FLOAT" | "REAL" => DataType::Float32,
+        "DOUBLE" | "DOUBLE PRECISION" => DataType::Float64,
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "BYTES" | "VARBINARY" => DataType::Binary,
+        _ => return None,
+    })
+}
+
 impl TypePlanner for RiffleTypePlanner {
     fn plan_type_field(&self, sql_type: &ast::DataType) -> Result<Option<FieldRef>> {
         // Flink's binary types: BYTES and VARBINARY(n) are variable-length, BINARY(n) fixed.
@@ -40,6 +58,33 @@ impl TypePlanner for RiffleTypePlanner {
         };
         if let Some(binary) = binary {
             return Ok(Some(Arc::new(Field::new("", binary, true))));
+        }
+        // Flink's MAP<K, V> (riffle-sql writes it MAP(K, V)), of scalar keys and values.
+        if let ast::DataType::Map(key, value) = sql_type {
+            let scalar = |t: &ast::DataType| {
+                scalar_type(t).ok_or_else(|| {
+                    plan_error(format!(
+                        "MAP<{key}, {value}>: {t} is not a key or value type Riffle reads in a \
+                         MAP yet (text, integers, floats, booleans)"
+                    ))
+                })
+            };
+            let entries = Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![
+                        Field::new("key", scalar(key)?, false),
+                        Field::new("value", scalar(value)?, true),
+                    ]
+                    .into(),
+                ),
+                false,
+            );
+            return Ok(Some(Arc::new(Field::new(
+                "",
+                DataType::Map(Arc::new(entries), false),
+                true,
+            ))));
         }
         let ast::DataType::Custom(name, modifiers) = sql_type else {
             return Ok(None);
