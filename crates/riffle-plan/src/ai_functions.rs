@@ -117,9 +117,9 @@ impl ScalarUDFImpl for AiFunction {
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Err(DataFusionError::Internal(format!(
-            "{} runs as a batched model call, planned by the riffle_ai_functions rule; it \
-             cannot run row by row",
+        Err(DataFusionError::NotImplemented(format!(
+            "{} runs as a batched model call, which Riffle plans for calls in a SELECT list \
+             only so far; compute it in a SELECT (a subquery) and filter or aggregate its result",
             self.name
         )))
     }
