@@ -80,6 +80,9 @@ pub enum RiffleStatement {
     DescribeModel(String),
     /// `EXPLAIN statement`: the logical plan and the job graph.
     Explain(Box<RiffleStatement>),
+    /// `EXPLAIN ANALYZE statement`: runs it, then the plan, the job graph and what the job
+    /// did (rows, time, restarts, checkpoints, each model call's counters).
+    ExplainAnalyze(Box<RiffleStatement>),
     /// Anything DataFusion plans: a query, `INSERT INTO`, a view.
     Plan(LogicalPlan),
 }
@@ -125,18 +128,20 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
         return Err(RiffleError::user("empty statement"));
     }
     if is_keyword(words.first(), Keyword::EXPLAIN) {
-        if is_keyword(words.get(1), Keyword::ANALYZE) {
-            return Err(RiffleError::user("EXPLAIN ANALYZE is not supported yet")
-                .with_hint("use EXPLAIN to see the plan and the job graph"));
-        }
+        let analyze = is_keyword(words.get(1), Keyword::ANALYZE);
+        let keyword = words[usize::from(analyze)];
         let start = tokens
             .iter()
-            .position(|t| std::ptr::eq(t, words[0]))
+            .position(|t| std::ptr::eq(t, keyword))
             .map(|i| i + 1)
             .unwrap_or(1);
         let inner = render(&tokens[start..]);
         let inner = Box::pin(parse_statement(session, &inner)).await?;
-        return Ok(RiffleStatement::Explain(Box::new(inner)));
+        return Ok(if analyze {
+            RiffleStatement::ExplainAnalyze(Box::new(inner))
+        } else {
+            RiffleStatement::Explain(Box::new(inner))
+        });
     }
     if is_keyword(words.first(), Keyword::SET)
         && let Some(statement) = parse_set(&tokens)?

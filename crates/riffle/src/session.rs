@@ -316,6 +316,14 @@ impl Session {
                 let lines: Vec<String> = text.lines().map(str::to_string).collect();
                 self.strings(&[("plan", lines)])
             }
+            RiffleStatement::ExplainAnalyze(inner) => {
+                let RiffleStatement::Plan(plan) = *inner else {
+                    return Err(not_explainable());
+                };
+                let text = self.explain_analyze(&plan).await?;
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                self.strings(&[("plan", lines)])
+            }
             RiffleStatement::Plan(plan) => match plan {
                 LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => {
                     // Views, memory tables and session settings: DataFusion's own business.
@@ -400,6 +408,32 @@ impl Session {
             RiffleStatement::Explain(inner) => Box::pin(self.explain_statement(*inner)).await,
             _ => Err(not_explainable()),
         }
+    }
+
+    /// Runs `plan` to its end (its rows are counted, not kept), then explains it with what
+    /// the job did: rows out, time, restarts, checkpoints, and each model call's counters.
+    pub async fn explain_analyze(&self, plan: &LogicalPlan) -> Result<String> {
+        let explained = self.explain_plan(plan).await?;
+        let started = std::time::Instant::now();
+        let mut job = self.execute(plan).await?;
+        let mut rows = 0usize;
+        while let Some(batch) = job.next_batch().await? {
+            rows += batch.num_rows();
+        }
+        let elapsed = started.elapsed();
+        let report = job.report();
+        let mut text = format!(
+            "{explained}\n== Run ==\n{rows} rows out in {:.3} s; {} restarts; checkpoints {} \
+             completed, {} aborted\n",
+            elapsed.as_secs_f64(),
+            report.restarts,
+            report.checkpoints.completed,
+            report.checkpoints.aborted
+        );
+        for model in &report.models {
+            text.push_str(&format!("{model}\n"));
+        }
+        Ok(text)
     }
 
     pub(crate) async fn explain_plan(&self, plan: &LogicalPlan) -> Result<String> {

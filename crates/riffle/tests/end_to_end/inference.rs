@@ -577,6 +577,24 @@ async fn ai_functions_plan_onto_the_batched_operator() {
     // 300 rows in requests of 32, not a call per row.
     assert!(server.stats().requests.load(Ordering::Relaxed) <= 10);
 
+    // EXPLAIN ANALYZE runs the query and shows what the model call did.
+    let analyzed = session
+        .sql(&format!("EXPLAIN ANALYZE {query}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&analyzed)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("== Run =="), "{text}");
+    assert!(text.contains("300 rows out"), "{text}");
+    assert!(
+        text.contains("model embed") && text.contains("300 rows in 10 requests"),
+        "{text}"
+    );
+
     // Two calls in one expression, and a chat completion over a computed prompt.
     let batches = session
         .sql(
