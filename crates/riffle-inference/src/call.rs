@@ -36,6 +36,40 @@ use crate::sentence::SentenceBackend;
 /// The name of the error column.
 pub const ERROR_COLUMN: &str = "__error";
 
+/// The bytes of `batch`'s rows: for a slice of a larger batch, only its own part of the
+/// shared buffers (what `get_array_memory_size` would count whole).
+pub fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            // A view array's slice size counts its views, not the bytes they point to.
+            DataType::Utf8View => {
+                use datafusion::arrow::array::AsArray;
+                column
+                    .as_string_view()
+                    .iter()
+                    .flatten()
+                    .map(|s| 16 + s.len())
+                    .sum()
+            }
+            DataType::BinaryView => {
+                use datafusion::arrow::array::AsArray;
+                column
+                    .as_binary_view()
+                    .iter()
+                    .flatten()
+                    .map(|b| 16 + b.len())
+                    .sum()
+            }
+            _ => column
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size()),
+        })
+        .sum()
+}
+
 /// The error column's type: `{code, http_status, message, attempts}`.
 pub fn error_fields() -> Fields {
     Fields::from(vec![
@@ -256,7 +290,7 @@ impl ModelCall {
         let slice = inputs.slice(rows.start, rows.len());
         let key = self.idempotency_key(&slice);
         let tokens = self.backend.estimate_tokens(&slice);
-        let bytes = slice.get_array_memory_size() as u64;
+        let bytes = slice_bytes(&slice) as u64;
         let policy = self.policy();
         let first_sent = self.endpoint.now();
         let mut attempt = 0u32;
@@ -606,4 +640,37 @@ fn with_defaults(
         .collect();
     interleave(&sources, &picks)
         .map_err(|e| RiffleError::internal(format!("filling default results: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringViewArray};
+
+    use super::*;
+
+    #[test]
+    fn a_slice_counts_its_own_bytes_not_the_shared_buffers() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8View, false),
+        ]));
+        let texts: Vec<String> = (0..1000)
+            .map(|i| format!("a text long enough {i:04}"))
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..1000)),
+                Arc::new(StringViewArray::from_iter_values(&texts)),
+            ],
+        )
+        .unwrap();
+        let whole = slice_bytes(&batch);
+        let tenth = slice_bytes(&batch.slice(0, 100));
+        assert!(whole >= 1000 * (8 + 16 + 23), "{whole}");
+        assert!(
+            tenth * 10 <= whole + 100 && tenth * 10 + 100 >= whole,
+            "{tenth} of {whole}"
+        );
+    }
 }

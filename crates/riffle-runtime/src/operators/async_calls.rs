@@ -291,7 +291,7 @@ impl AsyncOperator {
     /// the byte cap at the batch's average row size.
     fn rows_per_request(&self, batch: &RecordBatch) -> usize {
         let rows = batch.num_rows().max(1);
-        let per_row = (batch.get_array_memory_size() / rows).max(1) as u64;
+        let per_row = (riffle_inference::call::slice_bytes(batch) / rows).max(1) as u64;
         let by_bytes = (self.shape.bytes / per_row).max(1) as usize;
         self.shape.rows.min(by_bytes)
     }
