@@ -84,6 +84,35 @@ pub(super) fn faults(seed: u64, count: u64, vertices: &[(usize, usize, u64)]) ->
         .join(";")
 }
 
+/// Plans `FAILURES` seeded faults into the job of `statement` (over `rows` input rows, in
+/// batches of 1,024) and sets them on `session`: the seed (`RIFFLE_TEST_SEED`, else
+/// `default_seed`) and the plan, for the failure messages.
+pub(super) async fn inject_faults(
+    session: &Session,
+    statement: &str,
+    rows: u64,
+    failures: u64,
+    default_seed: u64,
+) -> (u64, String) {
+    let graph = session
+        .job_graph(session.sql(statement).await.unwrap().logical_plan())
+        .await
+        .unwrap();
+    // Batches a subtask of each vertex sees in a run, roughly: rows over the batch size.
+    let vertices: Vec<(usize, usize, u64)> = graph
+        .vertices
+        .iter()
+        .map(|v| (v.id, v.parallelism, rows / 1024 / v.parallelism as u64))
+        .collect();
+    let seed = std::env::var("RIFFLE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_seed);
+    let plan = faults(seed, failures, &vertices);
+    session.set_option("riffle.test.fail", &plan).unwrap();
+    (seed, plan)
+}
+
 /// Writes `rows` ids (0..rows) as Parquet under `path`, in `files` files of consecutive
 /// ascending ids, in row groups of `group_rows` rows: the scan splits the files by byte
 /// range, each subtask reading about as many row groups as the other, and a restored scan
@@ -202,22 +231,7 @@ async fn a_bounded_job_publishes_every_row_once_through_injected_failures() {
         plan.contains("checkpoints: every 200 ms, aligned, exactly-once"),
         "{plan}"
     );
-    let graph = session
-        .job_graph(session.sql(&insert).await.unwrap().logical_plan())
-        .await
-        .unwrap();
-    // Batches a subtask of each vertex sees in a run, roughly: rows over the batch size.
-    let vertices: Vec<(usize, usize, u64)> = graph
-        .vertices
-        .iter()
-        .map(|v| (v.id, v.parallelism, ROWS / 1024 / v.parallelism as u64))
-        .collect();
-    let seed = std::env::var("RIFFLE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026);
-    let plan = faults(seed, FAILURES, &vertices);
-    session.set_option("riffle.test.fail", &plan).unwrap();
+    let (seed, plan) = inject_faults(&session, &insert, ROWS, FAILURES, 0x5eed_2026).await;
 
     let job = session.sql(&insert).await.unwrap().execute().await.unwrap();
     let mut job = job;

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use riffle::{JobConfig, Session};
 use riffle_inference::fault_server::{Fault, FaultServer, Overload, ServerConfig, embedding_of};
 
-use super::exactly_once::{checkpointed_session, faults, parquet_input};
+use super::exactly_once::{checkpointed_session, inject_faults, parquet_input};
 use super::int_column;
 
 const DIM: usize = 4;
@@ -297,21 +297,7 @@ async fn ml_predict_writes_every_row_once_through_injected_failures() {
         !plan.contains("[fragment"),
         "every vertex is a chain: {plan}"
     );
-    let graph = session
-        .job_graph(session.sql(insert).await.unwrap().logical_plan())
-        .await
-        .unwrap();
-    let vertices: Vec<(usize, usize, u64)> = graph
-        .vertices
-        .iter()
-        .map(|v| (v.id, v.parallelism, ROWS / 1024 / v.parallelism as u64))
-        .collect();
-    let seed = std::env::var("RIFFLE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0008);
-    let plan = faults(seed, FAILURES, &vertices);
-    session.set_option("riffle.test.fail", &plan).unwrap();
+    let (seed, plan) = inject_faults(&session, insert, ROWS, FAILURES, 0x5eed_0008).await;
 
     let mut job = session.sql(insert).await.unwrap().execute().await.unwrap();
     while job.next_batch().await.unwrap().is_some() {}
