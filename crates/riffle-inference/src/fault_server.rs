@@ -553,8 +553,21 @@ async fn serve(
         if poison.contains(&prompt) {
             return Some(Err(400));
         }
-        // A structured answer when asked for one: the prompt's length and its upper case.
-        let content = if body.get("response_format").is_some() {
+        // A structured answer when asked for one: the prompt's length and its upper case. A
+        // classification (ai_classify's prompt): the first label the text holds, else
+        // "unknown".
+        let classify = prompt
+            .split_once("labels: ")
+            .and_then(|(_, rest)| rest.split_once(". Answer with the label only."))
+            .zip(prompt.split_once("Text: "));
+        let content = if let Some(((labels, _), (_, text))) = classify {
+            let text = text.to_lowercase();
+            labels
+                .split(", ")
+                .find(|label| text.contains(&label.to_lowercase()))
+                .unwrap_or("unknown")
+                .to_string()
+        } else if body.get("response_format").is_some() {
             json!({"length": prompt.len(), "upper": prompt.to_uppercase()}).to_string()
         } else {
             format!("echo: {prompt}")

@@ -362,6 +362,26 @@ impl OpenAiBackend {
                         ),
                     )),
                 }
+            } else if !self.options.labels.is_empty() {
+                // A classification: the answer must name one of the labels.
+                let answer = content.trim().trim_matches(|c: char| c == '"' || c == '.');
+                match self
+                    .options
+                    .labels
+                    .iter()
+                    .find(|label| label.eq_ignore_ascii_case(answer))
+                {
+                    Some(label) => answers[row] = Some(Value::String(label.clone())),
+                    None => row_errors.push((
+                        row,
+                        "not_a_label",
+                        format!(
+                            "the model answered '{}', which is none of the labels {}",
+                            answer.chars().take(100).collect::<String>(),
+                            self.options.labels.join(", ")
+                        ),
+                    )),
+                }
             } else {
                 answers[row] = Some(Value::String(content.to_string()));
             }

@@ -366,6 +366,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "riffle",
         "chat: the prompt, with {column} for each input column",
     ),
+    key(
+        "labels",
+        None,
+        Scope::OpenAi,
+        "riffle",
+        "chat: a JSON array of labels the answer must be one of (ai_classify sets it)",
+    ),
     // The in-process sentence-embedding provider (Riffle's).
     key(
         "tokenizer",
@@ -531,6 +538,8 @@ pub struct OpenAiOptions {
     pub response_format: Option<serde_json::Value>,
     /// Tokens (estimated) a row may send, and what to do with a longer one.
     pub max_context: Option<(u64, Overflow)>,
+    /// Chat: the answer must be one of these (a classification); otherwise a row error.
+    pub labels: Vec<String>,
 }
 
 /// What happens to a row longer than `max-context-size` (Flink's `context-overflow-action`).
@@ -1094,6 +1103,11 @@ fn openai_options(read: &Reader<'_>) -> Result<OpenAiOptions> {
             .unwrap_or_default(),
         max_tokens: read.parse("max-tokens", "a number")?,
         response_format,
+        labels: match read.get("labels") {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str::<Vec<String>>(text)
+                .map_err(|_| invalid(model, "labels", text, "a JSON array of strings"))?,
+        },
         max_context: match read.parse::<u64>("max-context-size", "a number of tokens")? {
             None => None,
             Some(tokens) => {

@@ -1,6 +1,8 @@
-//! `ai_embed(model, text)` and `ai_complete(model, prompt)`: model calls written as scalar
-//! functions, planned onto the same batched inference operator as `ML_PREDICT`, never one
-//! call per row.
+//! `ai_embed(model, text)`, `ai_complete(model, prompt)` and `ai_classify(model, text,
+//! ARRAY[labels])`: model calls written as scalar functions, planned onto the same batched
+//! inference operator as `ML_PREDICT`, never one call per row. `ai_classify` asks a chat
+//! model for one of the labels (a prompt over them) and checks that the answer is one; any
+//! other answer is a row error.
 //!
 //! The functions exist so that SQL and DataFrame expressions type-check (their type is the
 //! model's first OUTPUT column, read from the session's catalog); they cannot run.
@@ -29,7 +31,7 @@ use crate::ml_predict::{MlPredictNode, ModelDefinition};
 pub type ModelCatalog = Arc<RwLock<BTreeMap<String, ModelDefinition>>>;
 
 /// The AI functions' names.
-pub const AI_FUNCTIONS: &[&str] = &["ai_embed", "ai_complete"];
+pub const AI_FUNCTIONS: &[&str] = &["ai_embed", "ai_complete", "ai_classify"];
 
 /// `ai_embed` or `ai_complete`; see the module docs.
 #[derive(Debug)]
@@ -57,7 +59,11 @@ impl AiFunction {
         Self {
             name,
             models,
-            signature: Signature::any(2, Volatility::Volatile),
+            signature: if name == "ai_classify" {
+                Signature::any(3, Volatility::Volatile)
+            } else {
+                Signature::any(2, Volatility::Volatile)
+            },
         }
     }
 
@@ -125,6 +131,53 @@ impl ScalarUDFImpl for AiFunction {
     }
 }
 
+/// The labels of an `ai_classify` call: `ARRAY['a', 'b']`, which the analyzer still sees as
+/// `make_array` of literals (constants are folded later), or an array literal.
+fn labels_of(expr: &Expr) -> Result<Vec<String>> {
+    let literal = |expr: &Expr| match expr {
+        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
+        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
+        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => Some(s.clone()),
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match expr {
+        Expr::Literal(value, _) => label_list(value),
+        Expr::ScalarFunction(function) if function.func.name() == "make_array" => {
+            let labels: Option<Vec<String>> = function.args.iter().map(literal).collect();
+            match labels {
+                Some(labels) if !labels.is_empty() => Ok(labels),
+                _ => label_list(&ScalarValue::Null),
+            }
+        }
+        _ => label_list(&ScalarValue::Null),
+    }
+}
+
+/// The labels of an array literal of strings.
+fn label_list(value: &ScalarValue) -> Result<Vec<String>> {
+    let bad = || {
+        DataFusionError::Plan(
+            "ai_classify's labels are an ARRAY of strings, as in ARRAY['positive', 'negative']"
+                .into(),
+        )
+    };
+    let ScalarValue::List(list) = value else {
+        return Err(bad());
+    };
+    let values = list.values();
+    let strings = datafusion::arrow::compute::cast(values, &DataType::Utf8).map_err(|_| bad())?;
+    let strings = datafusion::arrow::array::AsArray::as_string::<i32>(&strings);
+    let labels: Vec<String> = strings.iter().flatten().map(str::to_string).collect();
+    if labels.is_empty() {
+        return Err(bad());
+    }
+    Ok(labels)
+}
+
 /// Takes AI function calls out of projections into inference nodes; see the module docs.
 #[derive(Debug)]
 pub struct AiFunctionsRule {
@@ -141,7 +194,7 @@ impl AiFunctionsRule {
     fn take_out(
         &self,
         expr: Expr,
-        calls: &mut Vec<(ModelDefinition, Expr, String)>,
+        calls: &mut Vec<(ModelDefinition, Expr, String, BTreeMap<String, String>)>,
     ) -> Result<Transformed<Expr>> {
         expr.transform_up(|expr| {
             let Expr::ScalarFunction(function) = &expr else {
@@ -151,10 +204,23 @@ impl AiFunctionsRule {
             if !AI_FUNCTIONS.contains(&name) {
                 return Ok(Transformed::no(expr));
             }
-            let [model, argument] = function.args.as_slice() else {
-                return Err(DataFusionError::Plan(format!(
-                    "{name} takes a model and a text"
-                )));
+            let (model, argument, labels) = match function.args.as_slice() {
+                [model, argument] if name != "ai_classify" => (model, argument, None),
+                [model, argument, labels] if name == "ai_classify" => {
+                    (model, argument, Some(labels_of(labels)?))
+                }
+                _ if name == "ai_classify" => {
+                    return Err(DataFusionError::Plan(
+                        "ai_classify takes a model, a text and an ARRAY of labels, as in \
+                         ai_classify('m', text, ARRAY['positive', 'negative'])"
+                            .into(),
+                    ));
+                }
+                _ => {
+                    return Err(DataFusionError::Plan(format!(
+                        "{name} takes a model and a text"
+                    )));
+                }
             };
             let model = match model {
                 Expr::Literal(value, _) => model_name(name, Some(value))?,
@@ -175,7 +241,24 @@ impl AiFunctionsRule {
             })?;
             definition.output =
                 Arc::new(Schema::new(vec![first.as_ref().clone().with_name(&output)]));
-            calls.push((definition, argument.clone(), output.clone()));
+            let mut options = BTreeMap::new();
+            if let Some(labels) = labels {
+                // A chat model asked to answer with one label; the answer is checked.
+                let input = format!("{output}_in");
+                options.insert(
+                    "prompt-template".to_string(),
+                    format!(
+                        "Classify the text below as exactly one of these labels: {}. Answer \
+                         with the label only.\n\nText: {{{input}}}",
+                        labels.join(", ")
+                    ),
+                );
+                options.insert(
+                    "labels".to_string(),
+                    serde_json::to_string(&labels).unwrap_or_default(),
+                );
+            }
+            calls.push((definition, argument.clone(), output.clone(), options));
             Ok(Transformed::yes(Expr::Column(Column::from_name(output))))
         })
     }
@@ -200,7 +283,7 @@ impl AiFunctionsRule {
             return Ok(Transformed::no(LogicalPlan::Projection(projection)));
         }
         let mut input = Arc::unwrap_or_clone(projection.input);
-        for (model, argument, output) in calls {
+        for (model, argument, output, options) in calls {
             let argument_name = format!("{output}_in");
             let mut columns: Vec<Expr> = input
                 .schema()
@@ -209,10 +292,9 @@ impl AiFunctionsRule {
                 .collect();
             columns.push(argument.alias(&argument_name));
             let with_argument = LogicalPlanBuilder::from(input).project(columns)?.build()?;
-            input =
-                MlPredictNode::try_new(with_argument, model, vec![argument_name], BTreeMap::new())
-                    .map_err(|e| DataFusionError::Plan(e.to_string()))?
-                    .into_plan();
+            input = MlPredictNode::try_new(with_argument, model, vec![argument_name], options)
+                .map_err(|e| DataFusionError::Plan(e.to_string()))?
+                .into_plan();
         }
         let plan = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
         Ok(Transformed::yes(plan))

@@ -598,6 +598,48 @@ async fn ai_functions_plan_onto_the_batched_operator() {
     for row in 0..5 {
         assert_eq!(answers.value(row), format!("echo: Say doc {row}"));
     }
+    // ai_classify: the answer is one of the labels, or a row error.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("review", DataType::Utf8, true),
+    ]));
+    let reviews = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![0, 1, 2])),
+            Arc::new(StringArray::from(vec![
+                "a positive surprise",
+                "rather negative",
+                "no opinion",
+            ])),
+        ],
+    )
+    .unwrap();
+    session.register_batches("reviews", vec![reviews]).unwrap();
+    session
+        .sql(&format!(
+            "CREATE MODEL judge INPUT (text STRING) OUTPUT (label STRING) WITH \
+             ('provider' = 'openai', 'endpoint' = '{}', 'on-error' = 'null')",
+            server.chat_url()
+        ))
+        .await
+        .unwrap();
+    let batches = session
+        .sql("SELECT id, ai_classify('judge', review, ARRAY['positive', 'negative']) AS label FROM reviews ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let batch = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let labels = batch.column(1).as_string_view();
+    assert_eq!(labels.value(0), "positive");
+    assert_eq!(labels.value(1), "negative");
+    assert!(
+        datafusion::arrow::array::Array::is_null(labels, 2),
+        "no label: a row error, NULL"
+    );
+
     let error = session
         .sql("SELECT ai_embed('nope', text) FROM docs")
         .await
