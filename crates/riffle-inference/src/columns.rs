@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, FixedSizeListArray, Float32Builder, Float64Builder,
-    Int32Builder, Int64Builder, ListArray, StringBuilder, new_null_array,
+    Int32Builder, Int64Builder, ListArray, StringBuilder,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -213,9 +213,4 @@ pub fn check_output(field: &Field) -> Result<(), String> {
         DataType::FixedSizeList(..) | DataType::List(_) => vectors(field, vec![None]).map(|_| ()),
         _ => scalars(field, &rows).map(|_| ()),
     }
-}
-
-/// A NULL column of `field`'s type.
-pub fn nulls(field: &Field, rows: usize) -> ArrayRef {
-    new_null_array(field.data_type(), rows)
 }

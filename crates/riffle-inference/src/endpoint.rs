@@ -173,11 +173,6 @@ impl Endpoint {
         }
     }
 
-    /// The endpoint's URL and limits.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Milliseconds on the endpoint's clock.
     pub fn now(&self) -> Millis {
         self.epoch.elapsed().as_millis() as Millis
@@ -311,12 +306,6 @@ impl Endpoint {
     pub fn free_held(&self) {
         self.controls().limiter.free();
         self.released.notify_one();
-    }
-
-    /// Whether a retry may go now (the retry budget); counts it when it may.
-    pub fn try_retry(&self) -> bool {
-        let now = self.now();
-        self.controls().budget.try_retry(now)
     }
 
     /// The limit and the requests in flight now.

@@ -115,12 +115,24 @@ impl MlPredictNode {
         descriptor: Vec<String>,
         call_options: BTreeMap<String, String>,
     ) -> riffle_common::Result<Self> {
-        let call = Arc::new(plan_call(
+        Self::with_call(input, model, descriptor, call_options, None)
+    }
+
+    /// As [`MlPredictNode::try_new`], keeping `planned` when it reads the same columns.
+    fn with_call(
+        input: LogicalPlan,
+        model: ModelDefinition,
+        descriptor: Vec<String>,
+        call_options: BTreeMap<String, String>,
+        planned: Option<&Arc<ModelCall>>,
+    ) -> riffle_common::Result<Self> {
+        let call = call_for(
+            planned,
             &model,
             &descriptor,
             &call_options,
             input.schema().as_arrow(),
-        )?);
+        )?;
         let mut fields: Vec<_> = input
             .schema()
             .iter()
@@ -147,6 +159,26 @@ impl MlPredictNode {
             node: Arc::new(self),
         })
     }
+}
+
+/// The call for rows of `input`: `planned` when it was planned for the same columns (the
+/// optimizer and the physical planner rebuild nodes many times; the backend, its HTTP
+/// client or its loaded model, stays), else a new one.
+fn call_for(
+    planned: Option<&Arc<ModelCall>>,
+    model: &ModelDefinition,
+    descriptor: &[String],
+    call_options: &BTreeMap<String, String>,
+    input: &Schema,
+) -> riffle_common::Result<Arc<ModelCall>> {
+    if let Some(call) = planned {
+        let schema = call.schema();
+        let inputs = schema.fields().len() - call.added_columns();
+        if schema.fields()[..inputs] == input.fields()[..] {
+            return Ok(Arc::clone(call));
+        }
+    }
+    Ok(Arc::new(plan_call(model, descriptor, call_options, input)?))
 }
 
 /// Plans the call of `model` over rows of `input`.
@@ -220,11 +252,12 @@ impl UserDefinedLogicalNodeCore for MlPredictNode {
                 "MlPredict takes one input and no expressions".into(),
             ));
         }
-        Self::try_new(
+        Self::with_call(
             inputs.swap_remove(0),
             self.model.clone(),
             self.descriptor.clone(),
             self.call_options.clone(),
+            Some(&self.call),
         )
         .map_err(|e| DataFusionError::Plan(e.to_string()))
     }
@@ -250,8 +283,25 @@ impl MlPredictExec {
         descriptor: Vec<String>,
         call_options: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let call = plan_call(&model, &descriptor, &call_options, input.schema().as_ref())
-            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        Self::with_call(input, model, descriptor, call_options, None)
+    }
+
+    /// As [`MlPredictExec::try_new`], keeping `planned` when it reads the same columns.
+    fn with_call(
+        input: Arc<dyn ExecutionPlan>,
+        model: ModelDefinition,
+        descriptor: Vec<String>,
+        call_options: BTreeMap<String, String>,
+        planned: Option<&Arc<ModelCall>>,
+    ) -> Result<Self> {
+        let call = call_for(
+            planned,
+            &model,
+            &descriptor,
+            &call_options,
+            input.schema().as_ref(),
+        )
+        .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let properties = PlanProperties::new(
             EquivalenceProperties::new(call.schema()),
             input.properties().partitioning.clone(),
@@ -263,7 +313,7 @@ impl MlPredictExec {
             model,
             descriptor,
             call_options,
-            call: Arc::new(call),
+            call,
             properties: Arc::new(properties),
         })
     }
@@ -327,28 +377,12 @@ impl ExecutionPlan for MlPredictExec {
                 "MlPredictExec takes one child".into(),
             ));
         }
-        let input = children.swap_remove(0);
-        if input.schema() == self.input.schema() {
-            // The same rows: the planned call (its backend, a loaded model) stays.
-            return Ok(Arc::new(Self {
-                properties: Arc::new(PlanProperties::new(
-                    EquivalenceProperties::new(self.call.schema()),
-                    input.properties().partitioning.clone(),
-                    input.properties().emission_type,
-                    input.properties().boundedness,
-                )),
-                input,
-                model: self.model.clone(),
-                descriptor: self.descriptor.clone(),
-                call_options: self.call_options.clone(),
-                call: Arc::clone(&self.call),
-            }));
-        }
-        Ok(Arc::new(Self::try_new(
-            input,
+        Ok(Arc::new(Self::with_call(
+            children.swap_remove(0),
             self.model.clone(),
             self.descriptor.clone(),
             self.call_options.clone(),
+            Some(&self.call),
         )?))
     }
 
@@ -401,11 +435,12 @@ impl ExtensionPlanner for MlPredictPlanner {
                 "MlPredict takes one input".into(),
             ));
         };
-        Ok(Some(Arc::new(MlPredictExec::try_new(
+        Ok(Some(Arc::new(MlPredictExec::with_call(
             Arc::clone(input),
             predict.model.clone(),
             predict.descriptor.clone(),
             predict.call_options.clone(),
+            Some(&predict.call),
         )?)))
     }
 }

@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use riffle_common::{Result, RiffleError};
 use riffle_plan::{MlPredictNode, ModelDefinition, RiffleSession};
 
-use crate::script::{call_arguments, render, tokenize};
+use crate::script::{call_arguments, call_open, render, tokenize};
 
 fn model_usage(detail: &str) -> RiffleError {
     RiffleError::user(format!("CREATE MODEL: {detail}")).with_hint(
@@ -165,30 +165,17 @@ pub(crate) async fn resolve_ml_predict<'a>(
         session,
         names: Vec::new(),
     };
-    let is_call = |i: usize, tokens: &[TokenWithSpan]| {
-        matches!(&tokens[i].token, Token::Word(w) if w.value.eq_ignore_ascii_case("ML_PREDICT"))
-            && tokens[i + 1..]
-                .iter()
-                .find(|t| !matches!(t.token, Token::Whitespace(_)))
-                .is_some_and(|t| t.token == Token::LParen)
-    };
-    if !(0..tokens.len()).any(|i| is_call(i, &tokens)) {
+    if !(0..tokens.len()).any(|i| call_open(&tokens, i, "ML_PREDICT").is_some()) {
         return Ok((tokens, views));
     }
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
-        if !is_call(i, &tokens) {
+        let Some(open) = call_open(&tokens, i, "ML_PREDICT") else {
             out.push(tokens[i].clone());
             i += 1;
             continue;
-        }
-        let open = i
-            + 1
-            + tokens[i + 1..]
-                .iter()
-                .position(|t| t.token == Token::LParen)
-                .unwrap_or(0);
+        };
         let (args, end) =
             call_arguments(&tokens, open).ok_or_else(|| predict_usage("the call is not closed"))?;
         let node = predict_node(session, &args).await?;

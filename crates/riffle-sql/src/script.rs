@@ -28,6 +28,20 @@ pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
         .map_err(|e| RiffleError::user(format!("SQL syntax error: {e}")))
 }
 
+/// Where the `(` of a call of function `name` is, when `tokens[i]` is that name followed
+/// (past whitespace) by one: `VECTOR_SEARCH(`, `ML_PREDICT (`.
+pub(crate) fn call_open(tokens: &[TokenWithSpan], i: usize, name: &str) -> Option<usize> {
+    if !matches!(&tokens[i].token, Token::Word(w) if w.value.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    let next = i
+        + 1
+        + tokens[i + 1..]
+            .iter()
+            .position(|t| !matches!(t.token, Token::Whitespace(_)))?;
+    (tokens[next].token == Token::LParen).then_some(next)
+}
+
 /// The arguments of the call whose `(` is at `open`, split on the commas at its own depth,
 /// and the position of its `)`; `None` if the call is not closed.
 pub(crate) fn call_arguments(

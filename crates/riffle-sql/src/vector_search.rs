@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use riffle_common::{Result, RiffleError};
 
-use crate::script::{call_arguments, render, tokenize};
+use crate::script::{call_arguments, call_open, render, tokenize};
 
 fn usage(detail: &str) -> RiffleError {
     RiffleError::user(format!("VECTOR_SEARCH: {detail}")).with_hint(
@@ -27,30 +27,17 @@ fn usage(detail: &str) -> RiffleError {
 
 /// Rewrites every `VECTOR_SEARCH(...)` call in `tokens`.
 pub(crate) fn rewrite_vector_search(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
-    let is_call = |i: usize, tokens: &[TokenWithSpan]| {
-        matches!(&tokens[i].token, Token::Word(w) if w.value.eq_ignore_ascii_case("VECTOR_SEARCH"))
-            && tokens[i + 1..]
-                .iter()
-                .find(|t| !matches!(t.token, Token::Whitespace(_)))
-                .is_some_and(|t| t.token == Token::LParen)
-    };
-    if !(0..tokens.len()).any(|i| is_call(i, &tokens)) {
+    if !(0..tokens.len()).any(|i| call_open(&tokens, i, "VECTOR_SEARCH").is_some()) {
         return Ok(tokens);
     }
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
-        if !is_call(i, &tokens) {
+        let Some(open) = call_open(&tokens, i, "VECTOR_SEARCH") else {
             out.push(tokens[i].clone());
             i += 1;
             continue;
-        }
-        let open = i
-            + 1
-            + tokens[i + 1..]
-                .iter()
-                .position(|t| t.token == Token::LParen)
-                .unwrap_or(0);
+        };
         let (args, end) =
             call_arguments(&tokens, open).ok_or_else(|| usage("the call is not closed"))?;
         let search = parse_call(&args)?;
