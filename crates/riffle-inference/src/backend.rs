@@ -107,6 +107,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         0
     }
 
+    /// Whether the server says it can take requests (`Err`: it could not be asked); the
+    /// circuit breaker's half-open probe asks this before it sends rows. Backends without a
+    /// health endpoint are always ready.
+    async fn ready(&self) -> Result<bool, CallError> {
+        Ok(true)
+    }
+
     /// Sends one request; see [`Answer`] and [`CallError`].
     async fn call(&self, request: Request<'_>) -> Result<Answer, CallError>;
 }

@@ -24,6 +24,7 @@ use riffle_common::{Result, RiffleError};
 
 use crate::backend::{Answer, Backend, CallError, Request};
 use crate::endpoint::Endpoint;
+use crate::kserve::KserveBackend;
 use crate::limiter::Outcome;
 use crate::metrics::InferenceMetrics;
 use crate::onnx::OnnxBackend;
@@ -204,6 +205,10 @@ impl ModelCall {
                 SentenceBackend::new(&model, options, input_names.len(), Arc::clone(&outputs))
                     .map_err(RiffleError::user)?,
             ),
+            Provider::Triton(options) => Arc::new(
+                KserveBackend::new(&model, options.clone(), input_names, Arc::clone(&outputs))
+                    .map_err(RiffleError::user)?,
+            ),
         };
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for output in outputs.fields() {
@@ -314,10 +319,25 @@ impl ModelCall {
             InferenceMetrics::add(&self.metrics.queue_wait_ms, permit.waited);
             InferenceMetrics::add(&self.metrics.request_bytes, bytes);
             let sent = permit.sent;
-            let call = self.backend.call(Request {
-                inputs: &slice,
-                idempotency_key: &key,
-            });
+            let probe = permit.probe;
+            let backend = &self.backend;
+            let call = async {
+                // The breaker's half-open probe first asks whether the server is ready, so
+                // that rows are not sent to a server that says it is not.
+                if probe && !backend.ready().await? {
+                    return Err(CallError {
+                        failure: Some(Failure::Connection),
+                        message: format!("{} says it is not ready", backend.endpoint()),
+                        hints: Default::default(),
+                    });
+                }
+                backend
+                    .call(Request {
+                        inputs: &slice,
+                        idempotency_key: &key,
+                    })
+                    .await
+            };
             let result = match tokio::time::timeout(
                 Duration::from_millis(self.config.request_timeout),
                 call,

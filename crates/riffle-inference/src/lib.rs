@@ -42,6 +42,8 @@ pub mod columns;
 pub mod endpoint;
 pub mod fault_server;
 pub mod hints;
+pub mod http;
+pub mod kserve;
 pub mod limiter;
 pub mod metrics;
 pub mod onnx;
@@ -51,6 +53,7 @@ pub mod policy;
 pub mod rate;
 pub mod retry;
 pub mod sentence;
+pub mod tensors;
 mod window;
 
 /// Milliseconds on the operator's clock.

@@ -20,16 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
-    Int64Array,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array};
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::backend::{Answer, Backend, CallError, Request};
+use crate::tensors::{self, Values};
 
 /// A loaded model, shared.
 pub(crate) type SharedSession = Arc<Mutex<Session>>;
@@ -223,48 +220,10 @@ impl OnnxBackend {
     }
 }
 
-/// A column as a flat list of f64 values and the shape of one row.
-fn flatten(field: &Field, column: &ArrayRef) -> Result<(Vec<f64>, Vec<usize>), String> {
-    match column.data_type() {
-        DataType::FixedSizeList(_, size) => {
-            let list = column.as_fixed_size_list();
-            // A TENSOR column's rows have its declared shape; a VECTOR's, its dimension.
-            let shape = riffle_types::TensorType::from_field(field)
-                .map_or(vec![*size as usize], |tensor| tensor.shape);
-            if list.null_count() > 0 {
-                return Err("a NULL row cannot go to the model".into());
-            }
-            let values = cast(list.values(), &DataType::Float64).map_err(|e| e.to_string())?;
-            let values = values.as_primitive::<Float64Type>();
-            let start = list.offset() * *size as usize;
-            let end = start + list.len() * *size as usize;
-            Ok((values.values()[start..end].to_vec(), shape))
-        }
-        DataType::Float32
-        | DataType::Float64
-        | DataType::Int64
-        | DataType::Int32
-        | DataType::Int16
-        | DataType::Int8 => {
-            if column.null_count() > 0 {
-                return Err("a NULL row cannot go to the model".into());
-            }
-            let values = cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
-            Ok((
-                values.as_primitive::<Float64Type>().values().to_vec(),
-                Vec::new(),
-            ))
-        }
-        other => Err(format!(
-            "a {other} column cannot go to an ONNX model (numbers, VECTOR or TENSOR can)"
-        )),
-    }
-}
-
 fn tensor_input(
     port: &Port,
     rows: usize,
-    values: Vec<f64>,
+    values: Values,
     row_shape: Vec<usize>,
 ) -> Result<DynValue, String> {
     let mut shape = vec![rows];
@@ -291,27 +250,18 @@ fn tensor_input(
         }
     }
     let value: DynValue = match port.element {
-        TensorElementType::Float32 => Tensor::from_array((
-            shape,
-            values.iter().map(|v| *v as f32).collect::<Vec<f32>>(),
-        ))
-        .map_err(|e| e.to_string())?
-        .into_dyn(),
-        TensorElementType::Float64 => Tensor::from_array((shape, values))
+        TensorElementType::Float32 => Tensor::from_array((shape, values.into_f32()))
             .map_err(|e| e.to_string())?
             .into_dyn(),
-        TensorElementType::Int64 => Tensor::from_array((
-            shape,
-            values.iter().map(|v| *v as i64).collect::<Vec<i64>>(),
-        ))
-        .map_err(|e| e.to_string())?
-        .into_dyn(),
-        TensorElementType::Int32 => Tensor::from_array((
-            shape,
-            values.iter().map(|v| *v as i32).collect::<Vec<i32>>(),
-        ))
-        .map_err(|e| e.to_string())?
-        .into_dyn(),
+        TensorElementType::Float64 => Tensor::from_array((shape, values.into_f64()))
+            .map_err(|e| e.to_string())?
+            .into_dyn(),
+        TensorElementType::Int64 => Tensor::from_array((shape, values.into_i64()))
+            .map_err(|e| e.to_string())?
+            .into_dyn(),
+        TensorElementType::Int32 => Tensor::from_array((shape, values.into_i32()))
+            .map_err(|e| e.to_string())?
+            .into_dyn(),
         other => {
             return Err(format!(
                 "input {} is {other:?}, which Riffle cannot fill yet",
@@ -373,38 +323,7 @@ fn output_column(
             ));
         }
     };
-    if shape.first().copied() != Some(rows as i64) {
-        return Err(format!(
-            "output {} has shape {shape:?} for {rows} rows",
-            port.name
-        ));
-    }
-    let per_row: i64 = shape[1..].iter().product();
-    match field.data_type() {
-        DataType::FixedSizeList(item, size) => {
-            if per_row != *size as i64 {
-                return Err(format!(
-                    "output {} gives rows of shape {:?}, but OUTPUT column {} is {}",
-                    port.name,
-                    &shape[1..],
-                    field.name(),
-                    field.data_type()
-                ));
-            }
-            let values = cast(&flat, item.data_type()).map_err(|e| e.to_string())?;
-            Ok(std::sync::Arc::new(
-                FixedSizeListArray::try_new(item.clone(), *size, values, None)
-                    .map_err(|e| e.to_string())?,
-            ))
-        }
-        _ if per_row == 1 => cast(&flat, field.data_type()).map_err(|e| e.to_string()),
-        other => Err(format!(
-            "output {} gives rows of shape {:?}, which a {other} column cannot hold (declare \
-             VECTOR(FLOAT, {per_row}))",
-            port.name,
-            &shape[1..]
-        )),
-    }
+    tensors::tensor_column(&port.name, &shape, flat, field, rows)
 }
 
 #[async_trait]
@@ -423,7 +342,8 @@ impl Backend for OnnxBackend {
             .zip(request.inputs.columns())
             .zip(schema.fields())
         {
-            let (flat, row_shape) = flatten(field, column).map_err(CallError::malformed)?;
+            let (flat, row_shape) =
+                tensors::column_tensor(field, column).map_err(CallError::malformed)?;
             values.push(tensor_input(port, rows, flat, row_shape).map_err(CallError::malformed)?);
         }
         let session = Arc::clone(&self.session);

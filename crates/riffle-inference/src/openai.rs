@@ -6,8 +6,6 @@
 //! The API key goes in an `Authorization` header and nowhere else: not in errors, not in
 //! `Debug`, not in EXPLAIN.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -16,8 +14,8 @@ use serde_json::{Value, json};
 use crate::backend::{Answer, Backend, CallError, Request, Usage};
 use crate::columns;
 use crate::hints::ServerHints;
+use crate::http;
 use crate::options::{OpenAiOptions, OpenAiTask, Overflow};
-use crate::retry::Failure;
 
 /// Characters per token, for estimates before the server counts.
 const CHARS_PER_TOKEN: u64 = 4;
@@ -33,13 +31,6 @@ pub struct OpenAiBackend {
     client: reqwest::Client,
     /// The endpoint without credentials or query.
     endpoint: String,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl OpenAiBackend {
@@ -90,12 +81,7 @@ impl OpenAiBackend {
             .next()
             .unwrap_or_default()
             .to_string();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("riffle/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
+        let client = http::client()?;
         Ok(Self {
             options,
             outputs,
@@ -177,48 +163,7 @@ impl OpenAiBackend {
         if let Some(api_key) = &self.options.api_key {
             request = request.bearer_auth(api_key);
         }
-        let response = request.send().await.map_err(|e| CallError {
-            failure: Some(if e.is_timeout() {
-                Failure::Timeout
-            } else {
-                Failure::Connection
-            }),
-            message: format!("POST {}: {}", self.endpoint, without_url(&e)),
-            hints: ServerHints::default(),
-        })?;
-        let status = response.status().as_u16();
-        let hints = ServerHints::from_headers(
-            response
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-            unix_ms(),
-        );
-        let bytes = response.bytes().await.map_err(|e| CallError {
-            failure: Some(Failure::Connection),
-            message: format!(
-                "reading the answer of {}: {}",
-                self.endpoint,
-                without_url(&e)
-            ),
-            hints,
-        })?;
-        if !(200..300).contains(&status) {
-            let text = String::from_utf8_lossy(&bytes);
-            let text: String = text.chars().take(300).collect();
-            return Err(CallError {
-                failure: Some(Failure::Http(status)),
-                message: format!("{} answered HTTP {status}: {}", self.endpoint, text.trim()),
-                hints,
-            });
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
-            CallError::malformed(format!(
-                "{} answered with JSON that does not parse: {e}",
-                self.endpoint
-            ))
-        })?;
-        Ok((value, hints))
+        http::send_json(request, &self.endpoint).await
     }
 
     async fn embeddings(&self, request: Request<'_>) -> Result<Answer, CallError> {
@@ -408,21 +353,6 @@ impl OpenAiBackend {
     fn malformed(&self, what: &str) -> CallError {
         CallError::malformed(format!("the answer of {} {what}", self.endpoint))
     }
-}
-
-/// A reqwest error's text without the URL it carries (a URL may hold credentials).
-fn without_url(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(url) = error.url() {
-        text = text.replace(url.as_str(), "");
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[async_trait]

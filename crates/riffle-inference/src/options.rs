@@ -66,7 +66,7 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         None,
         Scope::Any,
         "flink",
-        "'openai' or 'triton' (KServe v2); required",
+        "'openai', 'triton' (KServe v2: Triton, MLServer, KServe), 'onnx' or 'sentence-embedding'; required",
     ),
     key(
         "task",
@@ -117,7 +117,7 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         None,
         Scope::Any,
         "flink",
-        "the full URL of /v1/embeddings or /v1/chat/completions (OpenAI), or the server's base URL (Triton); or env RIFFLE_OPENAI_ENDPOINT",
+        "the full URL of /v1/embeddings or /v1/chat/completions (OpenAI), or the server's base URL, http(s)://host:port for REST or grpc://host:port for gRPC (Triton); or env RIFFLE_OPENAI_ENDPOINT",
     ),
     key(
         "api-key",
@@ -220,7 +220,7 @@ pub const OPTION_KEYS: &[OptionKey] = &[
     key(
         "retry-backoff-base-interval",
         Some("500 ms"),
-        Scope::OpenAi,
+        Scope::Any,
         "flink",
         "the backoff's base",
     ),
@@ -245,6 +245,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         Scope::Triton,
         "flink",
         "the model's version on the server",
+    ),
+    key(
+        "output-names",
+        None,
+        Scope::Triton,
+        "riffle",
+        "the server outputs to ask for, comma-separated, one per OUTPUT column in order (default: the server's default outputs, matched by name, else in order)",
     ),
     key(
         "max-retries",
@@ -479,6 +486,21 @@ pub enum Provider {
     Onnx(OnnxOptions),
     /// A sentence encoder run in this process.
     Sentence(SentenceOptions),
+    /// A KServe v2 server (Triton, MLServer, KServe): Flink's 'triton'.
+    Triton(TritonOptions),
+}
+
+/// The KServe v2 provider's options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TritonOptions {
+    /// `http(s)://host:port` (REST) or `grpc://host:port` (gRPC).
+    pub endpoint: String,
+    /// The model's name on the server.
+    pub model_name: String,
+    /// The model's version on the server.
+    pub model_version: Option<String>,
+    /// Server outputs asked for, one per OUTPUT column (empty: the server's defaults).
+    pub output_names: Vec<String>,
 }
 
 /// The in-process sentence-embedding provider's options.
@@ -782,13 +804,49 @@ impl InferenceConfig {
                 threads: read.parse("onnx.threads", "a number of threads")?,
                 library: read.get("onnx.runtime-library").map(str::to_string),
             }),
+            "triton" | "kserve" => Provider::Triton(TritonOptions {
+                endpoint: read
+                    .get("endpoint")
+                    .ok_or_else(|| {
+                        RiffleError::user(format!("model {model} has no 'endpoint' option"))
+                            .with_hint(
+                                "give the server's base URL: 'http://host:port' (REST) or \
+                                 'grpc://host:port' (gRPC)",
+                            )
+                    })?
+                    .trim()
+                    .to_string(),
+                model_name: read
+                    .get("model-name")
+                    .ok_or_else(|| {
+                        RiffleError::user(format!("model {model} has no 'model-name' option"))
+                            .with_hint("give the model's name on the server")
+                    })?
+                    .trim()
+                    .to_string(),
+                model_version: read
+                    .get("model-version")
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty()),
+                output_names: read
+                    .get("output-names")
+                    .map(|names| {
+                        names
+                            .split(',')
+                            .map(|n| n.trim().to_string())
+                            .filter(|n| !n.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
             other => {
                 return Err(RiffleError::user(format!(
                     "model {model}: unknown provider '{other}'"
                 ))
                 .with_hint(
-                    "providers are 'openai' (OpenAI-compatible servers), 'onnx' and \
-                     'sentence-embedding' (in process); 'triton' is not built yet",
+                    "providers are 'openai' (OpenAI-compatible servers), 'triton' (KServe v2 \
+                     servers: Triton, MLServer, KServe), 'onnx' and 'sentence-embedding' (in \
+                     process)",
                 ));
             }
         };
@@ -797,7 +855,7 @@ impl InferenceConfig {
                 Scope::Any => true,
                 Scope::OpenAi => matches!(provider, Provider::OpenAi(_)),
                 Scope::Onnx => matches!(provider, Provider::Onnx(_) | Provider::Sentence(_)),
-                Scope::Triton => false,
+                Scope::Triton => matches!(provider, Provider::Triton(_)),
             };
             if !applies && options.contains_key(option.key) {
                 return Err(RiffleError::user(format!(

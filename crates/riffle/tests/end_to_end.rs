@@ -21,6 +21,8 @@ mod files;
 mod ignore_corrupt;
 #[path = "end_to_end/inference.rs"]
 mod inference;
+#[path = "end_to_end/kserve.rs"]
+mod kserve;
 #[path = "end_to_end/unbounded_inserts.rs"]
 mod unbounded_inserts;
 
