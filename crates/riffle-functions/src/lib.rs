@@ -3,7 +3,7 @@
 //!
 //! Entry point: [`all_functions`], which the session registers. So far: the vector
 //! functions in [`vector`], the image functions in [`image`], the text functions in
-//! [`text`] and the audio functions in [`audio`].
+//! [`text`], the audio functions in [`audio`], and [`tensor`]'s `tensor_fixed_shape`.
 
 #![warn(missing_docs)]
 
@@ -16,6 +16,7 @@ pub mod audio;
 pub mod image;
 pub mod parameters;
 pub mod row_errors;
+pub mod tensor;
 pub mod text;
 pub mod vector;
 
@@ -61,6 +62,7 @@ pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
     functions.extend(image::functions());
     functions.extend(text::functions());
     functions.extend(audio::functions());
+    functions.extend(tensor::functions());
     let twins: Vec<Arc<ScalarUDF>> = functions
         .iter()
         .filter(|f| parameters::takes_on_error(f.name()))

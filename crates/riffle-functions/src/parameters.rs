@@ -77,6 +77,10 @@ const PARAMETERS: &[(&str, &[Parameter])] = &[
         &[required("image"), required("mode"), ON_ERROR],
     ),
     (
+        "tensor_fixed_shape",
+        &[required("tensor"), required("type"), ON_ERROR],
+    ),
+    (
         "image_to_tensor",
         &[
             required("image"),

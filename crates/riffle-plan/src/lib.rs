@@ -22,6 +22,7 @@ mod scan_context;
 mod session;
 mod sink;
 mod skip_corrupt;
+mod tensor_cast;
 mod unbounded;
 
 pub use ai_functions::{AI_FUNCTIONS, AiFunction, AiFunctionsRule, ModelCatalog};

@@ -34,6 +34,7 @@ use crate::ai_functions::{AI_FUNCTIONS, AiFunction, AiFunctionsRule, ModelCatalo
 use crate::async_batches::AsyncBatchesRule;
 use crate::ml_predict::{ModelDefinition, RiffleQueryPlanner};
 use crate::skip_corrupt::{SkippedFile, SkippedFiles};
+use crate::tensor_cast::TensorCastRule;
 use crate::unbounded;
 
 use crate::builder::{ChainOptions, build_job_graph_with};
@@ -188,6 +189,8 @@ impl RiffleSession {
         let mut state = state;
         // ai_embed(model, text) and ai_complete(model, prompt) onto the inference operator.
         state.add_analyzer_rule(Arc::new(AiFunctionsRule::new(Arc::clone(&models))));
+        // CAST to a fixed-shape TENSOR, which Arrow's cast cannot do from a variable shape.
+        state.add_analyzer_rule(Arc::new(TensorCastRule::default()));
         let context = SessionContext::new_with_state(state);
         // These rules move struct field access (`image_decode(bytes)['width']`) below filters,
         // which runs expensive and fallible multimodal functions on rows the filter drops.

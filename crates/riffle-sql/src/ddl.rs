@@ -208,6 +208,9 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
     {
         return create_table(session, &tokens[..with], &tokens[with + 1..]).await;
     }
+    if let Some(cast) = crate::insert_casts::cast_tensor_columns(session, sql).await? {
+        return Ok(RiffleStatement::Plan(session.logical_plan(&cast).await?));
+    }
     Ok(RiffleStatement::Plan(session.logical_plan(sql).await?))
 }
 

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod ddl;
+mod insert_casts;
 mod model;
 mod named_args;
 mod script;

@@ -31,6 +31,9 @@ pub fn display_type(field: &Field) -> String {
     if let Some(tensor) = TensorType::from_field(field) {
         return tensor.to_string();
     }
+    if let Some(tensor) = VariableShapeTensorType::from_field(field) {
+        return tensor.to_string();
+    }
     if let Some(extension) = media::media_extension(field) {
         return extension.trim_start_matches("riffle.").to_ascii_uppercase();
     }

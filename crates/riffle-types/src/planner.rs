@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast;
 
 use crate::element::ElementType;
 use crate::media::{AUDIO, FILE, IMAGE, media_field};
-use crate::tensor::{TensorType, VectorType};
+use crate::tensor::{TensorType, VariableShapeTensorType, VectorType};
 
 /// Plans Riffle's type names for DataFusion's SQL planner.
 ///
@@ -140,6 +140,13 @@ impl TypePlanner for RiffleTypePlanner {
                 }
                 Field::new("", vector.data_type(), true)
             }
+            // TENSOR(dtype) without a shape: tensors whose shape varies by row, of rank 3
+            // (channels, height, width: what image_to_tensor makes).
+            "TENSOR" if modifiers.len() == 1 => VariableShapeTensorType {
+                element: element(&modifiers[0])?,
+                ndim: 3,
+            }
+            .field("", true),
             "TENSOR" => {
                 let Some((element_name, dims)) = modifiers.split_first() else {
                     return Err(plan_error("TENSOR takes an element type and a shape, as in TENSOR(FLOAT, [3, 224, 224])".into()));

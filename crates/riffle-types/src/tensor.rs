@@ -127,6 +127,17 @@ impl TensorType {
     }
 }
 
+impl fmt::Display for VariableShapeTensorType {
+    // `TENSOR(FLOAT)` declares rank 3; other ranks say theirs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ndim == 3 {
+            write!(f, "TENSOR({})", self.element)
+        } else {
+            write!(f, "TENSOR({}, rank {})", self.element, self.ndim)
+        }
+    }
+}
+
 impl fmt::Display for TensorType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shape: Vec<String> = self.shape.iter().map(ToString::to_string).collect();
@@ -208,6 +219,30 @@ impl VariableShapeTensorType {
             ]
             .into(),
         )
+    }
+
+    /// The variable-shape tensor type of a field carrying the `arrow.variable_shape_tensor`
+    /// extension.
+    pub fn from_field(field: &Field) -> Option<Self> {
+        if field.metadata().get(EXTENSION_NAME_KEY).map(String::as_str)
+            != Some(VARIABLE_SHAPE_TENSOR)
+        {
+            return None;
+        }
+        let DataType::Struct(fields) = field.data_type() else {
+            return None;
+        };
+        let data = fields.find("data")?.1;
+        let shape = fields.find("shape")?.1;
+        let (DataType::List(item), DataType::FixedSizeList(_, ndim)) =
+            (data.data_type(), shape.data_type())
+        else {
+            return None;
+        };
+        Some(Self {
+            element: ElementType::from_arrow(item.data_type())?,
+            ndim: (*ndim).max(0) as usize,
+        })
     }
 
     /// A field of this type, with the extension metadata.

@@ -925,3 +925,95 @@ async fn resize_matches_pillow_within_40_db() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
+    use datafusion::arrow::array::{AsArray, Float32Array};
+    let session = image_session();
+    let frame = "(SELECT name, image_to_tensor(image_resize(image_decode(bytes), 4, 3)) AS t \
+                 FROM pictures WHERE name IN ('png', 'jpeg'))";
+    // CAST: the same values, now a fixed-shape tensor.
+    let batches = session
+        .sql(&format!(
+            "SELECT name, t, CAST(t AS TENSOR(FLOAT, [3, 3, 4])) AS fixed FROM {frame} ORDER BY name"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut rows = 0;
+    for batch in &batches {
+        let fixed_field = batch.schema().field(2).clone();
+        let tensor = riffle_types::TensorType::from_field(&fixed_field).expect("a fixed tensor");
+        assert_eq!(tensor.shape, vec![3, 3, 4]);
+        let variable = batch.column(1).as_struct();
+        let data = variable.column_by_name("data").unwrap().as_list::<i32>();
+        let fixed = batch.column(2).as_fixed_size_list();
+        for row in 0..batch.num_rows() {
+            let want = data.value(row);
+            let got = fixed.value(row);
+            let want = want.as_any().downcast_ref::<Float32Array>().unwrap();
+            let got = got.as_any().downcast_ref::<Float32Array>().unwrap();
+            assert_eq!(want.values(), got.values(), "row {row}");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 2);
+    // A row of another shape is an error naming both shapes.
+    let error = query_error(
+        &session,
+        &format!("SELECT CAST(t AS TENSOR(FLOAT, [3, 4, 4])) FROM {frame}"),
+    )
+    .await;
+    assert!(
+        error.contains("[3, 3, 4]") && error.contains("[3, 4, 4]"),
+        "{error}"
+    );
+
+    // TENSOR(dtype) declares a variable-shape column; INSERT into a fixed-shape column
+    // checks and converts each row.
+    session
+        .sql("CREATE TABLE shapes (name STRING, t TENSOR(FLOAT), fixed TENSOR(FLOAT, [3, 3, 4]))")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let described = rows_of(&session, "DESCRIBE shapes").await;
+    assert!(described.contains("TENSOR(FLOAT)"), "{described}");
+    session
+        .sql(&format!(
+            "INSERT INTO shapes SELECT name, t, t AS fixed FROM {frame}"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let table = rows_of(
+        &session,
+        "SELECT name, arrow_typeof(fixed) AS type FROM shapes ORDER BY name",
+    )
+    .await;
+    assert!(
+        table.contains("| jpeg | FixedSizeList(36 x Float32) |"),
+        "{table}"
+    );
+    let error = query_error(
+        &session,
+        &format!(
+            "INSERT INTO shapes SELECT name, NULL, image_to_tensor(image_resize(image_decode(bytes), 5, 3)) \
+             FROM pictures WHERE name = 'png'"
+        ),
+    )
+    .await;
+    assert!(
+        error.contains("[3, 3, 5]") && error.contains("[3, 3, 4]"),
+        "{error}"
+    );
+}
+
+async fn rows_of(session: &Session, sql: &str) -> String {
+    rows(session, sql).await
+}
