@@ -85,6 +85,9 @@ pub struct InferenceMetrics {
     pub queue_wait_ms: AtomicU64,
     /// Input bytes sent, in all.
     pub request_bytes: AtomicU64,
+    /// Time attempts took, in all: for an in-process model called once at a time, the time
+    /// the model was busy.
+    pub busy_ms: AtomicU64,
     latency: Mutex<(Histogram, Histogram)>,
 }
 
@@ -111,6 +114,8 @@ pub struct MetricsSnapshot {
     pub mean_queue_wait: f64,
     /// Mean input bytes per request.
     pub mean_request_bytes: f64,
+    /// Time attempts took, in all, ms.
+    pub busy_ms: u64,
     /// p50, p95, p99 of one attempt, ms.
     pub attempt_latency: [Option<Millis>; 3],
     /// p50, p95, p99 from a request's first send to its result, ms.
@@ -131,6 +136,7 @@ fn quantiles(histogram: &Histogram) -> [Option<Millis>; 3] {
 impl InferenceMetrics {
     /// Counts one attempt's latency.
     pub fn attempt(&self, latency: Millis) {
+        Self::add(&self.busy_ms, latency);
         self.lock().0.record(latency);
     }
 
@@ -169,6 +175,7 @@ impl InferenceMetrics {
             bisections: get(&self.bisections),
             mean_queue_wait: get(&self.queue_wait_ms) as f64 / requests.max(1) as f64,
             mean_request_bytes: get(&self.request_bytes) as f64 / requests.max(1) as f64,
+            busy_ms: get(&self.busy_ms),
             attempt_latency: quantiles(&latency.0),
             end_to_end_latency: quantiles(&latency.1),
         }
