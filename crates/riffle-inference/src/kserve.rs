@@ -695,7 +695,7 @@ mod grpc {
         fn chunks<const N: usize>(
             bytes: &[u8],
         ) -> Result<impl Iterator<Item = [u8; N]> + '_, String> {
-            if bytes.len() % N != 0 {
+            if !bytes.len().is_multiple_of(N) {
                 return Err(format!(
                     "{} bytes are not whole {N}-byte values",
                     bytes.len()

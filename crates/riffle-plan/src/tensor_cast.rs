@@ -62,7 +62,7 @@ impl AnalyzerRule for TensorCastRule {
                     .update_data(|e| name.restore(e)))
             })
         })?;
-        Ok(rewritten.data.recompute_schema()?)
+        rewritten.data.recompute_schema()
     }
 
     fn name(&self) -> &str {

@@ -942,7 +942,7 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
         .collect()
         .await
         .unwrap();
-    let mut rows = 0;
+    let mut checked = 0;
     for batch in &batches {
         let fixed_field = batch.schema().field(2).clone();
         let tensor = riffle_types::TensorType::from_field(&fixed_field).expect("a fixed tensor");
@@ -956,10 +956,10 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
             let want = want.as_any().downcast_ref::<Float32Array>().unwrap();
             let got = got.as_any().downcast_ref::<Float32Array>().unwrap();
             assert_eq!(want.values(), got.values(), "row {row}");
-            rows += 1;
+            checked += 1;
         }
     }
-    assert_eq!(rows, 2);
+    assert_eq!(checked, 2);
     // A row of another shape is an error naming both shapes.
     let error = query_error(
         &session,
@@ -980,7 +980,7 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
         .collect()
         .await
         .unwrap();
-    let described = rows_of(&session, "DESCRIBE shapes").await;
+    let described = rows(&session, "DESCRIBE shapes").await;
     assert!(described.contains("TENSOR(FLOAT)"), "{described}");
     session
         .sql(&format!(
@@ -991,7 +991,7 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
         .collect()
         .await
         .unwrap();
-    let table = rows_of(
+    let table = rows(
         &session,
         "SELECT name, arrow_typeof(fixed) AS type FROM shapes ORDER BY name",
     )
@@ -1002,18 +1002,12 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
     );
     let error = query_error(
         &session,
-        &format!(
-            "INSERT INTO shapes SELECT name, NULL, image_to_tensor(image_resize(image_decode(bytes), 5, 3)) \
-             FROM pictures WHERE name = 'png'"
-        ),
+        "INSERT INTO shapes SELECT name, NULL, image_to_tensor(image_resize(image_decode(bytes), 5, 3)) \
+         FROM pictures WHERE name = 'png'",
     )
     .await;
     assert!(
         error.contains("[3, 3, 5]") && error.contains("[3, 3, 4]"),
         "{error}"
     );
-}
-
-async fn rows_of(session: &Session, sql: &str) -> String {
-    rows(session, sql).await
 }
