@@ -33,6 +33,7 @@ use crate::options::{InferenceConfig, Provider};
 use crate::policy::{ErrorGuard, OnError, Refused, bisect};
 use crate::retry::{Decision, FailedAttempt, Failure, RetryPolicy};
 use crate::sentence::SentenceBackend;
+use crate::spend::{CapLatch, Spent};
 
 /// The name of the error column.
 pub const ERROR_COLUMN: &str = "__error";
@@ -95,6 +96,8 @@ pub struct ModelCall {
     schema: SchemaRef,
     guard: Mutex<ErrorGuard>,
     metrics: Arc<InferenceMetrics>,
+    /// Set when the job's spend cap on this call was reached.
+    capped: CapLatch,
 }
 
 /// A slot kept during a retry's wait, given back when dropped (also when the request is
@@ -233,6 +236,7 @@ impl ModelCall {
         let endpoint = Endpoint::shared(backend.endpoint(), &config);
         Ok(Self {
             guard: Mutex::new(ErrorGuard::new(config.max_error_fraction, 1_000)),
+            capped: CapLatch::default(),
             config,
             backend,
             endpoint,
@@ -261,6 +265,25 @@ impl ModelCall {
     /// The endpoint's shared limits.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
+    }
+
+    /// What this call spent in the job, when it has a spend cap, and whether the cap was
+    /// reached (the operator then takes no more input; see [`crate::spend`]).
+    pub fn spend(&self) -> Option<(Spent, bool)> {
+        let cap = self.config.spend;
+        if !cap.is_set() {
+            return None;
+        }
+        let spent = cap.spent(&self.metrics.snapshot());
+        if cap.reached(spent) {
+            self.capped.set();
+        }
+        Some((spent, self.capped.is_set()))
+    }
+
+    /// Whether the job's spend cap on this call was reached.
+    pub fn spend_exhausted(&self) -> bool {
+        self.capped.is_set() || self.spend().is_some_and(|(_, reached)| reached)
     }
 
     /// The counters.
@@ -364,6 +387,8 @@ impl ModelCall {
                     if let Some(usage) = answer.usage {
                         InferenceMetrics::add(&self.metrics.tokens_in, usage.input_tokens);
                         InferenceMetrics::add(&self.metrics.tokens_out, usage.output_tokens);
+                    } else {
+                        InferenceMetrics::add(&self.metrics.estimated_tokens, tokens);
                     }
                     let units = answer
                         .usage

@@ -53,6 +53,7 @@ pub mod policy;
 pub mod rate;
 pub mod retry;
 pub mod sentence;
+pub mod spend;
 pub mod tensors;
 mod window;
 

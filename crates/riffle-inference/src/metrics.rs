@@ -69,6 +69,8 @@ pub struct InferenceMetrics {
     pub tokens_in: AtomicU64,
     /// Tokens generated.
     pub tokens_out: AtomicU64,
+    /// Tokens estimated for answers that did not say what they used.
+    pub estimated_tokens: AtomicU64,
     /// Retries after a 429.
     pub retries_rate_limited: AtomicU64,
     /// Retries after a 5xx or a gRPC unavailable.
@@ -104,6 +106,8 @@ pub struct MetricsSnapshot {
     pub tokens_in: u64,
     /// Tokens generated.
     pub tokens_out: u64,
+    /// Tokens estimated for answers that did not say what they used.
+    pub estimated_tokens: u64,
     /// Retries by cause: rate limited, server error, timeout, connection.
     pub retries: [u64; 4],
     /// Answers with status 429.
@@ -165,6 +169,7 @@ impl InferenceMetrics {
             failed_rows: get(&self.failed_rows),
             tokens_in: get(&self.tokens_in),
             tokens_out: get(&self.tokens_out),
+            estimated_tokens: get(&self.estimated_tokens),
             retries: [
                 get(&self.retries_rate_limited),
                 get(&self.retries_server),

@@ -14,6 +14,7 @@ use riffle_common::{Result, RiffleError};
 use crate::Millis;
 use crate::breaker::BreakerConfig;
 use crate::policy::OnError;
+use crate::spend::SpendCap;
 
 /// Where a key is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +340,34 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "a row that failed for good: 'fail', 'null' or 'default' (with an __error column)",
     ),
     key(
+        "spend.max-tokens",
+        None,
+        Scope::Any,
+        "riffle",
+        "tokens (in and out, as the server counted them, else estimated) this call may spend in one job; when reached the job stops taking input and ends cleanly with the rows answered so far",
+    ),
+    key(
+        "spend.max-cost",
+        None,
+        Scope::Any,
+        "riffle",
+        "the same cap as an amount of money, from price.input-tokens and price.output-tokens",
+    ),
+    key(
+        "price.input-tokens",
+        None,
+        Scope::Any,
+        "riffle",
+        "the price of a million input tokens (for spend.max-cost and the job's report)",
+    ),
+    key(
+        "price.output-tokens",
+        None,
+        Scope::Any,
+        "riffle",
+        "the price of a million output tokens",
+    ),
+    key(
         "max-error-fraction",
         Some("0.01"),
         Scope::Any,
@@ -660,6 +689,8 @@ pub struct InferenceConfig {
     pub max_open: Millis,
     /// Whether results keep input order.
     pub ordered: bool,
+    /// The job's spend cap on this call.
+    pub spend: SpendCap,
 }
 
 fn invalid(model: &str, key: &str, value: &str, expected: &str) -> RiffleError {
@@ -996,6 +1027,22 @@ impl InferenceConfig {
                 "a share between 0 and 1",
             ));
         }
+        let spend = SpendCap {
+            max_tokens: read.parse("spend.max-tokens", "a number of tokens")?,
+            max_cost: read.parse("spend.max-cost", "an amount such as 12.50")?,
+            input_price: read
+                .parse("price.input-tokens", "a price per million tokens")?
+                .unwrap_or(0.0),
+            output_price: read
+                .parse("price.output-tokens", "a price per million tokens")?
+                .unwrap_or(0.0),
+        };
+        if spend.max_cost.is_some() && spend.input_price <= 0.0 && spend.output_price <= 0.0 {
+            return Err(RiffleError::user(format!(
+                "model {model}: 'spend.max-cost' needs the model's prices"
+            ))
+            .with_hint("add 'price.input-tokens' and 'price.output-tokens' (per million tokens)"));
+        }
         Ok(Self {
             model: model.to_string(),
             provider,
@@ -1025,6 +1072,7 @@ impl InferenceConfig {
                 .duration("circuit-breaker.max-open-duration")?
                 .unwrap_or(600_000),
             ordered,
+            spend,
         })
     }
 }

@@ -201,6 +201,8 @@ pub struct ModelReport {
     pub in_flight: usize,
     /// Requests, rows, tokens, retries by cause, 429s, latencies.
     pub metrics: riffle_inference::metrics::MetricsSnapshot,
+    /// With a spend cap: what the call spent, and whether the cap stopped the job's input.
+    pub spend: Option<(riffle_inference::spend::Spent, bool)>,
 }
 
 impl fmt::Display for ModelReport {
@@ -235,7 +237,18 @@ impl fmt::Display for ModelReport {
             ms(m.end_to_end_latency[1]),
             ms(m.end_to_end_latency[2]),
             m.mean_queue_wait,
-        )
+        )?;
+        if let Some((spent, capped)) = self.spend {
+            write!(
+                f,
+                "; spent {} tokens (cost {:.4})",
+                spent.tokens, spent.cost
+            )?;
+            if capped {
+                f.write_str(", stopped at its spend cap: input after it was not read")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1798,6 +1811,7 @@ impl JobHandle {
                     limit,
                     in_flight,
                     metrics: call.metrics().snapshot(),
+                    spend: call.spend(),
                 }
             })
             .collect();

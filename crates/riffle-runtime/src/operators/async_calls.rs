@@ -50,6 +50,13 @@ pub trait Requests: Send + Sync {
 
     /// Takes back what [`Requests::save`] kept.
     fn restore(&self, _saved: &serde_json::Value) {}
+
+    /// Whether no more requests should start (a model call's spend cap reached): the
+    /// operator then wants no more input, and the chain ends as at a LIMIT, answering what
+    /// it already took.
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 /// DataFusion's async functions (`url_download`, `file_read`) as requests.
@@ -632,6 +639,10 @@ impl Operator for AsyncOperator {
 
     fn can_accept(&self) -> bool {
         self.waiting == 0
+    }
+
+    fn is_done(&self) -> bool {
+        self.requests.exhausted()
     }
 }
 

@@ -43,6 +43,10 @@ impl Requests for ModelRequests {
         Some(serde_json::json!({ "limit": limit }))
     }
 
+    fn exhausted(&self) -> bool {
+        self.0.spend_exhausted()
+    }
+
     fn restore(&self, saved: &serde_json::Value) {
         if let Some(limit) = saved.get("limit").and_then(serde_json::Value::as_u64) {
             self.0.endpoint().seed_limit(limit as usize);

@@ -349,6 +349,95 @@ async fn ml_predict_writes_every_row_once_through_injected_failures() {
 }
 
 /// Trains the digits classifier and writes its ONNX file and onnxruntime's answers (Python).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
+    let server = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    // Batches of 20 rows, as a source reads them: the operator takes input a batch at a time.
+    let all = docs(2_000);
+    let batches: Vec<RecordBatch> = (0..100).map(|i| all.slice(i * 20, 20)).collect();
+    session.register_batches("docs", batches).unwrap();
+    // "doc N" is 2 or 3 tokens as the server counts them: 2,000 rows spend about 5,000.
+    create_model(
+        &session,
+        &server,
+        ", 'batch-rows' = '10', 'capacity' = '2', 'spend.max-tokens' = '1000', \
+         'price.input-tokens' = '0.02'",
+    )
+    .await;
+    let mut handle = session
+        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = handle.next_batch().await.unwrap() {
+        batches.push(batch);
+    }
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    // Every row out is right and once; every row the server answered came out.
+    let mut seen = std::collections::HashSet::new();
+    for batch in &batches {
+        let ids = batch
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let vectors = batch.column(1).as_fixed_size_list();
+        for row in 0..batch.num_rows() {
+            let id = ids.value(row);
+            assert!(seen.insert(id), "row {id} twice");
+            let got: Vec<f32> = vectors
+                .value(row)
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec();
+            assert_eq!(got, embedding_of(&format!("doc {id}"), DIM), "row {id}");
+        }
+    }
+    assert_eq!(server.log().len(), rows, "every answered row came out");
+    let report = handle.report();
+    let model = &report.models[0];
+    let (spent, capped) = model.spend.expect("a spend report");
+    assert!(capped, "{model}");
+    // Stopped near the cap: over it by at most what was in flight or lingering.
+    assert!(
+        (1_000..1_300).contains(&spent.tokens) && rows < 700,
+        "{rows} rows, {} tokens",
+        spent.tokens
+    );
+    assert!((spent.cost - spent.tokens as f64 * 0.02 / 1e6).abs() < 1e-12);
+    assert!(
+        model.to_string().contains("stopped at its spend cap"),
+        "{model}"
+    );
+    println!("{rows} rows out; {model}");
+
+    // A money cap needs prices.
+    let error = session
+        .sql(&format!(
+            "CREATE MODEL costly INPUT (text STRING) OUTPUT (embedding VECTOR(FLOAT, {DIM})) \
+             WITH ('provider' = 'openai', 'endpoint' = '{}', 'spend.max-cost' = '5')",
+            server.embeddings_url()
+        ))
+        .await
+        .and(Ok(()));
+    let error = match error {
+        Err(error) => error.to_string(),
+        Ok(()) => {
+            super::query_error(
+                &session,
+                "SELECT * FROM ML_PREDICT(TABLE docs, MODEL costly, DESCRIPTOR(text))",
+            )
+            .await
+        }
+    };
+    assert!(
+        error.contains("costly") && error.contains("price.input-tokens"),
+        "{error}"
+    );
+}
+
 fn onnx_digits(dir: &std::path::Path) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/onnx_digits.py");
     let status = std::process::Command::new("python3")
@@ -366,40 +455,10 @@ fn onnx_digits(dir: &std::path::Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_process_onnx_model_agrees_with_onnxruntime_from_python() {
-    use datafusion::arrow::array::FixedSizeListArray;
     let dir = tempfile::tempdir().unwrap();
     let reference = onnx_digits(dir.path());
-    let inputs = reference["inputs"].as_array().unwrap();
-    let rows = inputs.len();
-    let flat: Vec<f32> = inputs
-        .iter()
-        .flat_map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-        })
-        .collect();
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let pixels = FixedSizeListArray::try_new(
-        Arc::clone(&item),
-        64,
-        Arc::new(datafusion::arrow::array::Float32Array::from(flat)),
-        None,
-    )
-    .unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("pixels", DataType::FixedSizeList(item, 64), false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-            Arc::new(pixels),
-        ],
-    )
-    .unwrap();
+    let rows = reference["inputs"].as_array().unwrap().len();
+    let batch = super::kserve::digits_batch(&reference);
     let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
     session.register_batches("digits", vec![batch]).unwrap();
     let model = dir.path().join("digits.onnx");

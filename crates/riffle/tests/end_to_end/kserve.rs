@@ -143,7 +143,9 @@ impl Drop for MlServer {
     }
 }
 
-fn digits_batch(reference: &serde_json::Value) -> RecordBatch {
+/// The digits test rows of `reference` (its "inputs", 64 floats each) as a table of `id` and
+/// `pixels VECTOR(FLOAT, 64)`.
+pub(super) fn digits_batch(reference: &serde_json::Value) -> RecordBatch {
     let inputs = reference["inputs"].as_array().unwrap();
     let flat: Vec<f32> = inputs
         .iter()
@@ -307,66 +309,58 @@ async fn kserve_v2_models_on_mlserver_agree_with_scikit_learn_over_rest_and_grpc
 
         // A model the server does not serve, and an output it does not have: each an error
         // naming the model and what the server said.
-        session
-            .sql(&format!(
-                "CREATE MODEL missing_{transport} INPUT (pixels VECTOR(FLOAT, 64)) \
-                 OUTPUT (label BIGINT) \
-                 WITH ('provider' = 'triton', 'endpoint' = '{endpoint}', \
-                 'model-name' = 'nope', 'max-retries' = '0')"
-            ))
-            .await
-            .unwrap();
-        let error = super::query_error(
-            &session,
-            &format!(
-                "SELECT * FROM ML_PREDICT(TABLE digits, MODEL missing_{transport}, \
-                 DESCRIPTOR(pixels))"
+        for (name, output, options, said) in [
+            ("missing", "label BIGINT", "'model-name' = 'nope'", "nope"),
+            (
+                "wrong_output",
+                "score DOUBLE",
+                "'model-name' = 'digits', 'output-names' = 'score'",
+                "score",
             ),
-        )
-        .await;
-        assert!(
-            error.contains(&format!("missing_{transport}")) && error.contains("nope"),
-            "{transport}: {error}"
-        );
-        session
-            .sql(&format!(
-                "CREATE MODEL wrong_output_{transport} INPUT (pixels VECTOR(FLOAT, 64)) \
-                 OUTPUT (score DOUBLE) \
-                 WITH ('provider' = 'triton', 'endpoint' = '{endpoint}', \
-                 'model-name' = 'digits', 'output-names' = 'score', 'max-retries' = '0')"
-            ))
-            .await
-            .unwrap();
-        let error = super::query_error(
-            &session,
-            &format!(
-                "SELECT * FROM ML_PREDICT(TABLE digits, MODEL wrong_output_{transport}, \
-                 DESCRIPTOR(pixels))"
-            ),
-        )
-        .await;
-        assert!(
-            error.contains(&format!("wrong_output_{transport}")) && error.contains("score"),
-            "{transport}: {error}"
-        );
+        ] {
+            let model = format!("{name}_{transport}");
+            let error = model_error(
+                &session,
+                &model,
+                output,
+                &format!("'endpoint' = '{endpoint}', {options}, 'max-retries' = '0'"),
+            )
+            .await;
+            assert!(
+                error.contains(&model) && error.contains(said),
+                "{transport}: {error}"
+            );
+        }
     }
 
     // A server that is not there: a connection error naming the model, after the retries.
     let port = free_port();
-    session
-        .sql(&format!(
-            "CREATE MODEL unreachable INPUT (pixels VECTOR(FLOAT, 64)) OUTPUT (label BIGINT) \
-             WITH ('provider' = 'triton', 'endpoint' = 'http://127.0.0.1:{port}', \
-             'model-name' = 'digits', 'max-retries' = '1', \
-             'retry-backoff-base-interval' = '5 ms')"
-        ))
-        .await
-        .unwrap();
-    let error = super::query_error(
+    let error = model_error(
         &session,
-        "SELECT * FROM ML_PREDICT(TABLE digits, MODEL unreachable, DESCRIPTOR(pixels))",
+        "unreachable",
+        "label BIGINT",
+        &format!(
+            "'endpoint' = 'http://127.0.0.1:{port}', 'model-name' = 'digits', \
+             'max-retries' = '1', 'retry-backoff-base-interval' = '5 ms'"
+        ),
     )
     .await;
     assert!(error.contains("unreachable"), "{error}");
     drop(server);
+}
+
+/// Creates a KServe model with `options` and returns the error its call fails with.
+async fn model_error(session: &Session, model: &str, output: &str, options: &str) -> String {
+    session
+        .sql(&format!(
+            "CREATE MODEL {model} INPUT (pixels VECTOR(FLOAT, 64)) OUTPUT ({output}) \
+             WITH ('provider' = 'triton', {options})"
+        ))
+        .await
+        .unwrap();
+    super::query_error(
+        session,
+        &format!("SELECT * FROM ML_PREDICT(TABLE digits, MODEL {model}, DESCRIPTOR(pixels))"),
+    )
+    .await
 }
