@@ -38,6 +38,8 @@ pub mod backend;
 pub mod batcher;
 pub mod breaker;
 pub mod call;
+#[cfg(feature = "candle")]
+pub mod candle_bert;
 pub mod columns;
 pub mod endpoint;
 pub mod fault_server;

@@ -418,6 +418,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "sentence-embedding: the model's tokenizer.json",
     ),
     key(
+        "config",
+        None,
+        Scope::Onnx,
+        "riffle",
+        "sentence-embedding with a .safetensors path: the model's config.json (default: the one beside the weights); needs the `candle` feature",
+    ),
+    key(
         "max-length",
         Some("256"),
         Scope::Onnx,
@@ -535,10 +542,12 @@ pub struct TritonOptions {
 /// The in-process sentence-embedding provider's options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentenceOptions {
-    /// The encoder as ONNX.
+    /// The encoder: ONNX, or safetensors weights (the `candle` feature).
     pub path: String,
     /// Its tokenizer.json.
     pub tokenizer: String,
+    /// The config.json of safetensors weights (default: beside them).
+    pub config: Option<String>,
     /// Tokens per text at most.
     pub max_length: usize,
     /// Whether the pooled vector is L2-normalised.
@@ -826,6 +835,10 @@ impl InferenceConfig {
             "sentence-embedding" => Provider::Sentence(SentenceOptions {
                 path: resolve_path(model, "path", read.get("path"))?,
                 tokenizer: resolve_path(model, "tokenizer", read.get("tokenizer"))?,
+                config: match read.get("config") {
+                    Some(_) => Some(resolve_path(model, "config", read.get("config"))?),
+                    None => None,
+                },
                 max_length: read
                     .parse("max-length", "a number of tokens")?
                     .unwrap_or(256),

@@ -7,6 +7,9 @@
 //! `input_ids`, `attention_mask` and `token_type_ids` as its inputs name them; its first
 //! output is the last hidden state `[rows, tokens, dim]` (pooled here) or an already pooled
 //! `[rows, dim]`. The session is the ONNX backend's, shared per process.
+//!
+//! A `path` ending in `.safetensors` is the encoder's weights instead (with `config.json`
+//! beside them), run by candle ([`crate::candle_bert`], the `candle` feature).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,14 +26,25 @@ use crate::columns;
 use crate::onnx::{SharedSession, session};
 use crate::options::SentenceOptions;
 
+/// What computes the token vectors.
+#[derive(Clone)]
+enum Encoder {
+    /// An ONNX encoder, with its input names in the order it takes them.
+    Onnx {
+        session: SharedSession,
+        inputs: Vec<String>,
+    },
+    /// Safetensors weights run by candle.
+    #[cfg(feature = "candle")]
+    Candle(Arc<crate::candle_bert::Bert>),
+}
+
 /// A sentence-embedding model; see the module docs.
 pub struct SentenceBackend {
     label: String,
     path: PathBuf,
-    session: SharedSession,
+    encoder: Encoder,
     tokenizer: Arc<Tokenizer>,
-    /// The model's input names, in the order it takes them.
-    inputs: Vec<String>,
     dim: usize,
     normalize: bool,
     outputs: SchemaRef,
@@ -70,40 +84,101 @@ impl SentenceBackend {
             }
         };
         let path = PathBuf::from(&options.path);
-        let session = session(&path, options.threads, options.library.as_deref())
-            .map_err(|e| format!("model {model}: {e}"))?;
-        let inputs: Vec<String> = {
-            let session = session.lock().unwrap_or_else(|p| p.into_inner());
-            session
-                .inputs()
-                .iter()
-                .map(|i| i.name().to_string())
-                .collect()
-        };
-        for name in &inputs {
-            if !matches!(
-                name.as_str(),
-                "input_ids" | "attention_mask" | "token_type_ids"
-            ) {
-                return Err(format!(
-                    "model {model}: {} takes an input {name}; a sentence encoder takes \
-                     input_ids, attention_mask and token_type_ids",
-                    path.display()
-                ));
-            }
+        let encoder = if path.extension().is_some_and(|e| e == "safetensors") {
+            safetensors_encoder(&path, options.config.as_deref())
+        } else {
+            onnx_encoder(&path, options)
         }
+        .map_err(|e| format!("model {model}: {e}"))?;
         let tokenizer = tokenizer(&options.tokenizer, options.max_length)
             .map_err(|e| format!("model {model}: {e}"))?;
         Ok(Self {
             label: format!("sentence-embedding:{}", path.display()),
             path,
-            session,
+            encoder,
             tokenizer,
-            inputs,
             dim,
             normalize: options.normalize,
             outputs,
         })
+    }
+}
+
+fn onnx_encoder(path: &std::path::Path, options: &SentenceOptions) -> Result<Encoder, String> {
+    let session = session(path, options.threads, options.library.as_deref())?;
+    let inputs: Vec<String> = {
+        let session = session.lock().unwrap_or_else(|p| p.into_inner());
+        session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect()
+    };
+    for name in &inputs {
+        if !matches!(
+            name.as_str(),
+            "input_ids" | "attention_mask" | "token_type_ids"
+        ) {
+            return Err(format!(
+                "{} takes an input {name}; a sentence encoder takes input_ids, attention_mask \
+                 and token_type_ids",
+                path.display()
+            ));
+        }
+    }
+    Ok(Encoder::Onnx { session, inputs })
+}
+
+#[cfg(feature = "candle")]
+fn safetensors_encoder(path: &std::path::Path, config: Option<&str>) -> Result<Encoder, String> {
+    let config = config.map_or_else(|| path.with_file_name("config.json"), PathBuf::from);
+    Ok(Encoder::Candle(crate::candle_bert::load(path, &config)?))
+}
+
+#[cfg(not(feature = "candle"))]
+fn safetensors_encoder(path: &std::path::Path, _config: Option<&str>) -> Result<Encoder, String> {
+    Err(format!(
+        "{} is a safetensors model, which this build of Riffle cannot run: build it with the \
+         `candle` feature (cargo build --features riffle-inference/candle), or give the model \
+         as ONNX",
+        path.display()
+    ))
+}
+
+impl Encoder {
+    /// The last hidden state (or pooled vectors) of a padded batch, as shape and values.
+    fn run(
+        &self,
+        path: &std::path::Path,
+        (ids, mask, types): (&[i64], &[i64], &[i64]),
+        rows: usize,
+        tokens: usize,
+    ) -> Result<(Vec<i64>, Vec<f32>), String> {
+        match self {
+            Encoder::Onnx { session, inputs } => {
+                let mut values: Vec<ort::session::SessionInputValue<'_>> = Vec::new();
+                for name in inputs {
+                    let data = match name.as_str() {
+                        "input_ids" => ids,
+                        "attention_mask" => mask,
+                        _ => types,
+                    };
+                    let tensor = Tensor::from_array((vec![rows, tokens], data.to_vec()))
+                        .map_err(|e| e.to_string())?;
+                    values.push(tensor.into_dyn().into());
+                }
+                let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+                let results = session
+                    .run(values.as_slice())
+                    .map_err(|e| format!("running {}: {e}", path.display()))?;
+                let (shape, hidden) = results[0]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| format!("the model's first output: {e}"))?;
+                Ok((shape.iter().copied().collect(), hidden.to_vec()))
+            }
+            #[cfg(feature = "candle")]
+            Encoder::Candle(bert) => bert.hidden(ids, mask, types, rows, tokens),
+        }
     }
 }
 
@@ -182,8 +257,7 @@ impl Backend for SentenceBackend {
                 .map(|&i| texts[i].clone().unwrap_or_default())
                 .collect();
             let tokenizer = Arc::clone(&self.tokenizer);
-            let session = Arc::clone(&self.session);
-            let inputs = self.inputs.clone();
+            let encoder = self.encoder.clone();
             let (dim, normalize) = (self.dim, self.normalize);
             let path = self.path.clone();
             let (pooled, counted) =
@@ -203,25 +277,9 @@ impl Backend for SentenceBackend {
                     let mask = gather(&|e| e.get_attention_mask());
                     let types = gather(&|e| e.get_type_ids());
                     let counted = mask.iter().filter(|m| **m != 0).count() as u64;
-                    let mut values: Vec<ort::session::SessionInputValue<'_>> = Vec::new();
-                    for name in &inputs {
-                        let data = match name.as_str() {
-                            "input_ids" => ids.clone(),
-                            "attention_mask" => mask.clone(),
-                            _ => types.clone(),
-                        };
-                        let tensor = Tensor::from_array((vec![rows, tokens], data))
-                            .map_err(|e| e.to_string())?;
-                        values.push(tensor.into_dyn().into());
-                    }
-                    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
-                    let results = session
-                        .run(values.as_slice())
-                        .map_err(|e| format!("running {}: {e}", path.display()))?;
-                    let (shape, hidden) = results[0]
-                        .try_extract_tensor::<f32>()
-                        .map_err(|e| format!("the model's first output: {e}"))?;
-                    let shape: Vec<i64> = shape.iter().copied().collect();
+                    let (shape, hidden) =
+                        encoder.run(&path, (&ids, &mask, &types), rows, tokens)?;
+                    let hidden = hidden.as_slice();
                     let pooled = match shape.as_slice() {
                         [_, _, width] if *width as usize == dim => {
                             pool(hidden, &shape, &mask, normalize)

