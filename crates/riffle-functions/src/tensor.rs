@@ -103,7 +103,9 @@ fn rows_of(input: &ArrayRef) -> Result<Rows> {
             let data = data
                 .as_list_opt::<i32>()
                 .ok_or_else(|| not_a_tensor(input.data_type()))?;
-            let shapes = shapes.as_fixed_size_list();
+            let shapes = shapes
+                .as_fixed_size_list_opt()
+                .ok_or_else(|| not_a_tensor(input.data_type()))?;
             let ndim = shapes.value_length() as usize;
             let dims = cast(shapes.values(), &DataType::Int64)?;
             let dims = dims.as_primitive::<Int64Type>();
@@ -147,6 +149,21 @@ fn rows_of(input: &ArrayRef) -> Result<Rows> {
                 rows.push(input.is_valid(row).then(|| (start, len, vec![len])));
             }
             Arc::clone(list.values())
+        }
+        DataType::LargeList(_) => {
+            let list = input.as_list::<i64>();
+            let offsets = list.value_offsets();
+            for row in 0..input.len() {
+                let start = offsets[row] as usize;
+                let len = offsets[row + 1] as usize - start;
+                rows.push(input.is_valid(row).then(|| (start, len, vec![len])));
+            }
+            Arc::clone(list.values())
+        }
+        // CAST(NULL AS TENSOR(...)): every row NULL.
+        DataType::Null => {
+            rows.resize(input.len(), None);
+            datafusion::arrow::array::new_empty_array(&DataType::Float32)
         }
         other => return Err(not_a_tensor(other)),
     };

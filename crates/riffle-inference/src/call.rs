@@ -26,7 +26,7 @@ use crate::backend::{Answer, Backend, CallError, Request};
 use crate::endpoint::Endpoint;
 use crate::kserve::KserveBackend;
 use crate::limiter::Outcome;
-use crate::metrics::InferenceMetrics;
+use crate::metrics::{InferenceMetrics, MetricsSnapshot};
 use crate::onnx::OnnxBackend;
 use crate::openai::OpenAiBackend;
 use crate::options::{InferenceConfig, Provider};
@@ -98,6 +98,8 @@ pub struct ModelCall {
     metrics: Arc<InferenceMetrics>,
     /// Set when the job's spend cap on this call was reached.
     capped: CapLatch,
+    /// The counters when the running job started: a plan run again spends anew.
+    spend_base: Mutex<MetricsSnapshot>,
 }
 
 /// A slot kept during a retry's wait, given back when dropped (also when the request is
@@ -237,6 +239,7 @@ impl ModelCall {
         Ok(Self {
             guard: Mutex::new(ErrorGuard::new(config.max_error_fraction, 1_000)),
             capped: CapLatch::default(),
+            spend_base: Mutex::new(MetricsSnapshot::default()),
             config,
             backend,
             endpoint,
@@ -274,11 +277,23 @@ impl ModelCall {
         if !cap.is_set() {
             return None;
         }
-        let spent = cap.spent(&self.metrics.snapshot());
+        let base = self
+            .spend_base
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let spent = cap.spent(&self.metrics.snapshot(), &base);
         if cap.reached(spent) {
             self.capped.set();
         }
         Some((spent, self.capped.is_set()))
+    }
+
+    /// A job starts running this call: its spend counts from here. (A restart of the same
+    /// job does not call this: what it spent before the failure stays spent.)
+    pub fn begin_job(&self) {
+        *self.spend_base.lock().unwrap_or_else(|p| p.into_inner()) = self.metrics.snapshot();
+        self.capped.clear();
     }
 
     /// Whether the job's spend cap on this call was reached.

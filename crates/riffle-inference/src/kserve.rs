@@ -367,6 +367,7 @@ impl KserveBackend {
                     .ready(
                         &self.options.model_name,
                         self.options.model_version.as_deref(),
+                        &self.label,
                     )
                     .await
             }
@@ -563,7 +564,10 @@ mod grpc {
             Q: prost::Message + Send + Sync + 'static,
             A: prost::Message + Default + Send + Sync + 'static,
         {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            // Answers of many rows (masks, embeddings) pass tonic's 4 MiB default.
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX);
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))?;
@@ -579,24 +583,27 @@ mod grpc {
                 .map(tonic::Response::into_inner)
         }
 
-        pub async fn ready(&self, model: &str, version: Option<&str>) -> Result<bool, CallError> {
-            let label = format!("the server of {model}");
-            let server: ReadyResponse = self
-                .unary("ServerReady", ServerReadyRequest {}, "")
-                .await
-                .map_err(|s| status_error(&label, s))?;
-            if !server.ready {
+        pub async fn ready(
+            &self,
+            model: &str,
+            version: Option<&str>,
+            label: &str,
+        ) -> Result<bool, CallError> {
+            // A server without the readiness calls (UNIMPLEMENTED) is taken as ready: its
+            // inference answers say the rest.
+            let asked = |result: Result<ReadyResponse, tonic::Status>| match result {
+                Ok(answer) => Ok(answer.ready),
+                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(true),
+                Err(status) => Err(status_error(label, status)),
+            };
+            if !asked(self.unary("ServerReady", ServerReadyRequest {}, "").await)? {
                 return Ok(false);
             }
             let request = ModelReadyRequest {
                 name: model.to_string(),
                 version: version.unwrap_or_default().to_string(),
             };
-            let model: ReadyResponse = self
-                .unary("ModelReady", request, "")
-                .await
-                .map_err(|s| status_error(&label, s))?;
-            Ok(model.ready)
+            asked(self.unary("ModelReady", request, "").await)
         }
 
         pub async fn infer(
@@ -709,6 +716,61 @@ mod grpc {
             "BOOL" => Arc::new(BooleanArray::from(
                 bytes.iter().map(|b| *b != 0).collect::<Vec<_>>(),
             )),
+            "INT8" => Arc::new(Int32Array::from_iter_values(
+                bytes.iter().map(|b| i32::from(*b as i8)),
+            )),
+            "UINT8" => Arc::new(Int32Array::from_iter_values(
+                bytes.iter().map(|b| i32::from(*b)),
+            )),
+            "INT16" => Arc::new(Int32Array::from_iter_values(
+                chunks::<2>(bytes)?.map(|c| i32::from(i16::from_le_bytes(c))),
+            )),
+            "UINT16" => Arc::new(Int32Array::from_iter_values(
+                chunks::<2>(bytes)?.map(|c| i32::from(u16::from_le_bytes(c))),
+            )),
+            "UINT32" => Arc::new(UInt32Array::from_iter_values(
+                chunks::<4>(bytes)?.map(u32::from_le_bytes),
+            )),
+            "UINT64" => Arc::new(UInt64Array::from_iter_values(
+                chunks::<8>(bytes)?.map(u64::from_le_bytes),
+            )),
+            "FP16" => {
+                let bits: Vec<u16> = chunks::<2>(bytes)?.map(u16::from_le_bytes).collect();
+                let len = bits.len();
+                let halves = datafusion::arrow::array::Float16Array::new(
+                    datafusion::arrow::buffer::ScalarBuffer::new(
+                        datafusion::arrow::buffer::Buffer::from_vec(bits),
+                        0,
+                        len,
+                    ),
+                    None,
+                );
+                datafusion::arrow::compute::cast(
+                    &halves,
+                    &datafusion::arrow::datatypes::DataType::Float32,
+                )
+                .map_err(|e| e.to_string())?
+            }
+            "BF16" => Arc::new(Float32Array::from_iter_values(
+                chunks::<2>(bytes)?.map(|c| f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16)),
+            )),
+            "BYTES" => {
+                // Each element: a 4-byte little-endian length, then that many bytes.
+                let mut texts = Vec::new();
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let (length, tail) = rest
+                        .split_first_chunk::<4>()
+                        .ok_or("a BYTES element's length is cut short")?;
+                    let length = u32::from_le_bytes(*length) as usize;
+                    let text = tail
+                        .get(..length)
+                        .ok_or("a BYTES element is shorter than its length says")?;
+                    texts.push(String::from_utf8_lossy(text).into_owned());
+                    rest = &tail[length..];
+                }
+                Arc::new(StringArray::from(texts))
+            }
             "INT32" => Arc::new(Int32Array::from_iter_values(
                 chunks::<4>(bytes)?.map(i32::from_le_bytes),
             )),

@@ -700,6 +700,9 @@ pub struct InferenceConfig {
     pub ordered: bool,
     /// The job's spend cap on this call.
     pub spend: SpendCap,
+    /// Requests per subtask prepared beyond the endpoint's limit (see
+    /// [`InferenceConfig::requests_per_subtask`]).
+    pub ready_ahead: usize,
 }
 
 fn invalid(model: &str, key: &str, value: &str, expected: &str) -> RiffleError {
@@ -929,6 +932,10 @@ impl InferenceConfig {
             },
         };
         let in_process = matches!(provider, Provider::Onnx(_) | Provider::Sentence(_));
+        // An in-process model left at its default runs one call at a time, with one more
+        // request per subtask prepared behind it, so that the model never waits for the
+        // rows' preprocessing (benchmark c).
+        let ready_ahead = usize::from(in_process && concurrency.is_none());
         let concurrency = match concurrency {
             Some(fixed) => fixed,
             // One call at a time: the model parallelises itself over the cores (ONNX
@@ -1050,11 +1057,21 @@ impl InferenceConfig {
                 .parse("price.output-tokens", "a price per million tokens")?
                 .unwrap_or(0.0),
         };
-        if spend.max_cost.is_some() && spend.input_price <= 0.0 && spend.output_price <= 0.0 {
+        if spend.max_cost.is_some() && spend.input_price <= 0.0 {
+            // Estimated tokens count at the input price: without it an embedding model's
+            // spend would stay 0 and the cap would never act.
             return Err(RiffleError::user(format!(
                 "model {model}: 'spend.max-cost' needs the model's prices"
             ))
             .with_hint("add 'price.input-tokens' and 'price.output-tokens' (per million tokens)"));
+        }
+        if spend.is_set() && matches!(provider, Provider::Onnx(_) | Provider::Triton(_)) {
+            // These count no tokens: a cap would never act.
+            return Err(RiffleError::user(format!(
+                "model {model}: provider '{provider_name}' counts no tokens, so a spend cap \
+                 (spend.max-tokens, spend.max-cost) cannot apply to it"
+            ))
+            .with_hint("spend caps apply to 'openai' and 'sentence-embedding' models"));
         }
         Ok(Self {
             model: model.to_string(),
@@ -1086,7 +1103,14 @@ impl InferenceConfig {
                 .unwrap_or(600_000),
             ordered,
             spend,
+            ready_ahead,
         })
+    }
+
+    /// Requests one subtask starts and keeps at most: those the endpoint's limit lets run,
+    /// and `ready_ahead` more waiting with their rows ready.
+    pub fn requests_per_subtask(&self) -> usize {
+        self.concurrency.per_subtask() + self.ready_ahead
     }
 }
 

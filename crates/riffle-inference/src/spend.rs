@@ -3,8 +3,11 @@
 //! Tokens are what the server counted (`usage` in its answers), or the request's estimate
 //! for an answer without usage. When the cap is reached the operator stops taking input:
 //! the chain ends as at a LIMIT, the requests already started are answered and emitted, the
-//! sinks commit, and the job ends cleanly with the rows answered so far. It can overshoot
-//! by what was in flight or lingering when the cap was reached, never by more.
+//! sinks commit, and the job ends cleanly with the rows answered so far. Requests not yet
+//! started and lingering rows are dropped, like the rows after a LIMIT, so the cap is
+//! overshot by the requests in flight when it was reached, never by more. Spend counts from
+//! the start of a job ([`crate::call::ModelCall::begin_job`]); a restart within the job keeps
+//! it, a new run from a checkpoint in another process starts it again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -38,11 +41,13 @@ impl SpendCap {
         self.max_tokens.is_some() || self.max_cost.is_some()
     }
 
-    /// What the counters say was spent.
-    pub fn spent(&self, metrics: &MetricsSnapshot) -> Spent {
-        let tokens_in = metrics.tokens_in + metrics.estimated_tokens;
+    /// What the counters say was spent since `base` (the counters when the job started).
+    pub fn spent(&self, metrics: &MetricsSnapshot, base: &MetricsSnapshot) -> Spent {
+        let tokens_in = (metrics.tokens_in + metrics.estimated_tokens)
+            .saturating_sub(base.tokens_in + base.estimated_tokens);
+        let tokens_out = metrics.tokens_out.saturating_sub(base.tokens_out);
         Spent {
-            tokens: tokens_in + metrics.tokens_out,
+            tokens: tokens_in + tokens_out,
             cost: (tokens_in as f64 * self.input_price
                 + metrics.tokens_out as f64 * self.output_price)
                 / 1e6,
@@ -64,6 +69,11 @@ impl CapLatch {
     /// Marks the cap reached.
     pub fn set(&self) {
         self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets it (a new job starts).
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 
     /// Whether it was.
@@ -90,7 +100,7 @@ mod tests {
             input_price: 0.5,
             output_price: 2.0,
         };
-        let spent = cap.spent(&metrics);
+        let spent = cap.spent(&metrics, &MetricsSnapshot::default());
         assert_eq!(spent.tokens, 1_500_000);
         assert!((spent.cost - 1.5).abs() < 1e-9);
         assert!(!cap.reached(spent));
@@ -101,5 +111,11 @@ mod tests {
         };
         assert!(by_cost.reached(spent));
         assert!(!SpendCap::default().is_set());
+        // Only what was spent since the job started counts.
+        let base = MetricsSnapshot {
+            tokens_in: 600_000,
+            ..Default::default()
+        };
+        assert_eq!(cap.spent(&metrics, &base).tokens, 900_000);
     }
 }

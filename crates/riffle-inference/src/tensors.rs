@@ -16,9 +16,15 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
     Int64Array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float32Type, Float64Type, Int32Type, Int64Type,
+};
+
+/// A cast that fails on a value it cannot keep, instead of making it NULL.
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: datafusion::arrow::util::display::FormatOptions::new(),
 };
 
 /// A tensor's values, flat, in row-major order.
@@ -105,6 +111,9 @@ impl Values {
 
     /// A flat Arrow array's values (narrow integers widened to int32, halves to float32).
     fn from_array(values: &ArrayRef) -> Result<Self, String> {
+        if values.null_count() > 0 {
+            return Err("a tensor holds a NULL element, which cannot go to the model".into());
+        }
         Ok(match values.data_type() {
             DataType::Float32 => {
                 Values::F32(values.as_primitive::<Float32Type>().values().to_vec())
@@ -119,7 +128,8 @@ impl Values {
                 Values::I32(wide.as_primitive::<Int32Type>().values().to_vec())
             }
             DataType::UInt32 | DataType::UInt64 => {
-                let wide = cast(values, &DataType::Int64).map_err(|e| e.to_string())?;
+                let wide = cast_with_options(values, &DataType::Int64, &STRICT)
+                    .map_err(|e| format!("{e} (a value above the largest INT64)"))?;
                 Values::I64(wide.as_primitive::<Int64Type>().values().to_vec())
             }
             DataType::Float16 => {
@@ -174,7 +184,13 @@ fn variable_shape_tensor(field: &Field, column: &ArrayRef) -> Result<(Values, Ve
             field.name()
         ));
     };
-    let shapes = shapes.as_fixed_size_list();
+    let Some(shapes) = shapes.as_fixed_size_list_opt() else {
+        return Err(format!(
+            "column {}'s shape is {}, not a list of dimensions",
+            field.name(),
+            shapes.data_type()
+        ));
+    };
     let ndim = shapes.value_length() as usize;
     let dims = cast(shapes.values(), &DataType::Int64).map_err(|e| e.to_string())?;
     let dims = dims.as_primitive::<Int64Type>().values();
@@ -221,6 +237,16 @@ fn variable_shape_tensor(field: &Field, column: &ArrayRef) -> Result<(Values, Ve
             ));
         }
     };
+    let per_row: usize = first.iter().product();
+    if values.len() != per_row * column.len() {
+        return Err(format!(
+            "column {} holds {} values for {} tensors of shape {first:?}: a row's data does not \
+             match its shape",
+            field.name(),
+            values.len(),
+            column.len()
+        ));
+    }
     Ok((Values::from_array(&values)?, first))
 }
 
@@ -233,10 +259,14 @@ pub fn tensor_column(
     field: &Field,
     rows: usize,
 ) -> Result<ArrayRef, String> {
-    if shape.first().copied() != Some(rows as i64) {
+    if shape.first().copied() != Some(rows as i64) || shape.iter().any(|d| *d < 0) {
         return Err(format!("output {name} has shape {shape:?} for {rows} rows"));
     }
-    let per_row: i64 = shape[1..].iter().product();
+    let per_row = shape[1..]
+        .iter()
+        .try_fold(1i64, |total, d| total.checked_mul(*d))
+        .filter(|per_row| per_row.checked_mul(rows as i64).is_some())
+        .ok_or_else(|| format!("output {name} has shape {shape:?}, too large to hold"))?;
     if values.len() as i64 != per_row * rows as i64 {
         return Err(format!(
             "output {name} has shape {shape:?} but {} values",
@@ -256,13 +286,15 @@ pub fn tensor_column(
                     )
                 ));
             }
-            let values = cast(&values, item.data_type()).map_err(|e| e.to_string())?;
+            let values = cast_with_options(&values, item.data_type(), &STRICT)
+                .map_err(|e| format!("output {name} into OUTPUT column {}: {e}", field.name()))?;
             Ok(Arc::new(
                 FixedSizeListArray::try_new(Arc::clone(item), *size, values, None)
                     .map_err(|e| e.to_string())?,
             ))
         }
-        _ if per_row == 1 => cast(&values, field.data_type()).map_err(|e| e.to_string()),
+        _ if per_row == 1 => cast_with_options(&values, field.data_type(), &STRICT)
+            .map_err(|e| format!("output {name} into OUTPUT column {}: {e}", field.name())),
         other => Err(format!(
             "output {name} gives rows of shape {:?}, which a {other} column cannot hold (declare \
              VECTOR(FLOAT, {per_row}))",

@@ -314,7 +314,7 @@ pub fn plan_chain(
                 call: Arc::clone(exec.call()),
                 rows: config.batch_rows,
                 bytes: config.batch_bytes,
-                in_flight: config.concurrency.per_subtask(),
+                in_flight: config.requests_per_subtask(),
                 ordered: config.ordered,
                 schema: exec.schema(),
             });

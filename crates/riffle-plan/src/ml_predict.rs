@@ -393,7 +393,7 @@ impl ExecutionPlan for MlPredictExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let rows = self.call.config().batch_rows;
-        let in_flight = self.call.config().concurrency.per_subtask();
+        let in_flight = self.call.config().requests_per_subtask();
         let call = Arc::clone(&self.call);
         let answered = row_slices(input, rows)
             .map(move |slice| {

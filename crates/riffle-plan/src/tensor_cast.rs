@@ -13,7 +13,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Cast, Expr, LogicalPlan, ScalarUDF, lit};
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan, ScalarUDF, TryCast, lit};
 use datafusion::optimizer::AnalyzerRule;
 use riffle_functions::tensor::TENSOR_FIXED_SHAPE;
 use riffle_types::TensorType;
@@ -36,16 +36,21 @@ impl Default for TensorCastRule {
 
 impl TensorCastRule {
     fn rewrite(&self, expr: Expr) -> Result<Transformed<Expr>> {
-        let Expr::Cast(Cast { expr, field }) = expr else {
-            return Ok(Transformed::no(expr));
+        // TRY_CAST gives NULL for a row of another shape; CAST fails naming it.
+        let (inner, tensor, on_error) = match expr {
+            Expr::Cast(Cast { expr, field }) => match TensorType::from_field(&field) {
+                Some(tensor) => (expr, tensor, None),
+                None => return Ok(Transformed::no(Expr::Cast(Cast { expr, field }))),
+            },
+            Expr::TryCast(TryCast { expr, field }) => match TensorType::from_field(&field) {
+                Some(tensor) => (expr, tensor, Some("null")),
+                None => return Ok(Transformed::no(Expr::TryCast(TryCast { expr, field }))),
+            },
+            other => return Ok(Transformed::no(other)),
         };
-        let Some(tensor) = TensorType::from_field(&field) else {
-            return Ok(Transformed::no(Expr::Cast(Cast { expr, field })));
-        };
-        let call = Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::clone(&self.function),
-            vec![*expr, lit(tensor.to_string())],
-        ));
+        let mut args = vec![*inner, lit(tensor.to_string())];
+        args.extend(on_error.map(lit));
+        let call = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&self.function), args));
         Ok(Transformed::yes(call))
     }
 }
@@ -53,16 +58,19 @@ impl TensorCastRule {
 impl AnalyzerRule for TensorCastRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let rewritten = plan.transform_up_with_subqueries(|node| {
-            // Expressions keep the names they had before the rewrite, which parents refer to.
+            // Expressions keep the names they had before the rewrite, which parents refer to;
+            // each rewritten node's schema follows its new types (the function's output is
+            // nullable where the cast's input may not have been).
             let names = NamePreserver::new(&node);
             node.map_expressions(|expr| {
                 let name = names.save(&expr);
                 Ok(expr
                     .transform_up(|e| self.rewrite(e))?
                     .update_data(|e| name.restore(e)))
-            })
+            })?
+            .map_data(|node| node.recompute_schema())
         })?;
-        rewritten.data.recompute_schema()
+        Ok(rewritten.data)
     }
 
     fn name(&self) -> &str {

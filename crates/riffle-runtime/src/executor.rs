@@ -99,6 +99,10 @@ impl LocalExecutor {
         let schema = graph.vertices[root].fragment.schema();
         let bounded = graph.is_bounded();
         let models = model_calls(&graph);
+        // A plan run again is a new job: its spend caps count from here.
+        for (_, call) in &models {
+            call.begin_job();
+        }
         let job = Job::new(graph, context, self.credit, settings, start)?;
         let cancel = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
@@ -241,7 +245,7 @@ impl fmt::Display for ModelReport {
         if let Some((spent, capped)) = self.spend {
             write!(
                 f,
-                "; spent {} tokens (cost {:.4})",
+                "; spent {} tokens (cost {:.6})",
                 spent.tokens, spent.cost
             )?;
             if capped {

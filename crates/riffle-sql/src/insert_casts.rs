@@ -8,7 +8,7 @@
 //! statement's source is wrapped: `SELECT c0, CAST(c1 AS TENSOR(FLOAT, 3, 224, 224)), ...
 //! FROM (source) AS __riffle_source(c0, c1, ...)`.
 
-use datafusion::arrow::datatypes::Field;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableObject};
 use riffle_common::Result;
@@ -45,7 +45,15 @@ pub(crate) async fn cast_tensor_columns(
     } else {
         let mut targets = Vec::new();
         for column in &insert.columns {
-            let name = column.to_string().trim_matches('"').to_string();
+            // SQL's identifiers: a quoted one as written, an unquoted one in lower case.
+            let name = match column.0.as_slice() {
+                [part] => match part.as_ident() {
+                    Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
+                    Some(ident) => ident.value.to_lowercase(),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
             match schema.field_with_name(&name) {
                 Ok(field) => targets.push(field),
                 Err(_) => return Ok(None),
@@ -76,7 +84,15 @@ pub(crate) async fn cast_tensor_columns(
     let mut any = false;
     for (index, (field, target)) in fields.iter().zip(&targets).enumerate() {
         match TensorType::from_field(target) {
-            Some(tensor) if field.data_type() != target.data_type() => {
+            // Tensors and lists, which Arrow's cast cannot make fixed-shape tensors of
+            // (NULL and equal types need no help).
+            Some(tensor)
+                if field.data_type() != target.data_type()
+                    && matches!(
+                        field.data_type(),
+                        DataType::Struct(_) | DataType::List(_) | DataType::LargeList(_)
+                    ) =>
+            {
                 any = true;
                 let shape: Vec<String> = tensor.shape.iter().map(ToString::to_string).collect();
                 projection.push(format!(

@@ -973,6 +973,17 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
         "{error}"
     );
 
+    // TRY_CAST gives NULL for a row of another shape; CAST(NULL ...) is NULL.
+    let table = rows(
+        &session,
+        &format!(
+            "SELECT name, TRY_CAST(t AS TENSOR(FLOAT, [3, 4, 4])) IS NULL AS wrong, \
+             CAST(NULL AS TENSOR(FLOAT, [2])) IS NULL AS null_cast FROM {frame} ORDER BY name"
+        ),
+    )
+    .await;
+    assert_eq!(table.matches("| true  | true      |").count(), 2, "{table}");
+
     // TENSOR(dtype) declares a variable-shape column; INSERT into a fixed-shape column
     // checks and converts each row.
     session
@@ -986,7 +997,7 @@ async fn variable_shape_tensors_cast_and_insert_into_fixed_shape_columns() {
     assert!(described.contains("TENSOR(FLOAT)"), "{described}");
     session
         .sql(&format!(
-            "INSERT INTO shapes SELECT name, t, t AS fixed FROM {frame}"
+            "INSERT INTO shapes (Name, T, FIXED) SELECT name, t, t AS fixed FROM {frame}"
         ))
         .await
         .unwrap()

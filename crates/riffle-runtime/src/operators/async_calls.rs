@@ -307,8 +307,20 @@ impl AsyncOperator {
         self.requests.call(input)
     }
 
-    /// Starts waiting requests, in order, while there is room.
+    /// Starts waiting requests, in order, while there is room. Once the requests are
+    /// exhausted (a spend cap reached), none starts again: those not started are dropped
+    /// with the lingering rows, like the rows after a LIMIT.
     fn start_waiting(&mut self) {
+        if self.requests.exhausted() {
+            self.queue
+                .retain(|entry| !matches!(entry, Entry::Waiting(_)));
+            self.waiting = 0;
+            self.next_waiting = 0;
+            self.forming.clear();
+            self.forming_rows = 0;
+            self.linger_timer = None;
+            return;
+        }
         while self.started < self.shape.in_flight && self.waiting > 0 {
             let next = self
                 .queue

@@ -353,10 +353,9 @@ async fn ml_predict_writes_every_row_once_through_injected_failures() {
 async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
     let server = FaultServer::start(ServerConfig::default()).await.unwrap();
     let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
-    // Batches of 20 rows, as a source reads them: the operator takes input a batch at a time.
-    let all = docs(2_000);
-    let batches: Vec<RecordBatch> = (0..100).map(|i| all.slice(i * 20, 20)).collect();
-    session.register_batches("docs", batches).unwrap();
+    // One batch of 2,000 rows: the operator cuts it into 200 requests at once, and those
+    // not started when the cap is reached are dropped.
+    session.register_batches("docs", vec![docs(2_000)]).unwrap();
     // "doc N" is 2 or 3 tokens as the server counts them: 2,000 rows spend about 5,000.
     create_model(
         &session,
@@ -402,7 +401,7 @@ async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
     assert!(capped, "{model}");
     // Stopped near the cap: over it by at most what was in flight or lingering.
     assert!(
-        (1_000..1_300).contains(&spent.tokens) && rows < 700,
+        (1_000..1_100).contains(&spent.tokens) && rows < 550,
         "{rows} rows, {} tokens",
         spent.tokens
     );
@@ -436,6 +435,17 @@ async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
         error.contains("costly") && error.contains("price.input-tokens"),
         "{error}"
     );
+    // A provider that counts no tokens refuses a cap.
+    let error = session
+        .sql(
+            "CREATE MODEL uncounted INPUT (pixels VECTOR(FLOAT, 4)) OUTPUT (label BIGINT) \
+             WITH ('provider' = 'triton', 'endpoint' = 'http://127.0.0.1:9', \
+             'model-name' = 'm', 'spend.max-tokens' = '10')",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("counts no tokens"), "{error}");
 }
 
 fn onnx_digits(dir: &std::path::Path) -> serde_json::Value {
