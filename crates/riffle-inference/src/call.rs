@@ -289,6 +289,23 @@ impl ModelCall {
         Some((spent, self.capped.is_set()))
     }
 
+    /// Rows of `input` one request may hold under `batch-tokens`, at the rows' average
+    /// estimated tokens (unbounded without the option, or when the backend estimates none).
+    pub fn rows_within_tokens(&self, input: &RecordBatch) -> usize {
+        let (Some(cap), rows) = (self.config.batch_tokens, input.num_rows()) else {
+            return usize::MAX;
+        };
+        let Ok(inputs) = input.project(&self.inputs) else {
+            return usize::MAX;
+        };
+        let tokens = self.backend.estimate_tokens(&inputs);
+        if tokens == 0 || rows == 0 {
+            return usize::MAX;
+        }
+        let per_row = tokens.div_ceil(rows as u64);
+        (cap / per_row).max(1) as usize
+    }
+
     /// A job starts running this call: its spend counts from here. (A restart of the same
     /// job does not call this: what it spent before the failure stays spent.)
     pub fn begin_job(&self) {

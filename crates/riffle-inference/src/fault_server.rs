@@ -539,15 +539,19 @@ async fn serve(
         }))
         .unwrap_or_default()))
     } else if request.path.ends_with("/v1/chat/completions") {
-        let prompt = body
+        let content = body
             .get("messages")?
             .as_array()?
             .iter()
             .rev()
             .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?
-            .get("content")?
-            .as_str()?
-            .to_string();
+            .get("content")?;
+        let prompt = match content {
+            Value::String(text) => text.clone(),
+            // A vision request: its text, then what each image is.
+            Value::Array(parts) => describe_parts(parts)?,
+            _ => return None,
+        };
         lock(&shared.log).push(prompt.clone());
         service_time(arrived, service as f64).await;
         if poison.contains(&prompt) {
@@ -581,4 +585,29 @@ async fn serve(
     } else {
         Some(Err(404))
     }
+}
+
+/// A vision message's parts as text: the text parts, then `[MIME WIDTHxHEIGHT]` for each
+/// image, decoded from its data URL (`[not an image]` when it does not decode).
+fn describe_parts(parts: &[Value]) -> Option<String> {
+    use base64::Engine;
+    let mut text = Vec::new();
+    for part in parts {
+        match part.get("type")?.as_str()? {
+            "text" => text.push(part.get("text")?.as_str()?.to_string()),
+            "image_url" => {
+                let url = part.get("image_url")?.get("url")?.as_str()?;
+                let (head, data) = url.strip_prefix("data:")?.split_once(";base64,")?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .ok()?;
+                text.push(match image::load_from_memory(&bytes) {
+                    Ok(picture) => format!("[{head} {}x{}]", picture.width(), picture.height()),
+                    Err(_) => "[not an image]".to_string(),
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(text.join(" "))
 }

@@ -57,6 +57,7 @@ pub mod retry;
 pub mod sentence;
 pub mod spend;
 pub mod tensors;
+pub mod vision;
 mod window;
 
 /// Milliseconds on the operator's clock.

@@ -16,6 +16,7 @@ use crate::columns;
 use crate::hints::ServerHints;
 use crate::http;
 use crate::options::{OpenAiOptions, OpenAiTask, Overflow};
+use crate::vision;
 
 /// Characters per token, for estimates before the server counts.
 const CHARS_PER_TOKEN: u64 = 4;
@@ -92,23 +93,61 @@ impl OpenAiBackend {
     }
 
     /// The prompt of each row: the template with `{column}` replaced, or the only column.
+    /// Image columns (see [`vision`]) are not text: a template's `{image}` is left empty,
+    /// and without a template the prompt is the first text column (or empty when the row
+    /// has only images).
     fn prompts(&self, inputs: &RecordBatch) -> Vec<Option<String>> {
+        let schema = inputs.schema();
+        let is_image: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| vision::is_image_input(f))
+            .collect();
+        let first_text = is_image.iter().position(|image| !image);
         (0..inputs.num_rows())
             .map(|row| match &self.options.prompt_template {
-                None => inputs
-                    .columns()
-                    .first()
-                    .and_then(|c| columns::display_value(c, row)),
+                None => match first_text {
+                    Some(index) => columns::display_value(inputs.column(index), row),
+                    None => Some(String::new()),
+                },
                 Some(template) => {
                     let mut prompt = template.clone();
-                    for (name, column) in self.input_names.iter().zip(inputs.columns()) {
-                        let value = columns::display_value(column, row).unwrap_or_default();
+                    for ((name, column), image) in
+                        self.input_names.iter().zip(inputs.columns()).zip(&is_image)
+                    {
+                        let value = if *image {
+                            String::new()
+                        } else {
+                            columns::display_value(column, row).unwrap_or_default()
+                        };
                         prompt = prompt.replace(&format!("{{{name}}}"), &value);
                     }
                     Some(prompt)
                 }
             })
             .collect()
+    }
+
+    /// Each image column's data URLs (see [`vision`]).
+    #[allow(clippy::type_complexity)]
+    fn images(
+        &self,
+        inputs: &RecordBatch,
+    ) -> Result<Vec<Vec<Option<Result<String, String>>>>, CallError> {
+        let schema = inputs.schema();
+        schema
+            .fields()
+            .iter()
+            .zip(inputs.columns())
+            .filter(|(field, _)| vision::is_image_input(field))
+            .map(|(field, column)| {
+                vision::data_urls(field, column).map_err(|e| self.malformed_input(&e))
+            })
+            .collect()
+    }
+
+    fn malformed_input(&self, what: &str) -> CallError {
+        CallError::malformed(format!("a request to {}: {what}", self.endpoint))
     }
 
     /// A row's text within `max-context-size`: `Ok(None)` when it is skipped, `Err` when
@@ -254,13 +293,35 @@ impl OpenAiBackend {
                 != Some("text");
         // One request per row (the API takes one conversation a request); rows of a larger
         // batch go one after the other under this request's permit.
+        let images = self.images(request.inputs)?;
         for (row, prompt) in prompts.into_iter().enumerate() {
             let Some(prompt) = prompt else { continue };
             let mut messages = Vec::new();
             if let Some(system) = &self.options.system_prompt {
                 messages.push(json!({"role": "system", "content": system}));
             }
-            messages.push(json!({"role": "user", "content": prompt}));
+            if images.is_empty() {
+                messages.push(json!({"role": "user", "content": prompt}));
+            } else {
+                // A vision model's message: the text, then the row's images.
+                let mut parts = vec![json!({"type": "text", "text": prompt})];
+                let mut bad = None;
+                for column in &images {
+                    match &column[row] {
+                        None => {}
+                        Some(Ok(url)) => parts.push(json!({
+                            "type": "image_url",
+                            "image_url": {"url": url}
+                        })),
+                        Some(Err(reason)) => bad = Some(reason.clone()),
+                    }
+                }
+                if let Some(reason) = bad {
+                    row_errors.push((row, "not_an_image", reason));
+                    continue;
+                }
+                messages.push(json!({"role": "user", "content": parts}));
+            }
             let mut body = json!({ "messages": messages });
             if let Some(model) = &self.options.model {
                 body["model"] = json!(model);

@@ -291,6 +291,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "rows per request at most (32 for embeddings, 1 for chat)",
     ),
     key(
+        "batch-tokens",
+        None,
+        Scope::Any,
+        "riffle",
+        "estimated tokens per request at most (providers that estimate tokens: openai), from the batch's average row",
+    ),
+    key(
         "batch-bytes",
         Some("4 MiB"),
         Scope::Any,
@@ -674,6 +681,8 @@ pub struct InferenceConfig {
     pub batch_rows: usize,
     /// Bytes per request at most.
     pub batch_bytes: u64,
+    /// Estimated tokens per request at most.
+    pub batch_tokens: Option<u64>,
     /// How long a request's first row waits for others.
     pub linger: Millis,
     /// Time one attempt may take.
@@ -967,6 +976,17 @@ impl InferenceConfig {
                 "a number of rows above 0",
             ));
         }
+        let batch_tokens = match read.parse::<u64>("batch-tokens", "a number of tokens above 0")? {
+            Some(0) => {
+                return Err(invalid(
+                    model,
+                    "batch-tokens",
+                    "0",
+                    "a number of tokens above 0",
+                ));
+            }
+            other => other,
+        };
         let batch_bytes = match read.get("batch-bytes") {
             None => 4 << 20,
             Some(value) => parse_bytes(value)
@@ -1079,6 +1099,7 @@ impl InferenceConfig {
             concurrency,
             batch_rows,
             batch_bytes,
+            batch_tokens,
             linger: read.duration("linger")?.unwrap_or(5),
             request_timeout: read.duration("request-timeout")?.unwrap_or(60_000).max(1),
             deadline,

@@ -175,7 +175,11 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Image<'static>, String
     Ok(Image::from_dynamic(decoded))
 }
 
-fn encode(image: &Image, format: &str, quality: u8) -> std::result::Result<Vec<u8>, String> {
+pub(super) fn encode(
+    image: &Image,
+    format: &str,
+    quality: u8,
+) -> std::result::Result<Vec<u8>, String> {
     let dynamic = image.to_dynamic()?;
     let mut out = Cursor::new(Vec::new());
     match format.to_ascii_lowercase().as_str() {

@@ -32,6 +32,21 @@ pub(crate) use crate::row_errors::{on_error, settle};
 pub(crate) use crate::string_literal;
 pub(crate) use pixels::Mode;
 
+/// The images of an `IMAGE` column as PNG files, `None` for a NULL row (for callers outside
+/// SQL: a vision model's request carries its images encoded).
+pub fn png_files(column: &ArrayRef) -> std::result::Result<Vec<Option<Vec<u8>>>, String> {
+    let images = pixels::read_images("png_files", column).map_err(|e| e.to_string())?;
+    images
+        .iter()
+        .map(|image| {
+            image
+                .as_ref()
+                .map(|image| codec::encode(image, "png", 90))
+                .transpose()
+        })
+        .collect()
+}
+
 /// The image functions.
 pub fn functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = codec::functions();

@@ -51,6 +51,12 @@ pub trait Requests: Send + Sync {
     /// Takes back what [`Requests::save`] kept.
     fn restore(&self, _saved: &serde_json::Value) {}
 
+    /// Rows of `batch` one request may hold by the requests' own measure (a model's
+    /// estimated-token cap); the operator's row and byte caps apply as well.
+    fn max_rows(&self, _batch: &RecordBatch) -> usize {
+        usize::MAX
+    }
+
     /// Whether no more requests should start (a model call's spend cap reached): the
     /// operator then wants no more input, and the chain ends as at a LIMIT, answering what
     /// it already took.
@@ -295,12 +301,15 @@ impl AsyncOperator {
     }
 
     /// Rows per request for `batch`: the row cap, lowered so that a request stays under
-    /// the byte cap at the batch's average row size.
+    /// the byte cap at the batch's average row size, and under the requests' own cap.
     fn rows_per_request(&self, batch: &RecordBatch) -> usize {
         let rows = batch.num_rows().max(1);
         let per_row = (riffle_inference::call::slice_bytes(batch) / rows).max(1) as u64;
         let by_bytes = (self.shape.bytes / per_row).max(1) as usize;
-        self.shape.rows.min(by_bytes)
+        self.shape
+            .rows
+            .min(by_bytes)
+            .min(self.requests.max_rows(batch).max(1))
     }
 
     fn request(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>> {

@@ -43,6 +43,10 @@ impl Requests for ModelRequests {
         Some(serde_json::json!({ "limit": limit }))
     }
 
+    fn max_rows(&self, batch: &RecordBatch) -> usize {
+        self.0.rows_within_tokens(batch)
+    }
+
     fn exhausted(&self) -> bool {
         self.0.spend_exhausted()
     }

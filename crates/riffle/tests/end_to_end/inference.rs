@@ -350,6 +350,35 @@ async fn ml_predict_writes_every_row_once_through_injected_failures() {
 
 /// Trains the digits classifier and writes its ONNX file and onnxruntime's answers (Python).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_tokens_caps_requests_by_estimated_tokens() {
+    let server = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    session.register_batches("docs", vec![docs(100)]).unwrap();
+    // "doc N" is estimated at 3 tokens a row (its characters / 4, plus one per row): 10
+    // tokens a request is 3 rows, though batch-rows allows 32.
+    create_model(&session, &server, ", 'batch-tokens' = '10'").await;
+    let mut handle = session
+        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = handle.next_batch().await.unwrap() {
+        batches.push(batch);
+    }
+    check_rows(&batches, 100);
+    let metrics = &handle.report().models[0].metrics;
+    assert_eq!(metrics.rows, 100);
+    assert!(
+        metrics.requests >= 34,
+        "{} requests for 100 rows at 3 rows a request",
+        metrics.requests
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
     let server = FaultServer::start(ServerConfig::default()).await.unwrap();
     let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
@@ -717,4 +746,81 @@ async fn ai_functions_plan_onto_the_batched_operator() {
         error.to_string().contains("there is no model nope"),
         "{error}"
     );
+}
+
+/// A `width` x `height` picture encoded as `format`.
+fn encoded_picture(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 5) as u8, 90])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(picture)
+        .write_to(&mut bytes, format)
+        .unwrap();
+    bytes.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vision_model_gets_each_rows_images() {
+    use datafusion::arrow::array::BinaryArray;
+    let server = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(1)).unwrap();
+    let pictures = BinaryArray::from_iter(vec![
+        Some(encoded_picture(64, 48, image::ImageFormat::Png)),
+        Some(encoded_picture(32, 16, image::ImageFormat::Jpeg)),
+        Some(b"<html>not found</html>".to_vec()),
+        None,
+    ]);
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            Arc::new(Int64Array::from(vec![0, 1, 2, 3])) as datafusion::arrow::array::ArrayRef,
+        ),
+        (
+            "question",
+            Arc::new(StringArray::from(vec!["what is this?"; 4])) as _,
+        ),
+        ("picture", Arc::new(pictures) as _),
+    ])
+    .unwrap();
+    session.register_batches("pics", vec![batch]).unwrap();
+    session
+        .sql(&format!(
+            "CREATE MODEL look INPUT (question STRING, picture BYTES) OUTPUT (answer STRING) \
+             WITH ('provider' = 'openai', 'endpoint' = '{}', 'model' = 'vision', \
+             'on-error' = 'null')",
+            server.chat_url()
+        ))
+        .await
+        .unwrap();
+    let table = super::rows(
+        &session,
+        "SELECT id, answer, __error['code'] AS code FROM \
+         ML_PREDICT(TABLE pics, MODEL look, DESCRIPTOR(question, picture)) ORDER BY id",
+    )
+    .await;
+    for line in [
+        "| 0  | echo: what is this? [image/png 64x48]  |              |",
+        "| 1  | echo: what is this? [image/jpeg 32x16] |              |",
+        "| 2  |                                        | not_an_image |",
+        "| 3  | echo: what is this?                    |              |",
+    ] {
+        assert!(table.contains(line), "{line}\n{table}");
+    }
+    // Decoded images (IMAGE columns) go as PNG.
+    session
+        .sql(
+            "CREATE VIEW decoded AS SELECT id, question, image_decode(picture) AS picture \
+             FROM pics WHERE id < 2",
+        )
+        .await
+        .unwrap();
+    let table = super::rows(
+        &session,
+        "SELECT id, answer FROM ML_PREDICT(TABLE decoded, MODEL look, \
+         DESCRIPTOR(question, picture)) ORDER BY id",
+    )
+    .await;
+    assert!(table.contains("[image/png 64x48]"), "{table}");
+    assert!(table.contains("[image/png 32x16]"), "{table}");
 }
