@@ -100,6 +100,8 @@ pub struct ModelCall {
     capped: CapLatch,
     /// The counters when the running job started: a plan run again spends anew.
     spend_base: Mutex<MetricsSnapshot>,
+    /// The model that takes the rows while this one's circuit breaker is open.
+    fallback: Option<Arc<ModelCall>>,
 }
 
 /// A slot kept during a retry's wait, given back when dropped (also when the request is
@@ -240,6 +242,7 @@ impl ModelCall {
             guard: Mutex::new(ErrorGuard::new(config.max_error_fraction, 1_000)),
             capped: CapLatch::default(),
             spend_base: Mutex::new(MetricsSnapshot::default()),
+            fallback: None,
             config,
             backend,
             endpoint,
@@ -287,6 +290,13 @@ impl ModelCall {
             self.capped.set();
         }
         Some((spent, self.capped.is_set()))
+    }
+
+    /// This call, sending its rows to `fallback` while its circuit breaker is open (the
+    /// fallback reads the same columns and gives the same outputs).
+    pub fn with_fallback(mut self, fallback: Arc<ModelCall>) -> Self {
+        self.fallback = Some(fallback);
+        self
     }
 
     /// Rows of `input` one request may hold under `batch-tokens`, at the rows' average
@@ -356,20 +366,30 @@ impl ModelCall {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let permit = self
-                .endpoint
-                .acquire(tokens, self.config.max_open)
-                .await
-                .map_err(|stuck| {
-                    RiffleError::external(format!(
-                        "model {}: the endpoint {} has failed for {} s, longer than \
+            // With a fallback, rows go to it as soon as the breaker keeps them from this
+            // endpoint; without one, they wait up to max-open-duration.
+            let max_open = if self.fallback.is_some() {
+                0
+            } else {
+                self.config.max_open
+            };
+            let acquired = self.endpoint.acquire(tokens, max_open).await;
+            if acquired.is_err()
+                && let Some(fallback) = &self.fallback
+            {
+                InferenceMetrics::add(&self.metrics.fallback_rows, rows.len() as u64);
+                return Box::pin(fallback.attempt_range(inputs, rows)).await;
+            }
+            let permit = acquired.map_err(|stuck| {
+                RiffleError::external(format!(
+                    "model {}: the endpoint {} has failed for {} s, longer than \
                          circuit-breaker.max-open-duration",
-                        self.config.model,
-                        self.backend.endpoint(),
-                        stuck.failing_for / 1000
-                    ))
-                    .with_retryable(true)
-                })?;
+                    self.config.model,
+                    self.backend.endpoint(),
+                    stuck.failing_for / 1000
+                ))
+                .with_retryable(true)
+            })?;
             InferenceMetrics::add(&self.metrics.requests, 1);
             InferenceMetrics::add(&self.metrics.queue_wait_ms, permit.waited);
             InferenceMetrics::add(&self.metrics.request_bytes, bytes);

@@ -313,6 +313,15 @@ impl Endpoint {
         let controls = self.controls();
         (controls.limiter.limit(), controls.limiter.in_flight())
     }
+
+    /// The circuit breaker's state, in words: `closed`, `open` or `half-open`.
+    pub fn breaker_state(&self) -> &'static str {
+        match self.controls().breaker.state() {
+            crate::breaker::BreakerState::Closed => "closed",
+            crate::breaker::BreakerState::Open { .. } => "open",
+            crate::breaker::BreakerState::HalfOpen { .. } => "half-open",
+        }
+    }
 }
 
 #[cfg(test)]

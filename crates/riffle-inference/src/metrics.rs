@@ -71,6 +71,8 @@ pub struct InferenceMetrics {
     pub tokens_out: AtomicU64,
     /// Tokens estimated for answers that did not say what they used.
     pub estimated_tokens: AtomicU64,
+    /// Rows sent to the fallback model while the breaker was open.
+    pub fallback_rows: AtomicU64,
     /// Retries after a 429.
     pub retries_rate_limited: AtomicU64,
     /// Retries after a 5xx or a gRPC unavailable.
@@ -108,6 +110,8 @@ pub struct MetricsSnapshot {
     pub tokens_out: u64,
     /// Tokens estimated for answers that did not say what they used.
     pub estimated_tokens: u64,
+    /// Rows sent to the fallback model.
+    pub fallback_rows: u64,
     /// Retries by cause: rate limited, server error, timeout, connection.
     pub retries: [u64; 4],
     /// Answers with status 429.
@@ -170,6 +174,7 @@ impl InferenceMetrics {
             tokens_in: get(&self.tokens_in),
             tokens_out: get(&self.tokens_out),
             estimated_tokens: get(&self.estimated_tokens),
+            fallback_rows: get(&self.fallback_rows),
             retries: [
                 get(&self.retries_rate_limited),
                 get(&self.retries_server),

@@ -347,6 +347,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "a row that failed for good: 'fail', 'null' or 'default' (with an __error column)",
     ),
     key(
+        "fallback-model",
+        None,
+        Scope::Any,
+        "riffle",
+        "a model of the catalog, with the same OUTPUT columns, that takes the rows while this model's circuit breaker is open (instead of holding them back)",
+    ),
+    key(
         "spend.max-tokens",
         None,
         Scope::Any,

@@ -69,12 +69,14 @@ impl AiFunction {
 
     fn model(&self, name: &str) -> Result<ModelDefinition> {
         let models = self.models.read().unwrap_or_else(|p| p.into_inner());
-        models.get(name).cloned().ok_or_else(|| {
-            DataFusionError::Plan(format!(
+        if !models.contains_key(name) {
+            return Err(DataFusionError::Plan(format!(
                 "{}: there is no model {name} (CREATE MODEL it first)",
                 self.name
-            ))
-        })
+            )));
+        }
+        crate::ml_predict::resolve_model(&models, name)
+            .map_err(|e| DataFusionError::Plan(format!("{}: {e}", self.name)))
     }
 }
 

@@ -92,6 +92,15 @@ struct MlPredictMessage {
     /// The call's options, as JSON.
     #[prost(string, tag = "6")]
     call_options: String,
+    /// The fallback model, when there is one (an empty name when not).
+    #[prost(string, tag = "7")]
+    fallback_model: String,
+    #[prost(bytes = "vec", tag = "8")]
+    fallback_input: Vec<u8>,
+    #[prost(bytes = "vec", tag = "9")]
+    fallback_output: Vec<u8>,
+    #[prost(string, tag = "10")]
+    fallback_options: String,
 }
 
 fn options_json(options: &std::collections::BTreeMap<String, String>) -> Result<String> {
@@ -247,11 +256,23 @@ impl PhysicalExtensionCodec for RiffleCodec {
             }
             t if t == Node::MlPredict as u8 => {
                 let node = MlPredictMessage::decode(body).map_err(decode_error)?;
+                let fallback = if node.fallback_model.is_empty() {
+                    None
+                } else {
+                    Some(Box::new(ModelDefinition {
+                        name: node.fallback_model,
+                        input: decode_schema(&node.fallback_input)?,
+                        output: decode_schema(&node.fallback_output)?,
+                        options: options_from_json(&node.fallback_options)?,
+                        fallback: None,
+                    }))
+                };
                 let model = ModelDefinition {
                     name: node.model,
                     input: decode_schema(&node.input)?,
                     output: decode_schema(&node.output)?,
                     options: options_from_json(&node.options)?,
+                    fallback,
                 };
                 Arc::new(MlPredictExec::try_new(
                     one_input(inputs, "MlPredictExec")?,
@@ -331,6 +352,22 @@ impl PhysicalExtensionCodec for RiffleCodec {
                 options: options_json(&model.options)?,
                 descriptor: predict.descriptor().to_vec(),
                 call_options: options_json(predict.call_options())?,
+                fallback_model: model
+                    .fallback
+                    .as_ref()
+                    .map_or(String::new(), |f| f.name.clone()),
+                fallback_input: match &model.fallback {
+                    Some(f) => encode_schema(&f.input)?,
+                    None => Vec::new(),
+                },
+                fallback_output: match &model.fallback {
+                    Some(f) => encode_schema(&f.output)?,
+                    None => Vec::new(),
+                },
+                fallback_options: match &model.fallback {
+                    Some(f) => options_json(&f.options)?,
+                    None => String::new(),
+                },
             };
             message
                 .encode(buf)

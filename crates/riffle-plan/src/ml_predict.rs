@@ -14,7 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::error::{DataFusionError, Result};
@@ -46,6 +46,54 @@ pub struct ModelDefinition {
     pub output: SchemaRef,
     /// The `WITH` options, as written.
     pub options: BTreeMap<String, String>,
+    /// The model named by its `fallback-model` option, as the catalog had it when the model
+    /// was looked up: it takes the rows while this model's circuit breaker is open.
+    pub fallback: Option<Box<ModelDefinition>>,
+}
+
+/// Model `name` of `models`, with its fallback model resolved.
+pub fn resolve_model(
+    models: &BTreeMap<String, ModelDefinition>,
+    name: &str,
+) -> riffle_common::Result<ModelDefinition> {
+    let mut model = models.get(name).cloned().ok_or_else(|| {
+        RiffleError::user(format!("there is no model {name}"))
+            .with_hint("CREATE MODEL it first; SHOW MODELS lists the models of this session")
+    })?;
+    let Some(fallback_name) = model
+        .options
+        .get("fallback-model")
+        .map(|n| n.trim().to_string())
+    else {
+        return Ok(model);
+    };
+    let fallback = models.get(&fallback_name).cloned().ok_or_else(|| {
+        RiffleError::user(format!(
+            "model {name}: its fallback-model {fallback_name} is not a model of the catalog"
+        ))
+        .with_hint("CREATE MODEL the fallback first")
+    })?;
+    if fallback.options.contains_key("fallback-model") {
+        return Err(RiffleError::user(format!(
+            "model {name}: its fallback {fallback_name} has a fallback of its own; a fallback \
+             takes rows alone"
+        )));
+    }
+    let columns = |schema: &SchemaRef| -> Vec<(String, DataType)> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect()
+    };
+    if columns(&fallback.output) != columns(&model.output) {
+        return Err(RiffleError::user(format!(
+            "model {name}: its fallback {fallback_name} declares other OUTPUT columns; a \
+             fallback gives the same columns"
+        )));
+    }
+    model.fallback = Some(Box::new(fallback));
+    Ok(model)
 }
 
 impl ModelDefinition {
@@ -198,7 +246,17 @@ fn plan_call(
             model.input.fields().len()
         )));
     }
-    ModelCall::new(config, Arc::clone(&model.output), input, descriptor)
+    let call = ModelCall::new(config, Arc::clone(&model.output), input, descriptor)?;
+    Ok(match &model.fallback {
+        None => call,
+        // The fallback reads the same columns; the call's MAP options are the model's.
+        Some(fallback) => call.with_fallback(Arc::new(plan_call(
+            fallback,
+            descriptor,
+            &BTreeMap::new(),
+            input,
+        )?)),
+    })
 }
 
 fn describe_concurrency(config: &InferenceConfig) -> String {

@@ -304,10 +304,7 @@ impl RiffleSession {
 
     /// A model of the catalog.
     pub fn model(&self, name: &str) -> Result<ModelDefinition> {
-        self.models().get(name).cloned().ok_or_else(|| {
-            RiffleError::user(format!("there is no model {name}"))
-                .with_hint("CREATE MODEL it first; SHOW MODELS lists the models of this session")
-        })
+        crate::ml_predict::resolve_model(&self.models(), name)
     }
 
     /// The models of the catalog, by name.

@@ -203,6 +203,8 @@ pub struct ModelReport {
     pub limit: usize,
     /// Requests in flight to the endpoint now (all its callers in the process).
     pub in_flight: usize,
+    /// The endpoint's circuit breaker: `closed`, `open` or `half-open`.
+    pub breaker: &'static str,
     /// Requests, rows, tokens, retries by cause, 429s, latencies.
     pub metrics: riffle_inference::metrics::MetricsSnapshot,
     /// With a spend cap: what the call spent, and whether the cap stopped the job's input.
@@ -217,7 +219,7 @@ impl fmt::Display for ModelReport {
             f,
             "model {} (vertex {}): {} rows in {} requests ({:.0} bytes each), {} failed; \
              tokens in {} out {}; retries {} (429 {}, server {}, timeout {}, connection {}); \
-             {} answered 429; limit {}; latency per attempt p50 {} p95 {} p99 {}, end to end \
+             {} answered 429; limit {}, {} in flight, breaker {}; latency per attempt p50 {} p95 {} p99 {}, end to end \
              p50 {} p95 {} p99 {}; mean wait for a slot {:.1} ms",
             self.model,
             self.vertex,
@@ -234,6 +236,8 @@ impl fmt::Display for ModelReport {
             m.retries[3],
             m.http_429,
             self.limit,
+            self.in_flight,
+            self.breaker,
             ms(m.attempt_latency[0]),
             ms(m.attempt_latency[1]),
             ms(m.attempt_latency[2]),
@@ -242,6 +246,9 @@ impl fmt::Display for ModelReport {
             ms(m.end_to_end_latency[2]),
             m.mean_queue_wait,
         )?;
+        if m.fallback_rows > 0 {
+            write!(f, "; {} rows to its fallback model", m.fallback_rows)?;
+        }
         if let Some((spent, capped)) = self.spend {
             write!(
                 f,
@@ -1814,6 +1821,7 @@ impl JobHandle {
                     model: call.config().model.clone(),
                     limit,
                     in_flight,
+                    breaker: call.endpoint().breaker_state(),
                     metrics: call.metrics().snapshot(),
                     spend: call.spend(),
                 }

@@ -136,6 +136,7 @@ pub(crate) async fn parse_create_model(
             input,
             output,
             options,
+            fallback: None,
         },
         if_not_exists,
     ))

@@ -824,3 +824,103 @@ async fn a_vision_model_gets_each_rows_images() {
     assert!(table.contains("[image/png 64x48]"), "{table}");
     assert!(table.contains("[image/png 32x16]"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_model_takes_the_rows_while_the_breaker_is_open() {
+    let broken = FaultServer::start(ServerConfig {
+        fault_rate: 1.0,
+        faults: vec![Fault::ServerError],
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let backup = FaultServer::start(ServerConfig::default()).await.unwrap();
+    let session = Session::with_config(JobConfig::default().with_parallelism(2)).unwrap();
+    session.register_batches("docs", vec![docs(200)]).unwrap();
+    session
+        .sql(&format!(
+            "CREATE MODEL backup INPUT (text STRING) OUTPUT (embedding VECTOR(FLOAT, {DIM})) \
+             WITH ('provider' = 'openai', 'endpoint' = '{}', 'model' = 'test')",
+            backup.embeddings_url()
+        ))
+        .await
+        .unwrap();
+    // Every request to the primary fails with a 500: its breaker opens after 3 in a row,
+    // and from then on its rows go to the fallback.
+    create_model(
+        &session,
+        &broken,
+        ", 'fallback-model' = 'backup', 'batch-rows' = '10', \
+         'circuit-breaker.consecutive-failures' = '3'",
+    )
+    .await;
+    let mut handle = session
+        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = handle.next_batch().await.unwrap() {
+        batches.push(batch);
+    }
+    check_rows(&batches, 200);
+    let report = handle.report();
+    let model = &report.models[0];
+    assert_eq!(model.metrics.fallback_rows, 200, "{model}");
+    assert_eq!(
+        backup.log().len(),
+        200,
+        "each row asked of the fallback once"
+    );
+    assert!(
+        model.to_string().contains("200 rows to its fallback model"),
+        "{model}"
+    );
+    // The job graph carries the fallback through its codec.
+    let frame = session
+        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap();
+    let graph = session.job_graph(frame.logical_plan()).await.unwrap();
+    let decoded = session
+        .decode_job_graph(&graph.encode(&session.codec()).unwrap())
+        .unwrap();
+    let batches = session
+        .execute_graph(decoded)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    check_rows(&batches, 200);
+    assert_eq!(
+        backup.log().len(),
+        400,
+        "the decoded graph kept its fallback"
+    );
+
+    // A fallback must give the same columns.
+    session
+        .sql(&format!(
+            "CREATE MODEL other INPUT (text STRING) OUTPUT (label BIGINT) \
+             WITH ('provider' = 'openai', 'endpoint' = '{}')",
+            backup.chat_url()
+        ))
+        .await
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE MODEL mismatched INPUT (text STRING) OUTPUT (embedding VECTOR(FLOAT, {DIM})) \
+             WITH ('provider' = 'openai', 'endpoint' = '{}', 'fallback-model' = 'other')",
+            broken.embeddings_url()
+        ))
+        .await
+        .unwrap();
+    let error = super::query_error(
+        &session,
+        "SELECT * FROM ML_PREDICT(TABLE docs, MODEL mismatched, DESCRIPTOR(text))",
+    )
+    .await;
+    assert!(error.contains("other OUTPUT columns"), "{error}");
+}
