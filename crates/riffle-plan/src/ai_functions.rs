@@ -6,9 +6,9 @@
 //!
 //! The functions exist so that SQL and DataFrame expressions type-check (their type is the
 //! model's first OUTPUT column, read from the session's catalog); they cannot run.
-//! [`AiFunctionsRule`], an analyzer rule, takes every call out of a projection: the argument
-//! becomes a column of a projection below, an [`MlPredictNode`] reads it, and the call
-//! becomes a reference to the node's output column.
+//! [`AiFunctionsRule`], an analyzer rule, takes every call out of a projection, a filter or
+//! an aggregate: the argument becomes a column of a projection below, an [`MlPredictNode`]
+//! reads it, and the call becomes a reference to the node's output column.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs,
     ScalarUDFImpl, Signature, Volatility,
@@ -126,8 +127,9 @@ impl ScalarUDFImpl for AiFunction {
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         Err(DataFusionError::NotImplemented(format!(
-            "{} runs as a batched model call, which Riffle plans for calls in a SELECT list \
-             only so far; compute it in a SELECT (a subquery) and filter or aggregate its result",
+            "{} runs as a batched model call, which Riffle plans for calls in a SELECT list, \
+             a WHERE clause, a GROUP BY or an aggregate's argument; compute it in a SELECT (a \
+             subquery) where it is used elsewhere (a JOIN condition, an ORDER BY)",
             self.name
         )))
     }
@@ -230,9 +232,13 @@ impl AiFunctionsRule {
             };
             let mut definition = {
                 let models = self.models.read().unwrap_or_else(|p| p.into_inner());
-                models.get(&model).cloned().ok_or_else(|| {
-                    DataFusionError::Plan(format!("{name}: there is no model {model}"))
-                })?
+                if !models.contains_key(&model) {
+                    return Err(DataFusionError::Plan(format!(
+                        "{name}: there is no model {model}"
+                    )));
+                }
+                crate::ml_predict::resolve_model(&models, &model)
+                    .map_err(|e| DataFusionError::Plan(format!("{name}: {e}")))?
             };
             static NEXT: AtomicU64 = AtomicU64::new(0);
             let id = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -265,26 +271,37 @@ impl AiFunctionsRule {
         })
     }
 
+    /// Takes the calls out of a projection, a filter or an aggregate: each call's argument
+    /// becomes a column below the node, an inference node computes it, and the call becomes
+    /// a reference to its output. Expressions keep their names (parents refer to them); a
+    /// filter's output drops the columns it gained.
     fn rewrite(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Projection(projection) = plan else {
+        if !matches!(
+            plan,
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::Aggregate(_)
+        ) {
             return Ok(Transformed::no(plan));
-        };
+        }
         let mut calls = Vec::new();
-        let mut exprs = Vec::with_capacity(projection.expr.len());
-        for expr in projection.expr.iter().cloned() {
-            // Keep each expression's name: `ai_embed(...)` unaliased stays named so.
-            let name = expr.schema_name().to_string();
+        let names = NamePreserver::new(&plan);
+        let mut exprs = Vec::new();
+        for expr in plan.expressions() {
+            let name = names.save(&expr);
             let rewritten = self.take_out(expr, &mut calls)?;
             exprs.push(if rewritten.transformed {
-                rewritten.data.alias_if_changed(name)?
+                name.restore(rewritten.data)
             } else {
                 rewritten.data
             });
         }
         if calls.is_empty() {
-            return Ok(Transformed::no(LogicalPlan::Projection(projection)));
+            return Ok(Transformed::no(plan));
         }
-        let mut input = Arc::unwrap_or_clone(projection.input);
+        let inputs = plan.inputs();
+        let [input] = inputs.as_slice() else {
+            return Ok(Transformed::no(plan));
+        };
+        let mut input = (*input).clone();
         for (model, argument, output, options) in calls {
             let argument_name = format!("{output}_in");
             let mut columns: Vec<Expr> = input
@@ -297,9 +314,40 @@ impl AiFunctionsRule {
             input = MlPredictNode::try_new(with_argument, model, vec![argument_name], options)
                 .map_err(|e| DataFusionError::Plan(e.to_string()))?
                 .into_plan();
+            // A scalar call's failed row is NULL: the node's error column (on-error null or
+            // default) is not the call's, and a second call would add another.
+            let fields = input.schema().fields().len();
+            let added_error = input
+                .schema()
+                .fields()
+                .last()
+                .is_some_and(|f| f.name() == riffle_inference::call::ERROR_COLUMN);
+            if added_error {
+                let kept: Vec<Expr> = input
+                    .schema()
+                    .iter()
+                    .take(fields - 1)
+                    .map(|(qualifier, field)| Expr::Column(Column::from((qualifier, field))))
+                    .collect();
+                input = LogicalPlanBuilder::from(input).project(kept)?.build()?;
+            }
         }
-        let plan = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
-        Ok(Transformed::yes(plan))
+        let rewritten = plan.with_new_exprs(exprs, vec![input])?;
+        let rewritten = match &plan {
+            // A filter passes its input's columns: the ones it had before.
+            LogicalPlan::Filter(_) => {
+                let columns: Vec<Expr> = plan
+                    .schema()
+                    .iter()
+                    .map(|(qualifier, field)| Expr::Column(Column::from((qualifier, field))))
+                    .collect();
+                LogicalPlanBuilder::from(rewritten)
+                    .project(columns)?
+                    .build()?
+            }
+            _ => rewritten,
+        };
+        Ok(Transformed::yes(rewritten))
     }
 }
 

@@ -738,6 +738,33 @@ async fn ai_functions_plan_onto_the_batched_operator() {
         "no label: a row error, NULL"
     );
 
+    // In a WHERE clause, a GROUP BY and an aggregate's argument: the same batched calls.
+    let table = super::rows(
+        &session,
+        "SELECT id FROM reviews \
+         WHERE ai_classify('judge', review, ARRAY['positive', 'negative']) = 'positive'",
+    )
+    .await;
+    assert!(
+        table.contains("| 0  |") && !table.contains("| 1  |"),
+        "{table}"
+    );
+    let table = super::rows(
+        &session,
+        "SELECT ai_classify('judge', review, ARRAY['positive', 'negative']) AS label, \
+         count(*) AS n, count(ai_classify('judge', review, ARRAY['positive'])) AS positive \
+         FROM reviews GROUP BY ai_classify('judge', review, ARRAY['positive', 'negative']) \
+         ORDER BY label",
+    )
+    .await;
+    for line in [
+        "| negative | 1 | 0        |",
+        "| positive | 1 | 1        |",
+        "|          | 1 | 0        |",
+    ] {
+        assert!(table.contains(line), "{line}\n{table}");
+    }
+
     let error = session
         .sql("SELECT ai_embed('nope', text) FROM docs")
         .await
