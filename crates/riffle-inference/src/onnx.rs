@@ -103,6 +103,14 @@ pub(crate) fn session(
             .with_intra_threads(threads)
             .map_err(|e| format!("cannot set the session's threads: {e}"))?;
     }
+    // The `cuda` feature: the GPU first; ONNX Runtime falls back to the CPU (with a warning
+    // in its log) when its library has no CUDA provider or the machine no GPU.
+    #[cfg(feature = "cuda")]
+    {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build()])
+            .map_err(|e| format!("cannot ask for the CUDA execution provider: {e}"))?;
+    }
     let session = builder.commit_from_file(&key).map_err(|e| {
         format!(
             "{} is not an ONNX model ONNX Runtime can load: {e}",
