@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
     UInt32Array, UInt64Array,
 };
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use serde_json::{Value, json};
 
 use crate::backend::{Answer, Backend, CallError, Request};
@@ -41,17 +41,25 @@ struct InputTensor {
 
 #[derive(Debug)]
 enum TensorData {
-    Numbers(Values),
+    /// Values, and the element type the column stores (a `UINT8` image goes as `UINT8`,
+    /// though its values travel widened).
+    Numbers(Values, DataType),
     Text(Vec<String>),
 }
 
 impl TensorData {
     fn datatype(&self) -> &'static str {
         match self {
-            TensorData::Numbers(Values::F32(_)) => "FP32",
-            TensorData::Numbers(Values::F64(_)) => "FP64",
-            TensorData::Numbers(Values::I64(_)) => "INT64",
-            TensorData::Numbers(Values::I32(_)) => "INT32",
+            TensorData::Numbers(_, DataType::Int8) => "INT8",
+            TensorData::Numbers(_, DataType::Int16) => "INT16",
+            TensorData::Numbers(_, DataType::UInt8) => "UINT8",
+            TensorData::Numbers(_, DataType::UInt16) => "UINT16",
+            TensorData::Numbers(_, DataType::UInt32) => "UINT32",
+            TensorData::Numbers(_, DataType::UInt64) => "UINT64",
+            TensorData::Numbers(Values::F32(_), _) => "FP32",
+            TensorData::Numbers(Values::F64(_), _) => "FP64",
+            TensorData::Numbers(Values::I64(_), _) => "INT64",
+            TensorData::Numbers(Values::I32(_), _) => "INT32",
             TensorData::Text(_) => "BYTES",
         }
     }
@@ -168,7 +176,10 @@ impl KserveBackend {
                 Err(_) => {
                     let (values, shape) = tensors::column_tensor(field, column)
                         .map_err(|e| CallError::malformed(format!("model {}: {e}", self.model)))?;
-                    (TensorData::Numbers(values), shape)
+                    (
+                        TensorData::Numbers(values, tensors::element_type(column)),
+                        shape,
+                    )
                 }
             };
             let mut shape = vec![rows];
@@ -245,10 +256,10 @@ impl KserveBackend {
             .map(|tensor| {
                 let datatype = tensor.data.datatype();
                 let data = match tensor.data {
-                    TensorData::Numbers(Values::F32(v)) => json!(v),
-                    TensorData::Numbers(Values::F64(v)) => json!(v),
-                    TensorData::Numbers(Values::I64(v)) => json!(v),
-                    TensorData::Numbers(Values::I32(v)) => json!(v),
+                    TensorData::Numbers(Values::F32(v), _) => json!(v),
+                    TensorData::Numbers(Values::F64(v), _) => json!(v),
+                    TensorData::Numbers(Values::I64(v), _) => json!(v),
+                    TensorData::Numbers(Values::I32(v), _) => json!(v),
                     TensorData::Text(v) => json!(v),
                 };
                 json!({"name": tensor.name, "shape": tensor.shape, "datatype": datatype, "data": data})
@@ -619,10 +630,23 @@ mod grpc {
                     let datatype = tensor.data.datatype().to_string();
                     let mut contents = InferTensorContents::default();
                     match tensor.data {
-                        TensorData::Numbers(Values::F32(v)) => contents.fp32_contents = v,
-                        TensorData::Numbers(Values::F64(v)) => contents.fp64_contents = v,
-                        TensorData::Numbers(Values::I64(v)) => contents.int64_contents = v,
-                        TensorData::Numbers(Values::I32(v)) => contents.int_contents = v,
+                        // Unsigned types have fields of their own; their values were widened
+                        // without loss (a UINT64 above INT64's range was refused).
+                        TensorData::Numbers(
+                            values,
+                            DataType::UInt8 | DataType::UInt16 | DataType::UInt32,
+                        ) => {
+                            contents.uint_contents =
+                                values.into_i64().into_iter().map(|v| v as u32).collect()
+                        }
+                        TensorData::Numbers(values, DataType::UInt64) => {
+                            contents.uint64_contents =
+                                values.into_i64().into_iter().map(|v| v as u64).collect()
+                        }
+                        TensorData::Numbers(Values::F32(v), _) => contents.fp32_contents = v,
+                        TensorData::Numbers(Values::F64(v), _) => contents.fp64_contents = v,
+                        TensorData::Numbers(Values::I64(v), _) => contents.int64_contents = v,
+                        TensorData::Numbers(Values::I32(v), _) => contents.int_contents = v,
                         TensorData::Text(v) => {
                             contents.bytes_contents =
                                 v.into_iter().map(String::into_bytes).collect()

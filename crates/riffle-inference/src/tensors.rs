@@ -174,6 +174,20 @@ pub fn column_tensor(field: &Field, column: &ArrayRef) -> Result<(Values, Vec<us
     }
 }
 
+/// The type of a tensor column's elements as the column stores them (before
+/// [`column_tensor`] widens narrow integers), for protocols that name it (KServe's
+/// `UINT8`).
+pub fn element_type(column: &ArrayRef) -> DataType {
+    match column.data_type() {
+        DataType::FixedSizeList(item, _) => item.data_type().clone(),
+        DataType::Struct(fields) => match fields.find("data").map(|(_, f)| f.data_type()) {
+            Some(DataType::List(item) | DataType::LargeList(item)) => item.data_type().clone(),
+            _ => column.data_type().clone(),
+        },
+        other => other.clone(),
+    }
+}
+
 /// A variable-shape tensor column whose rows share one shape, as one tensor.
 fn variable_shape_tensor(field: &Field, column: &ArrayRef) -> Result<(Values, Vec<usize>), String> {
     let parts = column.as_struct();

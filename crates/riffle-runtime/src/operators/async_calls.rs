@@ -361,6 +361,25 @@ impl AsyncOperator {
         Some(entry)
     }
 
+    /// In order: a request behind the head that failed fails the operator now (its error is
+    /// final: the call already retried it), instead of when the head reaches it, which may
+    /// be long (a head waiting for a breaker's probe); one that answered is kept until then.
+    fn settle_behind_head(&mut self, cx: &mut Context<'_>) -> Result<()> {
+        for entry in self.queue.iter_mut().skip(1) {
+            let Entry::Running { result, .. } = entry else {
+                continue;
+            };
+            match result.as_mut().poll(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(batch)) => *entry = Entry::Done(batch),
+                Poll::Ready(Err(error)) => {
+                    return Err(error.context(format!("evaluating operator {}", self.name)));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Emits the results that arrived before the first watermark of the queue, in any order
     /// (unordered mode); `true` when one was.
     fn emit_arrived(&mut self, cx: &mut Context<'_>, out: &mut Output) -> Result<bool> {
@@ -408,6 +427,8 @@ impl AsyncOperator {
                 Ok(any) => emitted = any,
                 Err(error) => return Poll::Ready(Err(error)),
             }
+        } else if let Err(error) = self.settle_behind_head(cx) {
+            return Poll::Ready(Err(error));
         }
         loop {
             let ready = match self.queue.front_mut() {
@@ -1048,6 +1069,59 @@ mod tests {
             .unwrap_err();
         assert!(error.to_string().contains("no double for -3"), "{error}");
         assert!(error.to_string().contains("async-1"), "{error}");
+    }
+
+    /// Requests whose first row is 0 never end; the others fail.
+    struct HeadStuckOthersFail;
+
+    impl Requests for HeadStuckOthersFail {
+        fn call(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>> {
+            let first = input.column(0).as_primitive::<Int64Type>().value(0);
+            Box::pin(async move {
+                if first == 0 {
+                    futures::future::pending::<()>().await;
+                }
+                Err(RiffleError::external(format!(
+                    "request from row {first} failed"
+                )))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_failing_behind_a_stuck_head_fails_the_operator_at_once() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("doubled", DataType::Int64, true),
+        ]));
+        let shape = RequestShape {
+            rows: 3,
+            bytes: u64::MAX,
+            in_flight: 2,
+            ordered: true,
+            linger: None,
+        };
+        let mut operator = AsyncOperator::new(
+            "async-1".into(),
+            Arc::new(HeadStuckOthersFail),
+            shape,
+            schema,
+            1,
+        );
+        operator.open(&context(), None).await.unwrap();
+        let mut out = Output::default();
+        operator
+            .process_batch(0, batch(0..6), &mut out)
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| operator.poll_pending(cx, &mut out)),
+        )
+        .await
+        .expect("the failure behind the head is seen without waiting for the head");
+        let error = outcome.unwrap_err();
+        assert!(error.to_string().contains("row 3 failed"), "{error}");
     }
 
     #[test]

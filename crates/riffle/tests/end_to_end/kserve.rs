@@ -178,6 +178,41 @@ pub(super) fn digits_batch(reference: &serde_json::Value) -> RecordBatch {
     .unwrap()
 }
 
+/// The raw digits rows of `reference` as `id` and `pixels VECTOR(UINT8, 64)`.
+fn raw_digits_batch(reference: &serde_json::Value) -> RecordBatch {
+    use datafusion::arrow::array::UInt8Array;
+    let inputs = reference["raw_inputs"].as_array().unwrap();
+    let flat: Vec<u8> = inputs
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u8)
+        })
+        .collect();
+    let item = Arc::new(Field::new("item", DataType::UInt8, true));
+    let pixels = FixedSizeListArray::try_new(
+        Arc::clone(&item),
+        64,
+        Arc::new(UInt8Array::from(flat)),
+        None,
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("pixels", DataType::FixedSizeList(item, 64), false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..inputs.len() as i64)),
+            Arc::new(pixels),
+        ],
+    )
+    .unwrap()
+}
+
 /// Checks every row's label and probabilities against scikit-learn's.
 fn check(
     labels: &[RecordBatch],
@@ -238,6 +273,9 @@ async fn kserve_v2_models_on_mlserver_agree_with_scikit_learn_over_rest_and_grpc
     session
         .register_batches("digits", vec![digits_batch(&server.reference)])
         .unwrap();
+    session
+        .register_batches("raw_digits", vec![raw_digits_batch(&server.reference)])
+        .unwrap();
     for (transport, endpoint) in [
         ("rest", format!("http://127.0.0.1:{}", server.http_port)),
         ("grpc", format!("grpc://127.0.0.1:{}", server.grpc_port)),
@@ -277,6 +315,43 @@ async fn kserve_v2_models_on_mlserver_agree_with_scikit_learn_over_rest_and_grpc
         let probabilities = run(format!("proba_{transport}"), "probabilities").await;
         check(&labels, &probabilities, &server.reference, transport);
 
+        // UINT8 pixels go as UINT8 tensors (not widened to INT32, which a typed server
+        // would refuse).
+        session
+            .sql(&format!(
+                "CREATE MODEL raw_{transport} INPUT (pixels VECTOR(UINT8, 64)) \
+                 OUTPUT (label BIGINT) \
+                 WITH ('provider' = 'triton', 'endpoint' = '{endpoint}', \
+                 'model-name' = 'digits')"
+            ))
+            .await
+            .unwrap();
+        let batches = session
+            .sql(&format!(
+                "SELECT id, label FROM ML_PREDICT(TABLE raw_digits, MODEL raw_{transport}, \
+                 DESCRIPTOR(pixels))"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let expected = server.reference["raw_labels"].as_array().unwrap();
+        let mut seen = 0;
+        for batch in &batches {
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let labels = batch.column(1).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                let id = ids.value(row) as usize;
+                assert_eq!(
+                    labels.value(row),
+                    expected[id].as_i64().unwrap(),
+                    "{transport}: raw row {id}"
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, expected.len(), "{transport}: every raw row");
         // Readiness, as the circuit breaker's half-open probe asks it.
         let options = TritonOptions {
             endpoint: endpoint.clone(),
@@ -306,7 +381,6 @@ async fn kserve_v2_models_on_mlserver_agree_with_scikit_learn_over_rest_and_grpc
             !backend.is_ready().await.unwrap_or(false),
             "{transport}: a model the server lacks is not ready"
         );
-
         // A model the server does not serve, and an output it does not have: each an error
         // naming the model and what the server said.
         for (name, output, options, said) in [
@@ -332,17 +406,16 @@ async fn kserve_v2_models_on_mlserver_agree_with_scikit_learn_over_rest_and_grpc
             );
         }
     }
-
-    // A server that is not there: a connection error naming the model, after the retries.
-    let port = free_port();
+    // A server that is not there (port 9, discard, which nothing serves here): a connection
+    // error naming the model, after the retries. A free port picked here could be taken by
+    // another process before the request, which would then wait for an answer instead.
     let error = model_error(
         &session,
         "unreachable",
         "label BIGINT",
-        &format!(
-            "'endpoint' = 'http://127.0.0.1:{port}', 'model-name' = 'digits', \
-             'max-retries' = '1', 'retry-backoff-base-interval' = '5 ms'"
-        ),
+        "'endpoint' = 'http://127.0.0.1:9', 'model-name' = 'digits', \
+         'max-retries' = '1', 'retry-backoff-base-interval' = '5 ms', \
+         'request-timeout' = '2 s'",
     )
     .await;
     assert!(error.contains("unreachable"), "{error}");

@@ -8,7 +8,7 @@ is pickled by the scikit-learn that will load it.
 Usage: python mlserver_digits.py OUT_DIR HTTP_PORT GRPC_PORT METRICS_PORT
 Writes OUT_DIR/settings.json, OUT_DIR/digits/{model.joblib,model-settings.json} and
 OUT_DIR/reference.json: {"inputs": [[64 floats], ...], "labels": [...],
-"probabilities": [[10 floats], ...]}
+"probabilities": [[10 floats], ...], "raw_inputs": [[64 ints], ...], "raw_labels": [...]}
 """
 
 import json
@@ -56,6 +56,11 @@ def main(out: str, http_port: int, grpc_port: int, metrics_port: int) -> None:
                 "inputs": x[test].tolist(),
                 "labels": classifier.predict(x[test]).tolist(),
                 "probabilities": classifier.predict_proba(x[test]).tolist(),
+                # The same rows as their raw 0..16 pixel counts, sent as UINT8.
+                "raw_inputs": digits.data[test].astype(np.uint8).tolist(),
+                "raw_labels": classifier.predict(
+                    digits.data[test].astype(np.uint8)
+                ).tolist(),
             },
             f,
         )
