@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, GenericListArray, OffsetSizeTrait,
+};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
@@ -140,26 +142,8 @@ fn rows_of(input: &ArrayRef) -> Result<Rows> {
             }
             Arc::clone(list.values())
         }
-        DataType::List(_) => {
-            let list = input.as_list::<i32>();
-            let offsets = list.value_offsets();
-            for row in 0..input.len() {
-                let start = offsets[row] as usize;
-                let len = offsets[row + 1] as usize - start;
-                rows.push(input.is_valid(row).then(|| (start, len, vec![len])));
-            }
-            Arc::clone(list.values())
-        }
-        DataType::LargeList(_) => {
-            let list = input.as_list::<i64>();
-            let offsets = list.value_offsets();
-            for row in 0..input.len() {
-                let start = offsets[row] as usize;
-                let len = offsets[row + 1] as usize - start;
-                rows.push(input.is_valid(row).then(|| (start, len, vec![len])));
-            }
-            Arc::clone(list.values())
-        }
+        DataType::List(_) => list_rows(input.as_list::<i32>(), &mut rows),
+        DataType::LargeList(_) => list_rows(input.as_list::<i64>(), &mut rows),
         // CAST(NULL AS TENSOR(...)): every row NULL.
         DataType::Null => {
             rows.resize(input.len(), None);
@@ -168,6 +152,20 @@ fn rows_of(input: &ArrayRef) -> Result<Rows> {
         other => return Err(not_a_tensor(other)),
     };
     Ok(Rows { values, rows })
+}
+
+/// A list's rows (each one-dimensional) into `rows`; its values.
+fn list_rows<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+    rows: &mut Vec<Option<(usize, usize, Vec<usize>)>>,
+) -> ArrayRef {
+    let offsets = list.value_offsets();
+    for row in 0..list.len() {
+        let start = offsets[row].as_usize();
+        let len = offsets[row + 1].as_usize() - start;
+        rows.push(list.is_valid(row).then(|| (start, len, vec![len])));
+    }
+    Arc::clone(list.values())
 }
 
 fn not_a_tensor(data_type: &DataType) -> DataFusionError {

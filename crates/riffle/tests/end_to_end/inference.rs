@@ -39,6 +39,23 @@ async fn create_model(session: &Session, server: &FaultServer, extra: &str) {
         .unwrap();
 }
 
+/// Runs `SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, ...)` to its end:
+/// the rows and the job's report.
+async fn embed_with_report(session: &Session) -> (Vec<RecordBatch>, riffle::JobReport) {
+    let mut handle = session
+        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
+        .await
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = handle.next_batch().await.unwrap() {
+        batches.push(batch);
+    }
+    (batches, handle.report())
+}
+
 /// Checks every row's embedding against what the server computes for `doc {id}`.
 fn check_rows(batches: &[RecordBatch], rows: usize) {
     let mut seen = vec![false; rows];
@@ -357,19 +374,9 @@ async fn batch_tokens_caps_requests_by_estimated_tokens() {
     // "doc N" is estimated at 3 tokens a row (its characters / 4, plus one per row): 10
     // tokens a request is 3 rows, though batch-rows allows 32.
     create_model(&session, &server, ", 'batch-tokens' = '10'").await;
-    let mut handle = session
-        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
-        .await
-        .unwrap()
-        .execute()
-        .await
-        .unwrap();
-    let mut batches = Vec::new();
-    while let Some(batch) = handle.next_batch().await.unwrap() {
-        batches.push(batch);
-    }
+    let (batches, report) = embed_with_report(&session).await;
     check_rows(&batches, 100);
-    let metrics = &handle.report().models[0].metrics;
+    let metrics = &report.models[0].metrics;
     assert_eq!(metrics.rows, 100);
     assert!(
         metrics.requests >= 34,
@@ -393,17 +400,7 @@ async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
          'price.input-tokens' = '0.02'",
     )
     .await;
-    let mut handle = session
-        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
-        .await
-        .unwrap()
-        .execute()
-        .await
-        .unwrap();
-    let mut batches = Vec::new();
-    while let Some(batch) = handle.next_batch().await.unwrap() {
-        batches.push(batch);
-    }
+    let (batches, report) = embed_with_report(&session).await;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     // Every row out is right and once; every row the server answered came out.
     let mut seen = std::collections::HashSet::new();
@@ -424,7 +421,6 @@ async fn a_spend_cap_ends_the_job_cleanly_with_the_rows_answered() {
         }
     }
     assert_eq!(server.log().len(), rows, "every answered row came out");
-    let report = handle.report();
     let model = &report.models[0];
     let (spent, capped) = model.spend.expect("a spend report");
     assert!(capped, "{model}");
@@ -881,19 +877,8 @@ async fn a_fallback_model_takes_the_rows_while_the_breaker_is_open() {
          'circuit-breaker.consecutive-failures' = '3'",
     )
     .await;
-    let mut handle = session
-        .sql("SELECT id, embedding FROM ML_PREDICT(TABLE docs, MODEL embed, DESCRIPTOR(text))")
-        .await
-        .unwrap()
-        .execute()
-        .await
-        .unwrap();
-    let mut batches = Vec::new();
-    while let Some(batch) = handle.next_batch().await.unwrap() {
-        batches.push(batch);
-    }
+    let (batches, report) = embed_with_report(&session).await;
     check_rows(&batches, 200);
-    let report = handle.report();
     let model = &report.models[0];
     assert_eq!(model.metrics.fallback_rows, 200, "{model}");
     assert_eq!(

@@ -146,59 +146,38 @@ impl Drop for MlServer {
 /// The digits test rows of `reference` (its "inputs", 64 floats each) as a table of `id` and
 /// `pixels VECTOR(FLOAT, 64)`.
 pub(super) fn digits_batch(reference: &serde_json::Value) -> RecordBatch {
-    let inputs = reference["inputs"].as_array().unwrap();
-    let flat: Vec<f32> = inputs
-        .iter()
-        .flat_map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-        })
+    let values: Vec<f32> = flat(reference, "inputs")
+        .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let pixels = FixedSizeListArray::try_new(
-        Arc::clone(&item),
-        64,
-        Arc::new(Float32Array::from(flat)),
-        None,
-    )
-    .unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("pixels", DataType::FixedSizeList(item, 64), false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..inputs.len() as i64)),
-            Arc::new(pixels),
-        ],
-    )
-    .unwrap()
+    pixels_batch(DataType::Float32, Arc::new(Float32Array::from(values)))
 }
 
-/// The raw digits rows of `reference` as `id` and `pixels VECTOR(UINT8, 64)`.
+/// The same rows as raw pixel counts, `pixels VECTOR(UINT8, 64)`.
 fn raw_digits_batch(reference: &serde_json::Value) -> RecordBatch {
     use datafusion::arrow::array::UInt8Array;
-    let inputs = reference["raw_inputs"].as_array().unwrap();
-    let flat: Vec<u8> = inputs
-        .iter()
-        .flat_map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u8)
-        })
+    let values: Vec<u8> = flat(reference, "raw_inputs")
+        .map(|v| v.as_u64().unwrap() as u8)
         .collect();
-    let item = Arc::new(Field::new("item", DataType::UInt8, true));
-    let pixels = FixedSizeListArray::try_new(
-        Arc::clone(&item),
-        64,
-        Arc::new(UInt8Array::from(flat)),
-        None,
-    )
-    .unwrap();
+    pixels_batch(DataType::UInt8, Arc::new(UInt8Array::from(values)))
+}
+
+/// The values of `reference[key]`, a list of rows, in row-major order.
+fn flat<'a>(
+    reference: &'a serde_json::Value,
+    key: &str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    reference[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+}
+
+/// A table of `id` and `pixels`, 64 `values` of type `item` a row.
+fn pixels_batch(item: DataType, values: datafusion::arrow::array::ArrayRef) -> RecordBatch {
+    let rows = values.len() / 64;
+    let item = Arc::new(Field::new("item", item, true));
+    let pixels = FixedSizeListArray::try_new(Arc::clone(&item), 64, values, None).unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("pixels", DataType::FixedSizeList(item, 64), false),
@@ -206,7 +185,7 @@ fn raw_digits_batch(reference: &serde_json::Value) -> RecordBatch {
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(Int64Array::from_iter_values(0..inputs.len() as i64)),
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
             Arc::new(pixels),
         ],
     )
