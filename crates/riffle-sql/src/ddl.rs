@@ -214,65 +214,158 @@ pub async fn parse_statement(session: &RiffleSession, sql: &str) -> Result<Riffl
     Ok(RiffleStatement::Plan(session.logical_plan(sql).await?))
 }
 
-/// Flink's `ROW<name type, ...>` and `MAP<K, V>` in `CREATE` statements, as DataFusion's
-/// parser reads them: `STRUCT<name type, ...>` and `MAP(K, V)`.
+/// Flink's type names that DataFusion's parser does not read, as it reads them:
+/// `ROW<name type, ...>` becomes `STRUCT<...>`, `MAP<K, V>` becomes `MAP(K, V)`,
+/// `MULTISET<T>` becomes `MAP(T, INT)` (Flink's multiset is a map of each element to its
+/// count), and `TIMESTAMP[(p)] WITH LOCAL TIME ZONE` becomes `TIMESTAMP_LTZ[(p)]`. In a
+/// `CREATE` statement every such type is rewritten; elsewhere only a type right after `AS`
+/// (`CAST(x AS ROW<...>)`), so that a column named `map` compared with `<` stays as it is.
 fn flink_type_names(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let tokens = local_time_zone(tokens);
     let first = tokens
         .iter()
         .find(|t| !matches!(t.token, Token::Whitespace(_)));
-    if !is_keyword(first.as_ref(), Keyword::CREATE) {
-        return tokens;
-    }
+    let create = is_keyword(first.as_ref(), Keyword::CREATE);
     let next_is_lt = |tokens: &[TokenWithSpan], i: usize| {
         tokens[i + 1..]
             .iter()
             .find(|t| !matches!(t.token, Token::Whitespace(_)))
             .is_some_and(|t| t.token == Token::Lt)
     };
+    let previous_is_as = |tokens: &[TokenWithSpan], i: usize| {
+        tokens[..i]
+            .iter()
+            .rev()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .is_some_and(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::AS))
+    };
     let word = |token: &Token, name: &str| matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(name));
     let mut out = tokens.clone();
-    // MAP< ... >: its brackets become parentheses (the closing one found by depth; `>>`
-    // closes two).
+    // Outside CREATE: the end of the type begun after AS (its closing `>`), inside which
+    // nested types are rewritten too.
+    let mut in_type_until: Option<usize> = None;
     let mut i = 0;
     while i < out.len() {
-        if word(&out[i].token, "ROW") && next_is_lt(&out, i) {
-            out[i].token = Token::make_word("STRUCT", None);
+        if in_type_until.is_some_and(|end| i > end) {
+            in_type_until = None;
         }
-        if word(&out[i].token, "MAP") && next_is_lt(&out, i) {
-            let open = i
-                + 1
-                + out[i + 1..]
-                    .iter()
-                    .position(|t| t.token == Token::Lt)
-                    .unwrap_or(0);
-            let mut depth = 0i32;
-            let mut close = None;
-            for (j, token) in out.iter().enumerate().skip(open) {
-                match token.token {
-                    Token::Lt => depth += 1,
-                    Token::Gt => depth -= 1,
-                    Token::ShiftRight => depth -= 2,
-                    _ => {}
-                }
-                if depth <= 0 {
-                    close = Some((j, depth));
-                    break;
-                }
+        let flink_type = (word(&out[i].token, "ROW")
+            || word(&out[i].token, "MAP")
+            || word(&out[i].token, "MULTISET"))
+            && next_is_lt(&out, i);
+        if flink_type && !create && in_type_until.is_none() {
+            if !previous_is_as(&out, i) {
+                i += 1;
+                continue;
             }
-            if let Some((close, depth)) = close {
+            in_type_until = matching_gt(&out, i).map(|(close, _)| close);
+        }
+        if flink_type && word(&out[i].token, "ROW") {
+            out[i].token = Token::make_word("STRUCT", None);
+        } else if flink_type {
+            let multiset = word(&out[i].token, "MULTISET");
+            if let Some((close, depth)) = matching_gt(&out, i) {
+                let open = i
+                    + 1
+                    + out[i + 1..]
+                        .iter()
+                        .position(|t| t.token == Token::Lt)
+                        .unwrap_or(0);
+                out[i].token = Token::make_word("MAP", None);
                 out[open].token = Token::LParen;
-                if depth == 0 {
-                    out[close].token = Token::RParen;
-                } else {
-                    // `>>`: this map's end and the enclosing type's.
-                    out[close].token = Token::RParen;
-                    out.insert(close + 1, TokenWithSpan::wrap(Token::Gt));
+                out[close].token = Token::RParen;
+                let mut at = close;
+                if multiset {
+                    // MULTISET<T>: MAP(T, INT).
+                    for token in [Token::Comma, Token::make_word("INT", None)] {
+                        out.insert(at, TokenWithSpan::wrap(token));
+                        at += 1;
+                    }
+                    if let Some(end) = in_type_until.as_mut() {
+                        *end += 2;
+                    }
+                }
+                if depth != 0 {
+                    // `>>`: this type's end and the enclosing type's.
+                    out.insert(at + 1, TokenWithSpan::wrap(Token::Gt));
+                    if let Some(end) = in_type_until.as_mut() {
+                        *end += 1;
+                    }
                 }
             }
         }
         i += 1;
     }
     out
+}
+
+/// The `>` that closes the type whose `<` follows token `i`, and the depth left there (-1
+/// when a `>>` closes it and the enclosing type).
+fn matching_gt(tokens: &[TokenWithSpan], i: usize) -> Option<(usize, i32)> {
+    let open = i + 1 + tokens[i + 1..].iter().position(|t| t.token == Token::Lt)?;
+    let mut depth = 0i32;
+    for (j, token) in tokens.iter().enumerate().skip(open) {
+        match token.token {
+            Token::Lt => depth += 1,
+            Token::Gt => depth -= 1,
+            Token::ShiftRight => depth -= 2,
+            _ => {}
+        }
+        if depth <= 0 {
+            return Some((j, depth));
+        }
+    }
+    None
+}
+
+/// `TIMESTAMP[(p)] WITH LOCAL TIME ZONE` as `TIMESTAMP_LTZ[(p)]`.
+fn local_time_zone(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let word = |token: &TokenWithSpan, name: &str| matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(name));
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let mut drop = vec![false; tokens.len()];
+    let mut out = tokens.clone();
+    for (k, &i) in significant.iter().enumerate() {
+        if !word(&tokens[i], "TIMESTAMP") {
+            continue;
+        }
+        // An optional precision: `(`, a number, `)`.
+        let mut next = k + 1;
+        if significant
+            .get(next)
+            .is_some_and(|&j| tokens[j].token == Token::LParen)
+            && significant
+                .get(next + 2)
+                .is_some_and(|&j| tokens[j].token == Token::RParen)
+        {
+            next += 3;
+        }
+        let tail = ["WITH", "LOCAL", "TIME", "ZONE"];
+        let matches = tail.iter().enumerate().all(|(offset, name)| {
+            significant
+                .get(next + offset)
+                .is_some_and(|&j| word(&tokens[j], name))
+        });
+        if matches {
+            out[i].token = Token::make_word("TIMESTAMP_LTZ", None);
+            let first = significant[next];
+            let last = significant[next + tail.len() - 1];
+            for flag in drop.iter_mut().take(last + 1).skip(first) {
+                *flag = true;
+            }
+            // The whitespace before WITH goes too.
+            if let Some(space) = first.checked_sub(1)
+                && matches!(tokens[space].token, Token::Whitespace(_))
+            {
+                drop[space] = true;
+            }
+        }
+    }
+    out.into_iter()
+        .zip(drop)
+        .filter_map(|(token, dropped)| (!dropped).then_some(token))
+        .collect()
 }
 
 /// SQL type modifiers cannot hold brackets: `TENSOR(FLOAT, [3, 224, 224])` becomes
@@ -543,6 +636,50 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("0 to 9"), "{error}");
+        // MULTISET<T> and TIMESTAMP(p) WITH LOCAL TIME ZONE in CREATE; ROW, MAP and the
+        // rest in CAST; a column named map compared with < is left alone.
+        let statement = parse_statement(
+            &session,
+            "CREATE TABLE v (s MULTISET<STRING>, t TIMESTAMP(3) WITH LOCAL TIME ZONE, \
+             r ROW<a MULTISET<BIGINT>>) \
+             WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'parquet')",
+        )
+        .await
+        .unwrap();
+        let RiffleStatement::CreateTable { definition, .. } = statement else {
+            panic!("expected CREATE TABLE, got {statement:?}");
+        };
+        let shown: Vec<String> = definition
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert!(
+            shown[0].starts_with("Map(") && shown[0].contains("Int32"),
+            "{shown:?}"
+        );
+        assert_eq!(shown[1], "Timestamp(ms, \"UTC\")", "{shown:?}");
+        assert!(
+            shown[2].starts_with("Struct(") && shown[2].contains("Map("),
+            "{shown:?}"
+        );
+        for sql in [
+            "SELECT CAST(named_struct('x', 1, 'y', 'a') AS ROW<x BIGINT, y STRING>)",
+            "SELECT CAST(NULL AS MAP<STRING, BIGINT>)",
+            "SELECT CAST(NULL AS TIMESTAMP WITH LOCAL TIME ZONE)",
+            "SELECT CAST(NULL AS ROW<m MAP<STRING, DOUBLE>>)",
+        ] {
+            parse_statement(&session, sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let map_column = parse_statement(
+            &session,
+            "SELECT map FROM (SELECT 1 AS map) WHERE map < 2 AND map > 0",
+        )
+        .await;
+        assert!(map_column.is_ok(), "{map_column:?}");
     }
 
     #[tokio::test]
