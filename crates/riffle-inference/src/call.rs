@@ -26,7 +26,7 @@ use crate::backend::{Answer, Backend, CallError, Request};
 use crate::endpoint::Endpoint;
 use crate::kserve::KserveBackend;
 use crate::limiter::Outcome;
-use crate::metrics::{InferenceMetrics, MetricsSnapshot};
+use crate::metrics::{InferenceMetrics, TokenCounts};
 use crate::onnx::OnnxBackend;
 use crate::openai::OpenAiBackend;
 use crate::options::{InferenceConfig, Provider};
@@ -99,7 +99,7 @@ pub struct ModelCall {
     /// Set when the job's spend cap on this call was reached.
     capped: CapLatch,
     /// The counters when the running job started: a plan run again spends anew.
-    spend_base: Mutex<MetricsSnapshot>,
+    spend_base: Mutex<TokenCounts>,
     /// The model that takes the rows while this one's circuit breaker is open.
     fallback: Option<Arc<ModelCall>>,
 }
@@ -241,7 +241,7 @@ impl ModelCall {
         Ok(Self {
             guard: Mutex::new(ErrorGuard::new(config.max_error_fraction, 1_000)),
             capped: CapLatch::default(),
-            spend_base: Mutex::new(MetricsSnapshot::default()),
+            spend_base: Mutex::new(TokenCounts::default()),
             fallback: None,
             config,
             backend,
@@ -280,12 +280,8 @@ impl ModelCall {
         if !cap.is_set() {
             return None;
         }
-        let base = self
-            .spend_base
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let spent = cap.spent(&self.metrics.snapshot(), &base);
+        let base = *self.spend_base.lock().unwrap_or_else(|p| p.into_inner());
+        let spent = cap.spent(self.metrics.tokens(), base);
         if cap.reached(spent) {
             self.capped.set();
         }
@@ -319,7 +315,7 @@ impl ModelCall {
     /// A job starts running this call: its spend counts from here. (A restart of the same
     /// job does not call this: what it spent before the failure stays spent.)
     pub fn begin_job(&self) {
-        *self.spend_base.lock().unwrap_or_else(|p| p.into_inner()) = self.metrics.snapshot();
+        *self.spend_base.lock().unwrap_or_else(|p| p.into_inner()) = self.metrics.tokens();
         self.capped.clear();
     }
 

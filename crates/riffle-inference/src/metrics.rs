@@ -95,6 +95,18 @@ pub struct InferenceMetrics {
     latency: Mutex<(Histogram, Histogram)>,
 }
 
+/// Tokens counted so far: read by servers, generated, and estimated where an answer did not
+/// say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// Tokens read, as servers counted them.
+    pub input: u64,
+    /// Tokens generated.
+    pub output: u64,
+    /// Tokens estimated for answers without usage.
+    pub estimated: u64,
+}
+
 /// The counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
@@ -160,6 +172,15 @@ impl InferenceMetrics {
     /// Adds `value` to `counter`.
     pub fn add(counter: &AtomicU64, value: u64) {
         counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// The token counters now (cheap: no histogram is read), for the spend cap.
+    pub fn tokens(&self) -> TokenCounts {
+        TokenCounts {
+            input: self.tokens_in.load(Ordering::Relaxed),
+            output: self.tokens_out.load(Ordering::Relaxed),
+            estimated: self.estimated_tokens.load(Ordering::Relaxed),
+        }
     }
 
     /// The counters now.

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::metrics::MetricsSnapshot;
+use crate::metrics::TokenCounts;
 
 /// The cap and the prices, from the model's options.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -41,15 +41,13 @@ impl SpendCap {
         self.max_tokens.is_some() || self.max_cost.is_some()
     }
 
-    /// What the counters say was spent since `base` (the counters when the job started).
-    pub fn spent(&self, metrics: &MetricsSnapshot, base: &MetricsSnapshot) -> Spent {
-        let tokens_in = (metrics.tokens_in + metrics.estimated_tokens)
-            .saturating_sub(base.tokens_in + base.estimated_tokens);
-        let tokens_out = metrics.tokens_out.saturating_sub(base.tokens_out);
+    /// What was spent since `base` (the counts when the job started).
+    pub fn spent(&self, now: TokenCounts, base: TokenCounts) -> Spent {
+        let tokens_in = (now.input + now.estimated).saturating_sub(base.input + base.estimated);
+        let tokens_out = now.output.saturating_sub(base.output);
         Spent {
             tokens: tokens_in + tokens_out,
-            cost: (tokens_in as f64 * self.input_price
-                + metrics.tokens_out as f64 * self.output_price)
+            cost: (tokens_in as f64 * self.input_price + tokens_out as f64 * self.output_price)
                 / 1e6,
         }
     }
@@ -88,11 +86,10 @@ mod tests {
 
     #[test]
     fn tokens_and_cost_reach_their_caps() {
-        let metrics = MetricsSnapshot {
-            tokens_in: 600_000,
-            estimated_tokens: 400_000,
-            tokens_out: 500_000,
-            ..Default::default()
+        let now = TokenCounts {
+            input: 600_000,
+            estimated: 400_000,
+            output: 500_000,
         };
         let cap = SpendCap {
             max_tokens: Some(2_000_000),
@@ -100,7 +97,7 @@ mod tests {
             input_price: 0.5,
             output_price: 2.0,
         };
-        let spent = cap.spent(&metrics, &MetricsSnapshot::default());
+        let spent = cap.spent(now, TokenCounts::default());
         assert_eq!(spent.tokens, 1_500_000);
         assert!((spent.cost - 1.5).abs() < 1e-9);
         assert!(!cap.reached(spent));
@@ -112,10 +109,10 @@ mod tests {
         assert!(by_cost.reached(spent));
         assert!(!SpendCap::default().is_set());
         // Only what was spent since the job started counts.
-        let base = MetricsSnapshot {
-            tokens_in: 600_000,
+        let base = TokenCounts {
+            input: 600_000,
             ..Default::default()
         };
-        assert_eq!(cap.spent(&metrics, &base).tokens, 900_000);
+        assert_eq!(cap.spent(now, base).tokens, 900_000);
     }
 }

@@ -579,6 +579,20 @@ mod tests {
         assert_eq!(definition.options["format"], "csv");
     }
 
+    /// The column types, as Arrow prints them, of a `CREATE TABLE ... WITH (...)`.
+    async fn created_types(session: &RiffleSession, sql: &str) -> Vec<String> {
+        let statement = parse_statement(session, sql).await.unwrap();
+        let RiffleStatement::CreateTable { definition, .. } = statement else {
+            panic!("expected CREATE TABLE, got {statement:?}");
+        };
+        definition
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect()
+    }
+
     #[tokio::test]
     async fn flinks_binary_and_instant_type_names_are_accepted() {
         use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -611,22 +625,12 @@ mod tests {
             ]
         );
         // ROW<...> and MAP<K, V>, nested too.
-        let statement = parse_statement(
+        let shown = created_types(
             &session,
             "CREATE TABLE u (r ROW<x INT, tags MAP<STRING, BIGINT>>, m MAP<STRING, DOUBLE>) \
              WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'parquet')",
         )
-        .await
-        .unwrap();
-        let RiffleStatement::CreateTable { definition, .. } = statement else {
-            panic!("expected CREATE TABLE, got {statement:?}");
-        };
-        let shown: Vec<String> = definition
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().to_string())
-            .collect();
+        .await;
         assert!(
             shown[0].starts_with("Struct(") && shown[0].contains("Map("),
             "{shown:?}"
@@ -638,23 +642,13 @@ mod tests {
         assert!(error.to_string().contains("0 to 9"), "{error}");
         // MULTISET<T> and TIMESTAMP(p) WITH LOCAL TIME ZONE in CREATE; ROW, MAP and the
         // rest in CAST; a column named map compared with < is left alone.
-        let statement = parse_statement(
+        let shown = created_types(
             &session,
             "CREATE TABLE v (s MULTISET<STRING>, t TIMESTAMP(3) WITH LOCAL TIME ZONE, \
              r ROW<a MULTISET<BIGINT>>) \
              WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'parquet')",
         )
-        .await
-        .unwrap();
-        let RiffleStatement::CreateTable { definition, .. } = statement else {
-            panic!("expected CREATE TABLE, got {statement:?}");
-        };
-        let shown: Vec<String> = definition
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().to_string())
-            .collect();
+        .await;
         assert!(
             shown[0].starts_with("Map(") && shown[0].contains("Int32"),
             "{shown:?}"
