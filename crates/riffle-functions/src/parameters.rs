@@ -124,6 +124,12 @@ pub fn parameters(function: &str) -> Option<&'static [Parameter]> {
         .map(|(_, parameters)| *parameters)
 }
 
+/// Every built-in function with its parameters, in the table's order: what the Python
+/// front's functions and expression namespaces are generated from.
+pub fn all() -> &'static [(&'static str, &'static [Parameter])] {
+    PARAMETERS
+}
+
 /// Every function that takes `on_error`, for `try_` variants and documentation.
 pub fn takes_on_error(function: &str) -> bool {
     parameters(function).is_some_and(|parameters| parameters.contains(&ON_ERROR))

@@ -339,6 +339,14 @@ impl RiffleSession {
         })
     }
 
+    /// The table `definition` describes, to scan without declaring it in the catalog (the
+    /// Python front's `read_parquet` and its kin).
+    pub async fn source(&self, definition: &TableDefinition) -> Result<Arc<dyn TableProvider>> {
+        self.factory(definition)?
+            .create_source(definition, &self.context.state())
+            .await
+    }
+
     /// Declares a table. Fails if one of that name exists, unless `if_not_exists`.
     pub async fn create_table(
         &self,

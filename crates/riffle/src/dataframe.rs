@@ -1,11 +1,12 @@
 //! The lazy DataFrame: builds a DataFusion logical plan, runs it on Riffle's runtime.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, SortExpr};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, Partitioning, SortExpr};
 use riffle_common::{Result, RiffleError};
 use riffle_connectors::{
     FileFormatKind, FileSink, parse_location, register_object_store, registered_store,
@@ -103,7 +104,10 @@ impl DataFrame {
         self.transform(|f| f.aggregate(group, aggregates))
     }
 
-    /// Equi-joins with `right` on pairs of columns.
+    /// Equi-joins with `right` on pairs of columns, as DataFrame users expect: each pair
+    /// of keys with the same name gives one column (for right and full joins, the key of
+    /// whichever side has the row), and the other right columns whose names clash with
+    /// left ones get the suffix `_right`. Semi and anti joins keep the left columns only.
     pub fn join(
         self,
         right: DataFrame,
@@ -111,7 +115,72 @@ impl DataFrame {
         left_on: &[&str],
         right_on: &[&str],
     ) -> Result<Self> {
-        self.transform(|f| f.join(right.frame, join_type, left_on, right_on, None))
+        if left_on.len() != right_on.len() {
+            return Err(RiffleError::user(format!(
+                "join: {} left keys but {} right keys",
+                left_on.len(),
+                right_on.len()
+            )));
+        }
+        let (left_name, right_name) = ("__riffle_left", "__riffle_right");
+        let left_fields = self.schema().fields().clone();
+        let right_fields = right.schema().fields().clone();
+        let left_frame = self.frame.alias(left_name)?;
+        let right_frame = right.frame.alias(right_name)?;
+        let qualified = |qualifier: &str, name: &str| {
+            Expr::Column(datafusion::common::Column::new(Some(qualifier), name))
+        };
+        let left_keys: Vec<String> = left_on.iter().map(|k| format!("{left_name}.{k}")).collect();
+        let right_keys: Vec<String> =
+            right_on.iter().map(|k| format!("{right_name}.{k}")).collect();
+        let left_keys: Vec<&str> = left_keys.iter().map(String::as_str).collect();
+        let right_keys: Vec<&str> = right_keys.iter().map(String::as_str).collect();
+        let joined = left_frame.join(right_frame, join_type, &left_keys, &right_keys, None)?;
+        let shared_key = |name: &str| {
+            left_on
+                .iter()
+                .zip(right_on)
+                .any(|(l, r)| *l == name && *r == name)
+        };
+        let mut columns = Vec::new();
+        for field in left_fields.iter() {
+            let name = field.name();
+            let left = qualified(left_name, name);
+            let value = if shared_key(name) && matches!(join_type, JoinType::Right | JoinType::Full)
+            {
+                datafusion::functions::core::expr_fn::coalesce(vec![
+                    left,
+                    qualified(right_name, name),
+                ])
+            } else {
+                left
+            };
+            columns.push(value.alias(name));
+        }
+        if !matches!(join_type, JoinType::LeftSemi | JoinType::LeftAnti) {
+            for field in right_fields.iter() {
+                let name = field.name();
+                if shared_key(name) {
+                    continue;
+                }
+                let out = if left_fields.iter().any(|f| f.name() == name) {
+                    format!("{name}_right")
+                } else {
+                    name.clone()
+                };
+                columns.push(qualified(right_name, name).alias(out));
+            }
+        }
+        let frame = joined.select(columns)?;
+        Ok(Self {
+            frame,
+            session: self.session,
+        })
+    }
+
+    /// Every row of this with every row of `right`.
+    pub fn cross_join(self, right: DataFrame) -> Result<Self> {
+        self.join(right, JoinType::Inner, &[], &[])
     }
 
     /// Sorts.
@@ -129,6 +198,54 @@ impl DataFrame {
         self.transform(|f| f.union(other.frame))
     }
 
+    /// The rows of both, duplicates removed (UNION).
+    pub fn union_distinct(self, other: DataFrame) -> Result<Self> {
+        self.transform(|f| f.union_distinct(other.frame))
+    }
+
+    /// One row per element of each list column in `columns` (the other columns repeated);
+    /// a NULL list gives one row with NULL, an empty list none (SQL's UNNEST).
+    pub fn explode(self, columns: &[&str]) -> Result<Self> {
+        self.transform(|f| f.unnest_columns(columns))
+    }
+
+    /// Drops the rows with a NULL in any of `columns` (in any column when empty).
+    pub fn drop_null(self, columns: &[&str]) -> Result<Self> {
+        let names: Vec<String> = if columns.is_empty() {
+            self.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        } else {
+            columns.iter().map(|c| c.to_string()).collect()
+        };
+        let Some(predicate) = names
+            .iter()
+            .map(|name| datafusion::prelude::ident(name).is_not_null())
+            .reduce(Expr::and)
+        else {
+            return Ok(self);
+        };
+        self.filter(predicate)
+    }
+
+    /// Replaces NULLs in `columns` (all columns whose type fits when empty) with `value`.
+    pub fn fill_null(self, value: ScalarValue, columns: Vec<String>) -> Result<Self> {
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        self.transform(|f| f.fill_null(&value, &columns))
+    }
+
+    /// Spreads the rows round-robin over `partitions` parallel subtasks from here on.
+    pub fn repartition(self, partitions: usize) -> Result<Self> {
+        if partitions == 0 {
+            return Err(RiffleError::user(
+                "repartition: the number of partitions must be at least 1",
+            ));
+        }
+        self.transform(|f| f.repartition(Partitioning::RoundRobinBatch(partitions)))
+    }
+
     /// Removes duplicate rows.
     pub fn distinct(self) -> Result<Self> {
         self.transform(|f| f.distinct())
@@ -137,6 +254,11 @@ impl DataFrame {
     /// Adds or replaces a column.
     pub fn with_column(self, name: &str, expr: Expr) -> Result<Self> {
         self.transform(|f| f.with_column(name, expr))
+    }
+
+    /// The query as a table, for SQL to read under a name (see [`Session::register_view`]).
+    pub fn into_view(self) -> Arc<dyn datafusion::catalog::TableProvider> {
+        self.frame.into_view()
     }
 
     /// The schema of the result.
@@ -209,10 +331,21 @@ impl DataFrame {
     }
 
     async fn write(self, path: &str, format: FileFormatKind) -> Result<u64> {
+        self.write_with(path, format, &BTreeMap::new()).await
+    }
+
+    /// Writes the result into the directory `path` in `format`; `options` are object store
+    /// settings (`s3.endpoint`, `s3.access-key-id`, ...), as a table's `WITH` options.
+    pub async fn write_with(
+        self,
+        path: &str,
+        format: FileFormatKind,
+        options: &BTreeMap<String, String>,
+    ) -> Result<u64> {
         let url = parse_location(path)?;
         let context = self.session.planner().context();
         let runtime = context.runtime_env();
-        register_object_store(&runtime, &url, &Default::default())?;
+        register_object_store(&runtime, &url, options)?;
         let store = registered_store(&runtime, &url)?;
         let sink = FileSink::new(path.to_string(), store, &url, format, true, b',')?
             .with_mode(WriteMode::Append);

@@ -1,9 +1,10 @@
 //! The session: where tables are declared and jobs are started.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::datasource::MemTable;
 use datafusion::execution::FunctionRegistry;
@@ -123,6 +124,119 @@ impl Session {
             .context()
             .register_table(name, Arc::new(table))?;
         Ok(())
+    }
+
+    /// A DataFrame over Arrow batches held in memory (spread over the job's parallelism),
+    /// without declaring a table: what the Python front's `from_arrow` reads.
+    pub fn read_batches(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        let width = self.config().parallelism.max(1).min(batches.len().max(1));
+        let mut partitions = vec![Vec::new(); width];
+        for (index, batch) in batches.into_iter().enumerate() {
+            partitions[index % width].push(batch);
+        }
+        let table = MemTable::try_new(schema, partitions)?;
+        let frame = self.inner.planner.context().read_table(Arc::new(table))?;
+        Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// The files at `location` (a file, a folder or a glob; local or an object store URL)
+    /// in `format` (`parquet`, `csv`, `json`), columns inferred: the same scan as a
+    /// `filesystem` table, without declaring one. `options` are the table's other `WITH`
+    /// options: object store settings (`s3.endpoint`, ...), `csv.delimiter`,
+    /// `ignore-corrupt`, and so on.
+    pub async fn read_files(
+        &self,
+        location: &str,
+        format: &str,
+        options: BTreeMap<String, String>,
+    ) -> Result<DataFrame> {
+        let mut all = options;
+        all.insert("connector".into(), "filesystem".into());
+        all.insert("path".into(), location.into());
+        all.insert("format".into(), format.into());
+        let definition = TableDefinition {
+            name: format!("read_{format}('{location}')"),
+            schema: Arc::new(Schema::empty()),
+            options: all,
+        };
+        let provider = self.inner.planner.source(&definition).await?;
+        let frame = self.inner.planner.context().read_table(provider)?;
+        Ok(DataFrame::new(self.clone(), frame))
+    }
+
+    /// The Arrow field a SQL type name declares (`DOUBLE`, `ARRAY<INT>`,
+    /// `TENSOR(FLOAT, [3, 224, 224])`, ...), as `CAST(... AS type)` would produce it.
+    pub async fn sql_type(&self, type_name: &str) -> Result<Field> {
+        let frame = self
+            .sql(&format!("SELECT CAST(NULL AS {type_name}) AS value"))
+            .await
+            .map_err(|error| error.context(format!("type '{type_name}'")))?;
+        Ok(frame.schema().field(0).as_ref().clone())
+    }
+
+    /// Declares `frame` as the view `name`, for SQL to read by name (planned into the query
+    /// that reads it). Replaces a view of that name.
+    pub fn register_view(&self, name: &str, frame: &DataFrame) -> Result<()> {
+        let context = self.inner.planner.context();
+        context.deregister_table(name)?;
+        context.register_table(name, frame.clone().into_view())?;
+        Ok(())
+    }
+
+    /// Removes the view `name`, if there is one.
+    pub fn deregister_view(&self, name: &str) -> Result<()> {
+        self.inner.planner.context().deregister_table(name)?;
+        Ok(())
+    }
+
+    /// A call of the function `name` (scalar or aggregate, a built-in or a registered one)
+    /// with `args` in parameter order: what SQL's `name(args...)` plans to.
+    pub fn call_function(&self, name: &str, args: Vec<Expr>) -> Result<Expr> {
+        let context = self.inner.planner.context();
+        if let Ok(function) = context.udf(name) {
+            return Ok(function.call(args));
+        }
+        if let Ok(function) = context.udaf(name) {
+            return Ok(function.call(args));
+        }
+        Err(RiffleError::user(format!("unknown function '{name}'"))
+            .with_hint("check the name; riffle.functions lists Riffle's built-ins"))
+    }
+
+    /// A call of Riffle's built-in function `name` with `args` in parameter order, where a
+    /// `None` takes the parameter's default (as SQL's named arguments fill skipped ones;
+    /// trailing defaults are left out). The Python front's generated functions call this.
+    pub fn call_builtin(&self, name: &str, args: Vec<Option<Expr>>) -> Result<Expr> {
+        let parameters = riffle_functions::parameters::parameters(name).ok_or_else(|| {
+            RiffleError::user(format!("'{name}' is not a Riffle built-in function"))
+        })?;
+        if args.len() > parameters.len() {
+            return Err(RiffleError::user(format!(
+                "{name}: takes at most {} arguments, not {}",
+                parameters.len(),
+                args.len()
+            )));
+        }
+        let given = args
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |last| last + 1);
+        let empty = datafusion::common::DFSchema::empty();
+        let context = self.inner.planner.context();
+        let mut placed = Vec::with_capacity(given);
+        for (arg, parameter) in args.into_iter().zip(parameters).take(given) {
+            placed.push(match (arg, parameter.default) {
+                (Some(arg), _) => arg,
+                (None, Some(default)) => context.parse_sql_expr(default, &empty)?,
+                (None, None) => {
+                    return Err(RiffleError::user(format!(
+                        "{name}: '{}' is required",
+                        parameter.name
+                    )));
+                }
+            });
+        }
+        self.call_function(name, placed)
     }
 
     /// A DataFrame over a table of the catalog.

@@ -1,0 +1,432 @@
+"""The lazy DataFrame.
+
+Every method returns a new DataFrame and runs nothing; actions (``collect``, ``to_arrow``,
+``iter_batches``, ``take``, ``show``, ``count``, ``write_*``) run a job.
+
+    >>> import riffle
+    >>> df = riffle.from_pydict({"x": [1, 2, 3, 4], "g": ["a", "b", "a", "b"]})
+    >>> out = df.filter(riffle.col("x") > 1).group_by("g").agg(riffle.col("x").sum().alias("s"))
+    >>> out.sort("g").to_pylist()
+    [{'g': 'a', 's': 3}, {'g': 'b', 's': 6}]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Sequence
+
+from riffle import _internal
+from riffle._session import Session, default_session
+from riffle.expr import Expr, _expr, col, lit
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+JoinHow = Literal["inner", "left", "right", "full", "semi", "anti", "cross"]
+BatchFormat = Literal["arrow", "pandas", "numpy"]
+_BATCH_FORMATS = ("arrow", "pandas", "numpy")
+
+
+class DataFrame:
+    """A lazy, immutable query over rows with named, typed columns."""
+
+    __slots__ = ("_native", "_session", "_table", "_last_job")
+
+    def __init__(
+        self,
+        native: _internal.DataFrame,
+        session: Session,
+        table: pyarrow.Table | None = None,
+    ) -> None:
+        self._native = native
+        self._session = session
+        self._table = table  # the rows, once collect() ran
+        self._last_job: _internal.Job | None = None
+
+    # ---------------------------------------------------------------- schema
+    @property
+    def schema(self) -> pyarrow.Schema:
+        """The result's columns and types (no job runs)."""
+        return self._native.schema()
+
+    @property
+    def columns(self) -> list[str]:
+        """The result's column names (no job runs)."""
+        return list(self.schema.names)
+
+    def __getitem__(self, name: str) -> Expr:
+        """``df["x"]`` is ``riffle.col("x")``, checked against the columns."""
+        if name not in self.columns:
+            raise KeyError(f"no column '{name}'; the columns are {self.columns}")
+        return col(name)
+
+    # --------------------------------------------------------- transformations
+    def _wrap(self, native: _internal.DataFrame) -> DataFrame:
+        return DataFrame(native, self._session)
+
+    def select(self, *columns: str | Expr, **named: Any) -> DataFrame:
+        """Computes these columns: names, expressions, and ``name=expr`` pairs."""
+        exprs = [_column(c, "select") for c in columns]
+        exprs += [lit(e).alias(n)._native for n, e in named.items()]
+        if not exprs:
+            raise ValueError("select: give at least one column")
+        return self._wrap(self._native.select(exprs))
+
+    def with_column(self, name: str, expr: Any) -> DataFrame:
+        """Adds the column ``name`` (or replaces it) with ``expr``."""
+        if not isinstance(name, str):
+            raise TypeError(f"with_column: name must be a str, not {type(name).__name__}")
+        return self._wrap(self._native.with_column(name, _expr(expr)))
+
+    def with_columns(self, columns: Mapping[str, Any] | None = None, **named: Any) -> DataFrame:
+        """Adds or replaces several columns: a dict of ``name: expr`` and/or ``name=expr``."""
+        frame = self
+        for name, expr in {**dict(columns or {}), **named}.items():
+            frame = frame.with_column(name, expr)
+        return frame
+
+    def filter(self, predicate: Expr) -> DataFrame:
+        """Keeps the rows where ``predicate`` is true."""
+        if not isinstance(predicate, Expr):
+            raise TypeError(f"filter: predicate must be an Expr, not {type(predicate).__name__}")
+        return self._wrap(self._native.filter(predicate._native))
+
+    def group_by(self, *keys: str | Expr) -> GroupBy:
+        """Groups the rows by ``keys``; ``.agg(...)`` computes each group's aggregates."""
+        return GroupBy(self, [_column(k, "group_by") for k in keys])
+
+    def agg(self, *aggregates: Expr, **named: Expr) -> DataFrame:
+        """Aggregates over all rows (one row out)."""
+        return GroupBy(self, []).agg(*aggregates, **named)
+
+    def join(
+        self,
+        other: DataFrame,
+        on: str | Sequence[str] | None = None,
+        *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        how: JoinHow = "inner",
+    ) -> DataFrame:
+        """Joins with ``other`` on equal columns: ``on`` (the same names on both sides) or
+        ``left_on``/``right_on``. ``how``: inner, left, right, full, semi, anti or cross."""
+        if not isinstance(other, DataFrame):
+            raise TypeError(f"join: other must be a DataFrame, not {type(other).__name__}")
+        if how == "cross":
+            if on is not None or left_on is not None or right_on is not None:
+                raise ValueError("join: how='cross' takes no on, left_on or right_on")
+            return self._wrap(self._native.join(other._native, "cross", [], []))
+        if on is not None:
+            if left_on is not None or right_on is not None:
+                raise ValueError("join: give on, or left_on and right_on, not both")
+            left_on = right_on = on
+        if left_on is None or right_on is None:
+            raise ValueError("join: give on, or left_on and right_on")
+        left, right = _names(left_on, "left_on"), _names(right_on, "right_on")
+        if len(left) != len(right):
+            raise ValueError(f"join: left_on has {len(left)} columns, right_on {len(right)}")
+        return self._wrap(self._native.join(other._native, how, left, right))
+
+    def sort(
+        self,
+        by: str | Expr | Sequence[str | Expr],
+        *,
+        descending: bool | Sequence[bool] = False,
+        nulls_first: bool | None = None,
+    ) -> DataFrame:
+        """Sorts by ``by``; ``descending`` is one flag or one per key. NULLs go last when
+        ascending and first when descending unless ``nulls_first`` says otherwise."""
+        keys = list(by) if isinstance(by, (list, tuple)) else [by]
+        flags = list(descending) if isinstance(descending, (list, tuple)) else [descending] * len(keys)
+        if len(flags) != len(keys):
+            raise ValueError(f"sort: {len(keys)} keys but {len(flags)} descending flags")
+        order = [(Expr(_column(k, "sort")), bool(d), nulls_first) for k, d in zip(keys, flags)]
+        return self._wrap(self._native.sort([(e._native, d, n) for e, d, n in order]))
+
+    def limit(self, n: int, *, offset: int = 0) -> DataFrame:
+        """At most ``n`` rows (after skipping ``offset``)."""
+        _check_count(n, "limit", "n")
+        _check_count(offset, "limit", "offset")
+        return self._wrap(self._native.limit(n, offset))
+
+    def distinct(self) -> DataFrame:
+        """The rows with duplicates removed."""
+        return self._wrap(self._native.distinct())
+
+    def union(self, other: DataFrame) -> DataFrame:
+        """The rows of both, duplicates removed (SQL's UNION; Ray Data's ``union`` keeps
+        duplicates: that is :meth:`union_all` here)."""
+        return self._wrap(self._native.union(_frame(other, "union"), True))
+
+    def union_all(self, other: DataFrame) -> DataFrame:
+        """The rows of both, duplicates kept (SQL's UNION ALL)."""
+        return self._wrap(self._native.union(_frame(other, "union_all"), False))
+
+    def explode(self, *columns: str) -> DataFrame:
+        """One row per element of each list column in ``columns``, the other columns
+        repeated. A NULL list gives one row with NULL, an empty list none (SQL's UNNEST;
+        Polars and Daft give a NULL row for an empty list too)."""
+        if not columns:
+            raise ValueError("explode: name at least one list column")
+        return self._wrap(self._native.explode(_names(list(columns), "columns")))
+
+    def drop_null(self, *columns: str) -> DataFrame:
+        """Drops the rows with a NULL in any of ``columns`` (any column when none given)."""
+        return self._wrap(self._native.drop_null(_names(list(columns), "columns")))
+
+    def fill_null(self, value: Any, *columns: str) -> DataFrame:
+        """Replaces NULLs with ``value`` in ``columns`` (all columns of a fitting type when
+        none given)."""
+        return self._wrap(self._native.fill_null(_expr(value), _names(list(columns), "columns")))
+
+    def repartition(self, n: int) -> DataFrame:
+        """Spreads the rows round-robin over ``n`` parallel subtasks from here on."""
+        _check_count(n, "repartition", "n", minimum=1)
+        return self._wrap(self._native.repartition(n))
+
+    # ---------------------------------------------------------------- actions
+    def explain(self) -> str:
+        """The optimized plan and the job graph that would run it, as text."""
+        return self._native.explain()
+
+    def _job(self) -> _internal.Job:
+        job = self._native.execute()
+        self._last_job = job
+        return job
+
+    def collect(self) -> DataFrame:
+        """Runs the query and returns a DataFrame over its rows, held in memory: further
+        queries on it start from those rows, and its repr shows them."""
+        table = self.to_arrow()
+        return DataFrame(self._session._native.read_arrow(table), self._session, table)
+
+    def to_arrow(self) -> pyarrow.Table:
+        """Runs the query; its rows as a pyarrow Table."""
+        import pyarrow as pa
+
+        if self._table is not None:
+            return self._table
+        job = self._job()
+        batches = []
+        while (batch := job.next_batch()) is not None:
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=self.schema)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """Runs the query; its rows as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        """Runs the query; its rows as a list of dicts."""
+        return self.to_arrow().to_pylist()
+
+    def to_pydict(self) -> dict[str, list[Any]]:
+        """Runs the query; its columns as a dict of lists."""
+        return self.to_arrow().to_pydict()
+
+    def iter_batches(self, *, batch_format: BatchFormat = "arrow") -> BatchIterator:
+        """Runs the query and yields its batches as they come: pyarrow RecordBatches,
+        pandas DataFrames or dicts of numpy arrays. Closing the iterator (or leaving a
+        ``for`` loop over it early) cancels the job."""
+        _check_batch_format(batch_format, "iter_batches")
+        return BatchIterator(self._job(), batch_format)
+
+    def take(self, n: int = 20, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Up to ``n`` rows as dicts: the first ``n``, or those that arrived within
+        ``timeout`` seconds (then the job is cancelled). Works on unbounded sources too."""
+        _check_count(n, "take", "n")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"take: timeout must be a positive number of seconds, not {timeout!r}")
+        if self._table is not None:
+            return self._table.slice(0, n).to_pylist()
+        rows: list[dict[str, Any]] = []
+        job = self.limit(n)._job()
+        self._last_job = job
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while len(rows) < n:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                batch = job.next_batch(left)
+                if batch is None:
+                    break
+                rows.extend(batch.to_pylist()[: n - len(rows)])
+        except TimeoutError:
+            pass
+        finally:
+            job.cancel()
+        return rows
+
+    def show(self, n: int = 8) -> None:
+        """Prints the first ``n`` rows as a table."""
+        from riffle.display import text_table
+
+        print(text_table(self.limit(n).to_arrow(), more=None))
+
+    def count(self) -> int:
+        """Runs the query; the number of rows."""
+        if self._table is not None:
+            return self._table.num_rows
+        return self._native.count()
+
+    def write_parquet(self, path: str, *, storage_options: Mapping[str, str] | None = None) -> int:
+        """Writes the rows as Parquet files into the folder ``path`` (local or an object
+        store URL; ``storage_options`` as SQL's ``'s3.endpoint'`` and kin), published when
+        the job succeeds. Returns the number of rows written."""
+        return self._write(path, "parquet", storage_options)
+
+    def write_csv(self, path: str, *, storage_options: Mapping[str, str] | None = None) -> int:
+        """Writes the rows as CSV files (with a header line) into the folder ``path``."""
+        return self._write(path, "csv", storage_options)
+
+    def write_json(self, path: str, *, storage_options: Mapping[str, str] | None = None) -> int:
+        """Writes the rows as newline-delimited JSON files into the folder ``path``."""
+        return self._write(path, "json", storage_options)
+
+    def _write(self, path: str, format: str, storage_options: Mapping[str, str] | None) -> int:
+        if not isinstance(path, str):
+            raise TypeError(f"write_{format}: path must be a str, not {type(path).__name__}")
+        return self._native.write(path, format, _storage_options(storage_options, f"write_{format}"))
+
+    # ---------------------------------------------------------------- interop
+    def __arrow_c_schema__(self) -> object:
+        return self._native.__arrow_c_schema__()
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        """Runs the query and streams its rows to any Arrow consumer (``pa.table(df)``,
+        ``pl.from_arrow(df)``) without copies."""
+        if self._table is not None:
+            return self._table.__arrow_c_stream__(requested_schema)
+        return self._native.__arrow_c_stream__(requested_schema)
+
+    def __repr__(self) -> str:
+        if self._table is not None:
+            from riffle.display import text_table
+
+            return text_table(self._table.slice(0, 8), more=self._table.num_rows - 8)
+        fields = ", ".join(f"{f.name}: {f.type}" for f in self.schema)
+        return f"riffle.DataFrame[{fields}] (lazy: collect() or show() runs it)"
+
+
+class GroupBy:
+    """Rows grouped by keys; :meth:`agg` computes each group's aggregates."""
+
+    def __init__(self, frame: DataFrame, keys: list[_internal.Expr]) -> None:
+        self._frame = frame
+        self._keys = keys
+
+    def agg(self, *aggregates: Expr, **named: Expr) -> DataFrame:
+        """One row per group: the keys and ``aggregates`` (``name=expr`` names one)."""
+        exprs = []
+        for a in aggregates:
+            if not isinstance(a, Expr):
+                raise TypeError(f"agg: expected aggregate expressions, got {type(a).__name__}")
+            exprs.append(a._native)
+        exprs += [lit(e).alias(n)._native for n, e in named.items()]
+        return self._frame._wrap(self._frame._native.aggregate(self._keys, exprs))
+
+
+class BatchIterator:
+    """The batches of a running job. ``close()`` (or leaving a ``for`` loop early, or
+    dropping it) cancels the job."""
+
+    def __init__(self, job: _internal.Job, batch_format: BatchFormat) -> None:
+        self._job: _internal.Job | None = job
+        self._format = batch_format
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._job is None:
+            raise StopIteration
+        batch = self._job.next_batch()
+        if batch is None:
+            self._job = None
+            raise StopIteration
+        return _format_batch(batch, self._format)
+
+    def close(self) -> None:
+        """Cancels the job, if it still runs."""
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _format_batch(batch: pyarrow.RecordBatch, batch_format: str) -> Any:
+    if batch_format == "arrow":
+        return batch
+    if batch_format == "pandas":
+        return batch.to_pandas()
+    return {name: column.to_numpy(zero_copy_only=False) for name, column in zip(batch.schema.names, batch.columns)}
+
+
+def _check_batch_format(batch_format: str, where: str) -> None:
+    if batch_format not in _BATCH_FORMATS:
+        hint = " (write 'arrow')" if batch_format in ("pyarrow", "default") else ""
+        raise ValueError(f"{where}: batch_format={batch_format!r} is not one of {list(_BATCH_FORMATS)}{hint}")
+
+
+def _check_count(value: Any, where: str, name: str, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be at least {minimum}, not {value}")
+
+
+def _column(value: Any, where: str) -> _internal.Expr:
+    if isinstance(value, str):
+        return col(value)._native
+    if isinstance(value, Expr):
+        return value._native
+    raise TypeError(f"{where}: expected a column name or an Expr, not {type(value).__name__}")
+
+
+def _names(value: str | Sequence[str], where: str) -> list[str]:
+    names = [value] if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{where}: expected column names, got {type(name).__name__}")
+    return names
+
+
+def _frame(value: Any, where: str) -> _internal.DataFrame:
+    if not isinstance(value, DataFrame):
+        raise TypeError(f"{where}: expected a DataFrame, not {type(value).__name__}")
+    return value._native
+
+
+def _storage_options(options: Mapping[str, str] | None, where: str) -> dict[str, str]:
+    settings = dict(options or {})
+    for key, value in settings.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"{where}: storage_options must map str to str, not {key!r}: {value!r}")
+    return settings
+
+
+def _as_frame(value: Any, session: Session, where: str) -> DataFrame:
+    """A DataFrame from a DataFrame or any Arrow data (pyarrow, Polars, pandas)."""
+    if isinstance(value, DataFrame):
+        return value
+    from riffle.io import from_arrow, from_pandas
+
+    if hasattr(value, "__arrow_c_stream__") or hasattr(value, "__arrow_c_array__"):
+        return from_arrow(value, session=session)
+    if type(value).__module__.startswith("pandas"):
+        return from_pandas(value, session=session)
+    raise TypeError(f"{where}: expected a DataFrame or Arrow data, not {type(value).__name__}")
+
+
+def _session(session: Session | None) -> Session:
+    return session if session is not None else default_session()
