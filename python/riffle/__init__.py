@@ -10,7 +10,15 @@ A lazy DataFrame over Arrow batches, planned and run by Riffle's Rust engine::
 
 from riffle._session import Session, default_session
 from riffle.dataframe import BatchIterator, DataFrame, GroupBy
-from riffle.exceptions import ExternalError, InternalError, RiffleError, UserError
+from riffle.exceptions import (
+    ExternalError,
+    InternalError,
+    RiffleError,
+    UserCodeError,
+    UserError,
+    WorkerCrashedError,
+    WorkerTimeoutError,
+)
 from riffle.expr import Expr, col, lit
 from riffle.io import (
     from_arrow,
@@ -34,7 +42,10 @@ __all__ = [
     "InternalError",
     "RiffleError",
     "Session",
+    "UserCodeError",
     "UserError",
+    "WorkerCrashedError",
+    "WorkerTimeoutError",
     "col",
     "default_session",
     "from_arrow",

@@ -185,6 +185,156 @@ class DataFrame:
         _check_count(n, "repartition", "n", minimum=1)
         return self._wrap(self._native.repartition(n))
 
+    # ------------------------------------------------------------- user code
+    def map_batches(
+        self,
+        fn: Any,
+        *,
+        batch_size: int | None = None,
+        batch_format: BatchFormat = "arrow",
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        fn_args: Sequence[Any] | None = None,
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        return_schema: Any = None,
+        on_error: Literal["raise", "null"] = "raise",
+        timeout: float | None = None,
+        max_retries: int = 0,
+    ) -> DataFrame:
+        """Runs ``fn`` on batches of rows in Python worker processes; its results are the
+        new rows (one per input row).
+
+        ``fn`` is a function, or a class: constructed once per worker with
+        ``fn_constructor_args`` (load the model in ``__init__``), then called per batch.
+        A batch (at most ``batch_size`` rows) comes in ``batch_format``: ``"arrow"`` (a
+        read-only pyarrow RecordBatch), ``"pandas"`` or ``"numpy"`` (a dict of arrays; tensor
+        and same-size image columns as N-d arrays). ``fn`` returns the same kinds, or a dict
+        of columns. ``return_schema`` (a pyarrow schema or a dict of types) declares the
+        columns; without it, a function is called once here on an empty batch to find them.
+
+        ``concurrency`` workers (an int, or ``(min, max)`` to start more as batches wait;
+        default: the machine's cores) run at once, each with ``num_cpus`` BLAS threads and
+        ``num_gpus`` GPUs (a fraction shares one) in its ``CUDA_VISIBLE_DEVICES``. A batch
+        that raises, crashes its worker or runs past ``timeout`` seconds is tried again
+        ``max_retries`` times, then fails the job with :class:`riffle.UserCodeError`,
+        :class:`riffle.WorkerCrashedError` or :class:`riffle.WorkerTimeoutError`;
+        ``on_error="null"`` gives its rows NULL results instead.
+
+            >>> import riffle
+            >>> df = riffle.from_pydict({"x": [1, 2, 3]})
+            >>> df.map_batches(lambda b: {"y": [v * 10 for v in b["x"].to_pylist()]},
+            ...                concurrency=1).to_pydict()
+            {'y': [10, 20, 30]}
+        """
+        from riffle import udf
+
+        where = f"map_batches({getattr(fn, '__qualname__', type(fn).__name__)})"
+        if not callable(fn):
+            raise TypeError(f"map_batches: fn must be a function or a class, not {type(fn).__name__}")
+        _check_batch_format(batch_format, where)
+        code = udf.UserCode(
+            target=fn,
+            kind="batches",
+            name=udf.describe(fn, "map_batches"),
+            batch_format=batch_format,
+            fn_args=udf.check_sequence(fn_args, where, "fn_args"),
+            fn_kwargs=udf.check_mapping(fn_kwargs, where, "fn_kwargs"),
+            constructor_args=udf.check_sequence(fn_constructor_args, where, "fn_constructor_args"),
+            constructor_kwargs=udf.check_mapping(fn_constructor_kwargs, where, "fn_constructor_kwargs"),
+        )
+        if not udf.inspect.isclass(fn) and (fn_constructor_args or fn_constructor_kwargs):
+            raise ValueError(f"{where}: fn_constructor_args are for a class, and fn is a function")
+        schema = udf.schema_of(return_schema, where) if return_schema is not None else udf.infer_schema(code, self.schema, lambda: self.limit(8).to_arrow())
+        options = udf.model_options(
+            code,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            on_error=on_error,
+            timeout=timeout,
+            max_retries=max_retries,
+            where=where,
+        )
+        return self._run_user_code(code, schema, options, self.columns, keep=[])
+
+    def map(
+        self,
+        fn: Any,
+        *,
+        return_schema: Any = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        batch_size: int | None = None,
+        on_error: Literal["raise", "null"] = "raise",
+        timeout: float | None = None,
+        max_retries: int = 0,
+    ) -> DataFrame:
+        """Runs ``fn`` on each row (a dict) in Python worker processes; it returns the new
+        row (a dict). ``return_schema`` declares its columns; without it, ``fn`` is run
+        here on the first row to find them. The other arguments are
+        :meth:`map_batches`'."""
+        from riffle import udf
+
+        where = f"map({getattr(fn, '__qualname__', type(fn).__name__)})"
+        if not callable(fn) or udf.inspect.isclass(fn):
+            raise TypeError(f"map: fn must be a function, not {type(fn).__name__}")
+        code = udf.UserCode(target=fn, kind="rows", name=udf.describe(fn, "map"))
+        if return_schema is not None:
+            schema = udf.schema_of(return_schema, where)
+        else:
+            first = self.take(1)
+            if not first:
+                raise ValueError(f"{where}: give return_schema=: there is no row to find the columns from")
+            result = fn(first[0])
+            if not isinstance(result, dict):
+                raise TypeError(f"{where}: fn returned a {type(result).__name__}; map's function returns a dict (a row)")
+            import pyarrow as pa
+
+            schema = pa.Table.from_pylist([result]).schema
+        options = udf.model_options(
+            code,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            on_error=on_error,
+            timeout=timeout,
+            max_retries=max_retries,
+            where=where,
+        )
+        return self._run_user_code(code, schema, options, self.columns, keep=[])
+
+    def _run_user_code(
+        self,
+        code: Any,
+        schema: pyarrow.Schema,
+        options: dict[str, str],
+        inputs: list[str],
+        keep: list[str],
+    ) -> DataFrame:
+        """Declares ``code`` as a model reading ``inputs`` and giving ``schema``'s columns,
+        and plans it onto the inference operator; the result has the ``keep`` columns and
+        then ``schema``'s."""
+        import pyarrow as pa
+
+        from riffle import udf
+
+        code.output_names = tuple(schema.names)
+        internal = udf.internal_names(len(schema))
+        output = pa.schema([pa.field(n, f.type, True, f.metadata) for n, f in zip(internal, schema)])
+        options["python.payload"] = code.payload()
+        input_schema = pa.schema([self.schema.field(c) for c in inputs])
+        name = udf.next_model_name(code)
+        self._session._native.register_model(name, input_schema, output, options)
+        predicted = self._wrap(self._native.ml_predict(name, inputs, {}))
+        columns = [col(c) for c in keep] + [col(i).alias(n) for i, n in zip(internal, schema.names)]
+        return predicted.select(*columns)
+
     # ---------------------------------------------------------------- actions
     def explain(self) -> str:
         """The optimized plan and the job graph that would run it, as text."""

@@ -13,11 +13,12 @@ import decimal
 from typing import Any, Iterable
 
 from riffle import _internal
+from riffle.expr_namespaces import Namespaces
 
 _SIMPLE = (type(None), bool, int, float, str, bytes)
 
 
-class Expr:
+class Expr(Namespaces):
     """An expression over the columns of a DataFrame. Build with :func:`col` and
     :func:`lit`, combine with ``+ - * / %``, ``== != < <= > >=`` and ``& | ~``."""
 
@@ -167,12 +168,6 @@ class Expr:
     def __repr__(self) -> str:
         return repr(self._native)
 
-    def __getattr__(self, name: str) -> Any:
-        namespaces = _namespaces()
-        if name in namespaces:
-            return namespaces[name](self)
-        raise AttributeError(f"'Expr' has no attribute '{name}'")
-
 
 def col(name: str) -> Expr:
     """The column ``name``, as written (no case folding)."""
@@ -208,9 +203,3 @@ def _call(name: str, args: list[Any]) -> Expr:
     from riffle._session import default_session
 
     return Expr(default_session()._native.call(name, [_expr(a) for a in args]))
-
-
-def _namespaces() -> dict[str, Any]:
-    from riffle.expr_namespaces import NAMESPACES
-
-    return NAMESPACES

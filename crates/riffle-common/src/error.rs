@@ -32,6 +32,7 @@ pub struct RiffleError {
     message: String,
     hint: Option<String>,
     retryable: bool,
+    code: Option<String>,
 }
 
 impl RiffleError {
@@ -41,6 +42,7 @@ impl RiffleError {
             message: message.into(),
             hint: None,
             retryable: kind == ErrorKind::External,
+            code: None,
         }
     }
 
@@ -75,6 +77,19 @@ impl RiffleError {
     pub fn context(mut self, context: impl fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);
         self
+    }
+
+    /// Tags the error with a short code that says finer than its kind what failed
+    /// (`user_code_error`, `worker_crashed`, `worker_timeout`: the Python front raises a
+    /// class of its own for each).
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The error's code, if it has one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
     }
 
     /// Whose fault the error is.

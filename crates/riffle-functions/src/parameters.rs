@@ -114,6 +114,11 @@ const PARAMETERS: &[(&str, &[Parameter])] = &[
         &[required("audio"), required("rate"), ON_ERROR],
     ),
     ("audio_split", &[required("audio"), required("seconds")]),
+    ("audio_duration", &[required("audio")]),
+    ("cosine_similarity", &[required("a"), required("b")]),
+    ("l2_distance", &[required("a"), required("b")]),
+    ("inner_product", &[required("a"), required("b")]),
+    ("vector_normalize", &[required("vector")]),
 ];
 
 /// The parameters of a built-in function, in order; `None` for other functions.
@@ -133,4 +138,24 @@ pub fn all() -> &'static [(&'static str, &'static [Parameter])] {
 /// Every function that takes `on_error`, for `try_` variants and documentation.
 pub fn takes_on_error(function: &str) -> bool {
     parameters(function).is_some_and(|parameters| parameters.contains(&ON_ERROR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Python front generates a function and a namespace method for each row of the
+    /// table: a built-in missing from it would be missing from Python.
+    #[test]
+    fn every_built_in_function_has_its_parameters() {
+        let mut missing = Vec::new();
+        for function in crate::all_functions() {
+            let name = function.name();
+            let base = name.strip_prefix("try_").unwrap_or(name);
+            if name != "raise_error" && parameters(base).is_none() {
+                missing.push(name.to_string());
+            }
+        }
+        assert!(missing.is_empty(), "not in PARAMETERS: {missing:?}");
+    }
 }

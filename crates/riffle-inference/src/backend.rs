@@ -85,6 +85,7 @@ impl CallError {
             Some(Failure::Http(status)) if status >= 500 => "server_error",
             Some(Failure::Http(_)) => "client_error",
             Some(Failure::Grpc(_)) => "grpc",
+            Some(Failure::Worker(kind)) => kind.code(),
         }
     }
 }
@@ -112,6 +113,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// health endpoint are always ready.
     async fn ready(&self) -> Result<bool, CallError> {
         Ok(true)
+    }
+
+    /// Called by each operator instance that will send requests, before its first; the
+    /// backend's resources (a Python worker pool's processes) live while a returned lease
+    /// does, so that they end with the job. `None`: nothing to hold.
+    fn attach(&self) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        None
     }
 
     /// Sends one request; see [`Answer`] and [`CallError`].

@@ -31,6 +31,7 @@ use crate::onnx::OnnxBackend;
 use crate::openai::OpenAiBackend;
 use crate::options::{InferenceConfig, Provider};
 use crate::policy::{ErrorGuard, OnError, Refused, bisect};
+use crate::python::PythonBackend;
 use crate::retry::{Decision, FailedAttempt, Failure, RetryPolicy};
 use crate::sentence::SentenceBackend;
 use crate::spend::{CapLatch, Spent};
@@ -216,6 +217,12 @@ impl ModelCall {
                 KserveBackend::new(&model, options.clone(), input_names, Arc::clone(&outputs))
                     .map_err(RiffleError::user)?,
             ),
+            Provider::Python(options) => Arc::new(PythonBackend::new(
+                &model,
+                options,
+                config.concurrency.per_subtask(),
+                Arc::clone(&outputs),
+            )?),
         };
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for output in outputs.fields() {
@@ -534,6 +541,16 @@ impl ModelCall {
         }
     }
 
+    /// Holds the backend's resources (a Python worker pool's processes) for one operator
+    /// instance; see [`Backend::attach`].
+    pub fn attach(&self) -> Vec<Box<dyn std::any::Any + Send + Sync>> {
+        let mut leases: Vec<_> = self.backend.attach().into_iter().collect();
+        if let Some(fallback) = &self.fallback {
+            leases.extend(fallback.attach());
+        }
+        leases
+    }
+
     /// Calls the model on `input`'s rows; see the module docs.
     pub async fn call(&self, input: RecordBatch) -> Result<RecordBatch> {
         let rows = input.num_rows();
@@ -627,14 +644,23 @@ impl ModelCall {
                 attempts,
                 ..
             } = errors[row].clone().unwrap_or_default();
-            return Err(RiffleError::external(format!(
-                "model {model}: row {row} of a request of {rows} failed ({code}, after \
-                 {attempts} attempts): {message}"
-            ))
-            .with_hint(
+            let hint = if matches!(self.config.provider, Provider::Python(_)) {
+                "pass max_retries=n to try a failed batch again, or on_error='null' to keep going \
+                 with NULL results"
+            } else {
                 "set 'on-error' = 'null' on the model or in ML_PREDICT's MAP to keep going with \
-                 NULL results and an __error column",
-            ));
+                 NULL results and an __error column"
+            };
+            let text = if matches!(self.config.provider, Provider::Python(_)) {
+                // The pool's message names the function, the batch and its rows.
+                message
+            } else {
+                format!(
+                    "model {model}: row {row} of a request of {rows} failed ({code}, after \
+                     {attempts} attempts): {message}"
+                )
+            };
+            return Err(RiffleError::external(text).with_code(code).with_hint(hint));
         }
         {
             let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());

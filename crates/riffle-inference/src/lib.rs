@@ -52,6 +52,7 @@ pub mod onnx;
 pub mod openai;
 pub mod options;
 pub mod policy;
+pub mod python;
 pub mod rate;
 pub mod retry;
 pub mod sentence;

@@ -27,6 +27,9 @@ pub enum Scope {
     Triton,
     /// The in-process ONNX provider's model options.
     Onnx,
+    /// Python user code in worker processes (`map_batches`, `@riffle.udf`): set by the
+    /// Python front.
+    Python,
 }
 
 /// One option key.
@@ -196,6 +199,55 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         Scope::OpenAi,
         "flink",
         "a row over max-context-size (estimated at 4 characters a token): 'truncated-tail', 'truncated-head', 'skipped' (NULL result) or 'error' (a row error)",
+    ),
+    key(
+        "python.payload",
+        None,
+        Scope::Python,
+        "riffle",
+        "the pickled function or class and its arguments (base64; cloudpickle), opaque to the engine",
+    ),
+    key(
+        "python.function",
+        None,
+        Scope::Python,
+        "riffle",
+        "what the user code is called in errors and logs: 'map_batches(Model)'",
+    ),
+    key(
+        "python.executable",
+        Some("python3"),
+        Scope::Python,
+        "riffle",
+        "the Python interpreter the workers run (the Python front passes sys.executable)",
+    ),
+    key(
+        "python.path",
+        None,
+        Scope::Python,
+        "riffle",
+        "the workers' PYTHONPATH (the Python front passes its sys.path, so that functions pickled by reference import)",
+    ),
+    key(
+        "python.num-cpus",
+        Some("1"),
+        Scope::Python,
+        "riffle",
+        "CPU threads each worker may use: its OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS",
+    ),
+    key(
+        "python.num-gpus",
+        Some("0"),
+        Scope::Python,
+        "riffle",
+        "GPUs each worker gets, through CUDA_VISIBLE_DEVICES: a fraction (workers share a GPU) or a whole number",
+    ),
+    key(
+        "python.timeout",
+        None,
+        Scope::Python,
+        "riffle",
+        "a batch taking longer is a WorkerTimeoutError: the worker is killed (and the batch retried up to max-retries)",
     ),
     key(
         "error-handling-strategy",
@@ -501,6 +553,7 @@ pub fn options_markdown() -> String {
             Scope::OpenAi => "openai",
             Scope::Triton => "triton",
             Scope::Onnx => "onnx",
+            Scope::Python => "python",
         };
         text.push_str(&format!(
             "| `{}` | {} | {scope} | {} | {} |\n",
@@ -538,6 +591,8 @@ pub enum Provider {
     Sentence(SentenceOptions),
     /// A KServe v2 server (Triton, MLServer, KServe): Flink's 'triton'.
     Triton(TritonOptions),
+    /// Python user code in a pool of worker processes.
+    Python(crate::python::PythonOptions),
 }
 
 /// The KServe v2 provider's options.
@@ -902,6 +957,11 @@ impl InferenceConfig {
                     })
                     .unwrap_or_default(),
             }),
+            "python" => Provider::Python(crate::python::PythonOptions::read(
+                model,
+                |key| read.get(key),
+                read.duration("python.timeout")?,
+            )?),
             other => {
                 return Err(RiffleError::user(format!(
                     "model {model}: unknown provider '{other}'"
@@ -919,6 +979,7 @@ impl InferenceConfig {
                 Scope::OpenAi => matches!(provider, Provider::OpenAi(_)),
                 Scope::Onnx => matches!(provider, Provider::Onnx(_) | Provider::Sentence(_)),
                 Scope::Triton => matches!(provider, Provider::Triton(_)),
+                Scope::Python => matches!(provider, Provider::Python(_)),
             };
             if !applies && options.contains_key(option.key) {
                 return Err(RiffleError::user(format!(

@@ -28,6 +28,42 @@ pub enum Failure {
     Http(u16),
     /// A gRPC status code other than `OK` (the numbers of the gRPC spec).
     Grpc(u32),
+    /// A Python worker's batch failed (`map_batches` and its kin).
+    Worker(WorkerFailure),
+}
+
+/// How a Python worker failed a batch; each is its own Python exception class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerFailure {
+    /// The user's code raised.
+    UserCode,
+    /// The worker process died (an exit, a signal, a segfault).
+    Crashed,
+    /// The batch took longer than the call's timeout; the worker was killed.
+    Hung,
+}
+
+impl WorkerFailure {
+    /// The error code the job's error carries (`riffle.UserCodeError` and its kin).
+    pub fn code(self) -> &'static str {
+        match self {
+            WorkerFailure::UserCode => "user_code_error",
+            WorkerFailure::Crashed => "worker_crashed",
+            WorkerFailure::Hung => "worker_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => f.write_str("a timeout"),
+            Failure::Connection => f.write_str("a connection failure"),
+            Failure::Http(status) => write!(f, "HTTP {status}"),
+            Failure::Grpc(code) => write!(f, "gRPC status {code}"),
+            Failure::Worker(kind) => f.write_str(kind.code()),
+        }
+    }
 }
 
 /// gRPC status codes that may succeed when tried again.
@@ -39,7 +75,8 @@ impl Failure {
     /// Whether trying again may succeed.
     pub fn is_retryable(self) -> bool {
         match self {
-            Failure::Timeout | Failure::Connection => true,
+            // Tried again up to max_retries: the user asked for that many.
+            Failure::Timeout | Failure::Connection | Failure::Worker(_) => true,
             Failure::Http(status) => {
                 status == 408 || status == 429 || (500..=599).contains(&status)
             }
@@ -124,10 +161,10 @@ impl RetryPolicy {
             retry_after,
         } = failed;
         if !failure.is_retryable() {
-            return Decision::GiveUp(format!("{failure:?} is not worth trying again"));
+            return Decision::GiveUp(format!("{failure} is not worth trying again"));
         }
         if attempt >= self.max_attempts.max(1) {
-            return Decision::GiveUp(format!("{failure:?} after {attempt} attempts"));
+            return Decision::GiveUp(format!("{failure} after {attempt} attempts"));
         }
         let backoff = self.backoff(attempt, random);
         let wait = match retry_after {

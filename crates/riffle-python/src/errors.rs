@@ -4,7 +4,10 @@
 //! ```text
 //! RiffleError(Exception)
 //! ├── UserError            bad SQL, an unknown column, a type mismatch, a missing file
+//! │   └── UserCodeError    the user's Python code raised (the message has its traceback)
 //! ├── ExternalError        an object store, a network, a model server
+//! ├── WorkerCrashedError   a Python worker died (an exit, a signal, a segfault)
+//! ├── WorkerTimeoutError   a batch ran past its timeout (also a TimeoutError)
 //! └── InternalError        a bug in Riffle
 //! ```
 
@@ -38,22 +41,47 @@ create_exception!(
     "A bug in Riffle."
 );
 
+create_exception!(
+    riffle._internal,
+    UserCodeError,
+    UserError,
+    "The user's Python code raised."
+);
+create_exception!(
+    riffle._internal,
+    WorkerCrashedError,
+    PyRiffleError,
+    "A Python worker died."
+);
+create_exception!(
+    riffle._internal,
+    WorkerTimeoutError,
+    PyRiffleError,
+    "A batch ran past its timeout."
+);
+
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     module.add("RiffleError", py.get_type::<PyRiffleError>())?;
     module.add("UserError", py.get_type::<UserError>())?;
     module.add("ExternalError", py.get_type::<ExternalError>())?;
     module.add("InternalError", py.get_type::<InternalError>())?;
+    module.add("UserCodeError", py.get_type::<UserCodeError>())?;
+    module.add("WorkerCrashedError", py.get_type::<WorkerCrashedError>())?;
+    module.add("WorkerTimeoutError", py.get_type::<WorkerTimeoutError>())?;
     Ok(())
 }
 
 /// The exception for `error`, with its message, hint and retryability as attributes.
 pub(crate) fn to_python(error: RiffleError) -> PyErr {
     let text = error.to_string();
-    let exception = match error.kind() {
-        ErrorKind::User => UserError::new_err(text),
-        ErrorKind::External => ExternalError::new_err(text),
-        ErrorKind::Internal => InternalError::new_err(text),
+    let exception = match (error.code(), error.kind()) {
+        (Some("user_code_error"), _) => UserCodeError::new_err(text),
+        (Some("worker_crashed"), _) => WorkerCrashedError::new_err(text),
+        (Some("worker_timeout"), _) => WorkerTimeoutError::new_err(text),
+        (_, ErrorKind::User) => UserError::new_err(text),
+        (_, ErrorKind::External) => ExternalError::new_err(text),
+        (_, ErrorKind::Internal) => InternalError::new_err(text),
     };
     Python::attach(|py| {
         let value = exception.value(py);
@@ -62,6 +90,7 @@ pub(crate) fn to_python(error: RiffleError) -> PyErr {
         let _ = value.setattr("message", error.message());
         let _ = value.setattr("hint", error.hint());
         let _ = value.setattr("retryable", error.is_retryable());
+        let _ = value.setattr("code", error.code());
     });
     exception
 }

@@ -124,6 +124,20 @@ impl PySession {
         Ok(expr.cast_to_field(field.into(), try_))
     }
 
+    /// Declares model `name` with these input and output columns (Arrow schemas) and
+    /// options, replacing one of that name.
+    fn register_model(
+        &self,
+        name: &str,
+        input: pyo3_arrow::PySchema,
+        output: pyo3_arrow::PySchema,
+        options: BTreeMap<String, String>,
+    ) -> PyResult<()> {
+        self.session
+            .register_model(name, input.into_inner(), output.into_inner(), options)
+            .py()
+    }
+
     /// A call of Riffle's built-in `name`, `None` arguments taking their defaults.
     fn call_builtin(&self, name: &str, args: Vec<Option<PyExpr>>) -> PyResult<PyExpr> {
         let args = args.into_iter().map(|a| a.map(|a| a.expr)).collect();

@@ -131,8 +131,10 @@ impl DataFrame {
             Expr::Column(datafusion::common::Column::new(Some(qualifier), name))
         };
         let left_keys: Vec<String> = left_on.iter().map(|k| format!("{left_name}.{k}")).collect();
-        let right_keys: Vec<String> =
-            right_on.iter().map(|k| format!("{right_name}.{k}")).collect();
+        let right_keys: Vec<String> = right_on
+            .iter()
+            .map(|k| format!("{right_name}.{k}"))
+            .collect();
         let left_keys: Vec<&str> = left_keys.iter().map(String::as_str).collect();
         let right_keys: Vec<&str> = right_keys.iter().map(String::as_str).collect();
         let joined = left_frame.join(right_frame, join_type, &left_keys, &right_keys, None)?;

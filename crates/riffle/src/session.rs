@@ -207,9 +207,25 @@ impl Session {
     /// `None` takes the parameter's default (as SQL's named arguments fill skipped ones;
     /// trailing defaults are left out). The Python front's generated functions call this.
     pub fn call_builtin(&self, name: &str, args: Vec<Option<Expr>>) -> Result<Expr> {
-        let parameters = riffle_functions::parameters::parameters(name).ok_or_else(|| {
-            RiffleError::user(format!("'{name}' is not a Riffle built-in function"))
-        })?;
+        // A `try_` twin takes its function's parameters but `on_error`.
+        let twin = name
+            .strip_prefix("try_")
+            .filter(|base| riffle_functions::parameters::takes_on_error(base));
+        let parameters: Vec<riffle_functions::parameters::Parameter> =
+            match (riffle_functions::parameters::parameters(name), twin) {
+                (Some(parameters), _) => parameters.to_vec(),
+                (None, Some(base)) => riffle_functions::parameters::parameters(base)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|p| p.name != "on_error")
+                    .copied()
+                    .collect(),
+                (None, None) => {
+                    return Err(RiffleError::user(format!(
+                        "'{name}' is not a Riffle built-in function"
+                    )));
+                }
+            };
         if args.len() > parameters.len() {
             return Err(RiffleError::user(format!(
                 "{name}: takes at most {} arguments, not {}",
@@ -224,7 +240,7 @@ impl Session {
         let empty = datafusion::common::DFSchema::empty();
         let context = self.inner.planner.context();
         let mut placed = Vec::with_capacity(given);
-        for (arg, parameter) in args.into_iter().zip(parameters).take(given) {
+        for (arg, parameter) in args.into_iter().zip(&parameters).take(given) {
             placed.push(match (arg, parameter.default) {
                 (Some(arg), _) => arg,
                 (None, Some(default)) => context.parse_sql_expr(default, &empty)?,
@@ -237,6 +253,30 @@ impl Session {
             });
         }
         self.call_function(name, placed)
+    }
+
+    /// Declares model `name` (what `CREATE MODEL name INPUT (...) OUTPUT (...) WITH
+    /// (options)` declares), replacing one of that name: how the Python front declares its
+    /// user code and its models.
+    pub fn register_model(
+        &self,
+        name: &str,
+        input: SchemaRef,
+        output: SchemaRef,
+        options: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let planner = &self.inner.planner;
+        planner.drop_model(name, true)?;
+        planner.create_model(
+            riffle_plan::ModelDefinition {
+                name: name.to_string(),
+                input,
+                output,
+                options,
+                fallback: None,
+            },
+            false,
+        )
     }
 
     /// A DataFrame over a table of the catalog.

@@ -22,15 +22,28 @@ use riffle_inference::call::ModelCall;
 use super::async_calls::Requests;
 
 /// Model calls as an async operator's requests.
-pub struct ModelRequests(pub Arc<ModelCall>);
+pub struct ModelRequests {
+    call: Arc<ModelCall>,
+    /// The backend's resources (a Python worker pool's processes), held while the operator
+    /// lives.
+    _leases: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl ModelRequests {
+    /// Requests to `call`; see `_leases`.
+    pub fn new(call: Arc<ModelCall>) -> Self {
+        let _leases = call.attach();
+        Self { call, _leases }
+    }
+}
 
 impl Requests for ModelRequests {
     fn call(&self, input: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>> {
-        let call = Arc::clone(&self.0);
+        let call = Arc::clone(&self.call);
         // A task of its own, aborted when the request is dropped (a failed attempt, a
         // cancelled job, a LIMIT reached).
         let task = SpawnedTask::spawn(async move { call.call(input).await });
-        let model = self.0.config().model.clone();
+        let model = self.call.config().model.clone();
         Box::pin(async move {
             task.join().await.map_err(|error| {
                 RiffleError::internal(format!("a request to model {model} stopped: {error}"))
@@ -39,21 +52,21 @@ impl Requests for ModelRequests {
     }
 
     fn save(&self) -> Option<serde_json::Value> {
-        let (limit, _) = self.0.endpoint().load();
+        let (limit, _) = self.call.endpoint().load();
         Some(serde_json::json!({ "limit": limit }))
     }
 
     fn max_rows(&self, batch: &RecordBatch) -> usize {
-        self.0.rows_within_tokens(batch)
+        self.call.rows_within_tokens(batch)
     }
 
     fn exhausted(&self) -> bool {
-        self.0.spend_exhausted()
+        self.call.spend_exhausted()
     }
 
     fn restore(&self, saved: &serde_json::Value) {
         if let Some(limit) = saved.get("limit").and_then(serde_json::Value::as_u64) {
-            self.0.endpoint().seed_limit(limit as usize);
+            self.call.endpoint().seed_limit(limit as usize);
         }
     }
 }

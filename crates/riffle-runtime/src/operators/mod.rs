@@ -110,7 +110,7 @@ pub fn build_chain(
                 let inputs = schema.fields().len() - call.added_columns();
                 Box::new(AsyncOperator::new(
                     async_operator_name(position),
-                    Arc::new(ModelRequests(Arc::clone(call))),
+                    Arc::new(ModelRequests::new(Arc::clone(call))),
                     shape,
                     Arc::clone(schema),
                     inputs,

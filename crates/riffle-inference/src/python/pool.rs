@@ -1,0 +1,272 @@
+//! A pool of Python workers for one `map_batches` (or UDF): at most `concurrency` of them,
+//! started when a batch needs one, reused across batches, and shut down when the last
+//! operator instance using the pool ends (see [`WorkerPool::attach`]).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::worker::{Worker, WorkerError, WorkerSpec};
+
+/// How long a worker may take to finish after `shutdown` before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a hung worker gets between SIGTERM and SIGKILL.
+const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct WorkerPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    spec: WorkerSpec,
+    /// The GPU ids of each worker slot.
+    gpus: Vec<Vec<String>>,
+    /// One permit per worker that may be busy.
+    busy: Arc<Semaphore>,
+    /// Workers started and waiting for a batch.
+    idle: Mutex<Vec<Worker>>,
+    /// Slots without a live worker.
+    free_slots: Mutex<Vec<usize>>,
+    /// Operator instances using the pool.
+    leases: AtomicUsize,
+    /// Batches and rows handed to the pool so far, to name a batch in errors.
+    batches: AtomicU64,
+    rows: AtomicU64,
+    /// Worker processes started so far (tests and reports).
+    started: AtomicUsize,
+}
+
+/// A worker taken from the pool for one batch.
+struct Checkout {
+    worker: Option<Worker>,
+    slot: usize,
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<Inner>,
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        // Not given back: its batch failed or was abandoned (a cancelled job). The worker is
+        // killed (on drop) and its slot is free for a new one.
+        if self.worker.take().is_some() {
+            self.pool.free_slot(self.slot);
+        }
+    }
+}
+
+impl Inner {
+    fn free_slot(&self, slot: usize) {
+        if let Ok(mut free) = self.free_slots.lock() {
+            free.push(slot);
+        }
+    }
+}
+
+/// Holds the pool's workers alive; the last one dropped shuts them down.
+pub struct Lease {
+    pool: Arc<Inner>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.pool.leases.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shut_down_idle(&self.pool);
+        }
+    }
+}
+
+fn shut_down_idle(pool: &Arc<Inner>) {
+    let workers: Vec<Worker> = pool
+        .idle
+        .lock()
+        .map(|mut idle| idle.drain(..).collect())
+        .unwrap_or_default();
+    for worker in workers {
+        pool.free_slot(worker.id);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(worker.shutdown(SHUTDOWN_GRACE));
+            }
+            // No runtime to wait on: killed on drop.
+            Err(_) => drop(worker),
+        }
+    }
+}
+
+/// A batch's place among those the pool received, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLabel {
+    /// The batch's number (from 0).
+    pub seq: u64,
+    /// Its first row among the rows the pool received.
+    pub first_row: u64,
+    /// Its rows.
+    pub rows: u64,
+}
+
+impl std::fmt::Display for BatchLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "batch {} (rows {}..{})",
+            self.seq,
+            self.first_row,
+            self.first_row + self.rows
+        )
+    }
+}
+
+/// How a batch failed in the pool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolError {
+    /// The user's code raised.
+    UserCode(String),
+    /// The worker died.
+    Crashed(String),
+    /// The batch ran past the timeout; the worker was killed.
+    Hung(String),
+}
+
+impl WorkerPool {
+    /// A pool of up to `gpus.len()` workers (one per slot, each slot with its GPU ids).
+    pub fn new(spec: WorkerSpec, gpus: Vec<Vec<String>>) -> Self {
+        let slots = gpus.len().max(1);
+        Self {
+            inner: Arc::new(Inner {
+                spec,
+                busy: Arc::new(Semaphore::new(slots)),
+                free_slots: Mutex::new((0..slots).rev().collect()),
+                gpus,
+                idle: Mutex::new(Vec::new()),
+                leases: AtomicUsize::new(0),
+                batches: AtomicU64::new(0),
+                rows: AtomicU64::new(0),
+                started: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Keeps the workers for one operator instance; see the module docs.
+    pub fn attach(&self) -> Lease {
+        self.inner.leases.fetch_add(1, Ordering::AcqRel);
+        Lease {
+            pool: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Worker processes started so far.
+    pub fn started(&self) -> usize {
+        self.inner.started.load(Ordering::Relaxed)
+    }
+
+    /// Numbers the next batch of `rows` rows.
+    pub fn label(&self, rows: usize) -> BatchLabel {
+        BatchLabel {
+            seq: self.inner.batches.fetch_add(1, Ordering::Relaxed),
+            first_row: self.inner.rows.fetch_add(rows as u64, Ordering::Relaxed),
+            rows: rows as u64,
+        }
+    }
+
+    /// Runs one batch on an idle worker (starting one when none is idle and a slot is
+    /// free), within `timeout`.
+    pub async fn run(
+        &self,
+        label: BatchLabel,
+        batch: &datafusion::arrow::array::RecordBatch,
+        timeout: Option<Duration>,
+    ) -> Result<datafusion::arrow::array::RecordBatch, PoolError> {
+        let pool = &self.inner;
+        let function = &pool.spec.function;
+        let permit = Arc::clone(&pool.busy)
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolError::Crashed(format!("{function}: the worker pool is closed")))?;
+        let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut checkout = match idle {
+            Some(worker) => Checkout {
+                slot: worker.id,
+                worker: Some(worker),
+                _permit: permit,
+                pool: Arc::clone(pool),
+            },
+            None => {
+                let slot = pool
+                    .free_slots
+                    .lock()
+                    .ok()
+                    .and_then(|mut free| free.pop())
+                    .ok_or_else(|| {
+                        PoolError::Crashed(format!("{function}: no free worker slot"))
+                    })?;
+                pool.started.fetch_add(1, Ordering::Relaxed);
+                let gpus = pool.gpus.get(slot).cloned().unwrap_or_default();
+                match Worker::start(&pool.spec, slot, &gpus).await {
+                    Ok(worker) => Checkout {
+                        slot,
+                        worker: Some(worker),
+                        _permit: permit,
+                        pool: Arc::clone(pool),
+                    },
+                    Err(error) => {
+                        pool.free_slot(slot);
+                        return Err(match error {
+                            WorkerError::UserCode(message) => PoolError::UserCode(format!(
+                                "{function}: constructing the user's class failed: {message}"
+                            )),
+                            WorkerError::Crashed(message) => PoolError::Crashed(message),
+                        });
+                    }
+                }
+            }
+        };
+        let worker = checkout.worker.as_mut().expect("a checked-out worker");
+        let outcome = match timeout {
+            Some(limit) => tokio::time::timeout(limit, worker.run(label.seq, batch)).await,
+            None => Ok(worker.run(label.seq, batch).await),
+        };
+        match outcome {
+            Ok(Ok(result)) => {
+                let worker = checkout.worker.take().expect("a checked-out worker");
+                if pool.leases.load(Ordering::Acquire) == 0 {
+                    // The job ended meanwhile: nobody will need it.
+                    pool.free_slot(worker.id);
+                    tokio::spawn(worker.shutdown(SHUTDOWN_GRACE));
+                } else if let Ok(mut idle) = pool.idle.lock() {
+                    idle.push(worker);
+                }
+                Ok(result)
+            }
+            Ok(Err(WorkerError::UserCode(message))) => {
+                // The worker is healthy: it goes back to the pool.
+                let worker = checkout.worker.take().expect("a checked-out worker");
+                if let Ok(mut idle) = pool.idle.lock() {
+                    idle.push(worker);
+                }
+                Err(PoolError::UserCode(format!(
+                    "{function} raised on {label}: {message}"
+                )))
+            }
+            Ok(Err(WorkerError::Crashed(message))) => Err(PoolError::Crashed(format!(
+                "{message}, while processing {label}"
+            ))),
+            Err(_) => {
+                let worker = checkout.worker.take().expect("a checked-out worker");
+                let (id, pid) = (worker.id, worker.pid());
+                pool.free_slot(id);
+                tokio::spawn(worker.terminate(TERMINATE_GRACE));
+                Err(PoolError::Hung(format!(
+                    "{function} worker {id} (pid {}) took longer than the timeout of {:.1} s \
+                     on {label}; it was killed",
+                    pid.map_or("?".into(), |p| p.to_string()),
+                    timeout.unwrap_or_default().as_secs_f64()
+                )))
+            }
+        }
+    }
+}

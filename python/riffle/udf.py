@@ -1,0 +1,216 @@
+"""Python user code on DataFrames: ``map_batches``, ``map`` and the ``@riffle.udf`` /
+``@riffle.cls`` decorators.
+
+User code runs in worker processes the engine starts (never in this process), fed with
+Arrow batches through shared memory; see :meth:`riffle.DataFrame.map_batches`. What goes
+to a worker is a :class:`UserCode`, pickled with cloudpickle: the function or class, its
+arguments, and how to call it. The engine never unpickles it.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import itertools
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import cloudpickle
+import pyarrow as pa
+
+_ON_ERROR = ("raise", "null")
+_names = itertools.count()
+
+
+@dataclass
+class UserCode:
+    """The user's code and how a worker calls it (pickled into each worker)."""
+
+    target: Any
+    kind: str  # "batches": fn(batch) -> batch; "rows": fn(row dict) -> row dict; "udf": fn(*values) -> value; "udf_batch": fn(*arrays) -> array
+    name: str
+    batch_format: str = "arrow"
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: dict[str, Any] = field(default_factory=dict)
+    constructor_args: tuple[Any, ...] = ()
+    constructor_kwargs: dict[str, Any] = field(default_factory=dict)
+    output_names: tuple[str, ...] = ()
+
+    def build(self) -> Callable[[Any], Any]:
+        """The callable a worker runs per batch (a class is constructed here, once)."""
+        target = self.target
+        if inspect.isclass(target):
+            target = target(*self.constructor_args, **self.constructor_kwargs)
+        args, kwargs = self.fn_args, self.fn_kwargs
+        if self.kind == "batches":
+            return lambda batch: target(batch, *args, **kwargs)
+        if self.kind == "rows":
+            return lambda batch: [target(row, *args, **kwargs) for row in batch.to_pylist()]
+        name = self.output_names[0]
+        if self.kind == "udf":
+
+            def rows(batch: pa.RecordBatch) -> dict[str, list[Any]]:
+                columns = [c.to_pylist() for c in batch.columns]
+                return {name: [target(*values, *args, **kwargs) for values in zip(*columns)]}
+
+            return rows
+
+        def arrays(batch: Any) -> dict[str, Any]:
+            columns = list(batch.values()) if isinstance(batch, dict) else list(batch.columns)
+            return {name: target(*columns, *args, **kwargs)}
+
+        return arrays
+
+    def payload(self) -> str:
+        return base64.b64encode(cloudpickle.dumps(self)).decode()
+
+
+def describe(target: Any, method: str) -> str:
+    """``map_batches(Model)``: how errors and logs name the user code."""
+    name = getattr(target, "__qualname__", None) or type(target).__name__
+    return f"{method}({name})"
+
+
+def check_concurrency(concurrency: Any, where: str) -> tuple[int, int]:
+    """``concurrency``: None (the session's parallelism), n, or (min, max)."""
+    if concurrency is None:
+        n = os.cpu_count() or 1
+        return n, n
+    if isinstance(concurrency, bool):
+        raise TypeError(f"{where}: concurrency must be an int or a (min, max) tuple, not a bool")
+    if isinstance(concurrency, int):
+        if concurrency < 1:
+            raise ValueError(f"{where}: concurrency must be at least 1, not {concurrency}")
+        return concurrency, concurrency
+    if isinstance(concurrency, tuple) and len(concurrency) == 2 and all(isinstance(c, int) for c in concurrency):
+        low, high = concurrency
+        if not 1 <= low <= high:
+            raise ValueError(f"{where}: concurrency (min, max) needs 1 <= min <= max, not {concurrency}")
+        return low, high
+    raise TypeError(f"{where}: concurrency must be an int or a (min, max) tuple, not {concurrency!r}")
+
+
+def model_options(
+    code: UserCode,
+    *,
+    batch_size: int | None,
+    concurrency: Any,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    on_error: str,
+    timeout: float | None,
+    max_retries: int,
+    where: str,
+) -> dict[str, str]:
+    """The options of the model that runs ``code``: the same keys as SQL's models."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"{where}: batch_size must be a positive int, not {batch_size!r}")
+    low, high = check_concurrency(concurrency, where)
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("timeout", timeout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{where}: {name} must be a number at least 0, not {value!r}")
+    if num_gpus is not None and num_gpus > 1 and float(num_gpus) != int(num_gpus):
+        raise ValueError(f"{where}: num_gpus must be a fraction up to 1 or a whole number, not {num_gpus}")
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"{where}: on_error must be one of {list(_ON_ERROR)}, not {on_error!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"{where}: max_retries must be an int at least 0, not {max_retries!r}")
+    options = {
+        "provider": "python",
+        "python.payload": code.payload(),
+        "python.function": code.name,
+        "python.executable": sys.executable,
+        "python.path": os.pathsep.join(p for p in sys.path if p),
+        "python.num-cpus": str(num_cpus if num_cpus is not None else 1),
+        "python.num-gpus": str(num_gpus if num_gpus is not None else 0),
+        "batch-rows": str(batch_size or 1024),
+        "batch-bytes": "64 MiB",
+        "max-retries": str(max_retries),
+        "on-error": "fail" if on_error == "raise" else "null",
+        # The operator's own limits stay out of the way of user code's: a batch's time
+        # limit is python.timeout, and a row waits as long as its batch needs.
+        "request-timeout": "168 h",
+        "deadline": "168 h",
+    }
+    if timeout is not None:
+        options["python.timeout"] = f"{int(timeout * 1000)} ms"
+    if low == high:
+        options["concurrency"] = str(high)
+    else:
+        options["concurrency.min"] = str(low)
+        options["concurrency.max"] = str(high)
+    return options
+
+
+def infer_schema(code: UserCode, input_schema: pa.Schema, sample: Callable[[], pa.Table]) -> pa.Schema:
+    """The columns a function returns, found by calling it here: on no rows, or when that
+    says too little (a column of no type), on ``sample()``'s first rows. A class is not
+    constructed in this process: it needs ``return_schema``."""
+    from riffle._batches import to_batch, to_user
+
+    if inspect.isclass(code.target):
+        raise ValueError(
+            f"{code.name}: give return_schema= (a pyarrow schema or a dict of column types): "
+            "Riffle does not construct the class in this process to find what it returns"
+        )
+
+    def run(batch: pa.RecordBatch) -> pa.Schema:
+        try:
+            result = code.build()(to_user(batch, code.batch_format))
+            return to_batch(result, None, code.name).schema
+        except Exception as error:
+            raise ValueError(
+                f"{code.name}: could not find the columns it returns by calling it on "
+                f"{batch.num_rows} rows ({type(error).__name__}: {error}); give return_schema="
+            ) from error
+
+    schema = run(pa.RecordBatch.from_pylist([], schema=input_schema))
+    if all(not pa.types.is_null(f.type) for f in schema):
+        return schema
+    rows = sample()
+    if rows.num_rows == 0:
+        raise ValueError(f"{code.name}: give return_schema=: there are no rows to find its columns from")
+    return run(rows.combine_chunks().to_batches()[0])
+
+
+def schema_of(value: Any, where: str) -> pa.Schema:
+    """A return schema from a pyarrow schema or a dict of column types."""
+    if isinstance(value, pa.Schema):
+        return value
+    if isinstance(value, Mapping):
+        fields = []
+        for name, dtype in value.items():
+            if not isinstance(dtype, pa.DataType):
+                raise TypeError(f"{where}: return_schema['{name}'] must be a pyarrow DataType, not {dtype!r}")
+            fields.append(pa.field(name, dtype))
+        return pa.schema(fields)
+    raise TypeError(f"{where}: return_schema must be a pyarrow Schema or a dict of column types, not {type(value).__name__}")
+
+
+def next_model_name(code: UserCode) -> str:
+    return f"{code.name}#{next(_names)}"
+
+
+def internal_names(count: int) -> list[str]:
+    return [f"__riffle_out_{i}" for i in range(count)]
+
+
+def check_sequence(value: Any, where: str, name: str) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{where}: {name} must be a list or tuple, not {type(value).__name__}")
+    return tuple(value)
+
+
+def check_mapping(value: Any, where: str, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where}: {name} must be a dict, not {type(value).__name__}")
+    return dict(value)
+
+
+__all__: Sequence[str] = ["UserCode"]

@@ -1,0 +1,208 @@
+"""Python user code in worker processes: map_batches and map, their batch formats, and
+each way user code can fail (an exception, an exit, SIGKILL, a segfault, a hang): each its
+own exception, no process left behind, and the next job in the session runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pytest
+
+import riffle
+
+
+def children() -> list[psutil.Process]:
+    """This process's live children (zombies being reaped do not count)."""
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def no_children_within(seconds: float = 10.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = children()
+        if not left:
+            return []
+        time.sleep(0.1)
+    return children()
+
+
+def numbers(n: int = 100) -> riffle.DataFrame:
+    return riffle.from_pydict({"x": list(range(n)), "f": [i / 2 for i in range(n)]})
+
+
+class Scale:
+    """A "model": constructed once per worker, called per batch."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        self.pid = os.getpid()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"x": batch["x"], "y": batch["x"] * self.factor, "pid": np.full(len(batch["x"]), self.pid)}
+
+
+def test_map_batches_class_with_concurrency_runs_in_workers():
+    out = numbers(1000).map_batches(
+        Scale,
+        fn_constructor_args=(3,),
+        batch_format="numpy",
+        batch_size=50,
+        concurrency=2,
+        return_schema={"x": pa.int64(), "y": pa.int64(), "pid": pa.int64()},
+    )
+    rows = out.to_pydict()
+    assert rows["x"] == list(range(1000))  # input order kept
+    assert rows["y"] == [3 * x for x in range(1000)]
+    pids = set(rows["pid"])
+    assert os.getpid() not in pids
+    assert 1 <= len(pids) <= 2
+    assert no_children_within() == []
+
+
+def test_map_batches_function_schema_is_inferred():
+    out = numbers(10).map_batches(lambda b: {"double": [v * 2 for v in b["f"].to_pylist()]}, concurrency=1)
+    assert out.schema.names == ["double"]
+    assert out.to_pydict()["double"] == [float(i) for i in range(10)]
+
+
+def test_pandas_and_numpy_batch_formats():
+    pandas = pytest.importorskip("pandas")
+
+    def with_pandas(frame):
+        assert isinstance(frame, pandas.DataFrame)
+        return frame.assign(z=frame["x"] + 1)[["z"]]
+
+    out = numbers(20).map_batches(with_pandas, batch_format="pandas", concurrency=1, batch_size=7)
+    assert out.to_pydict()["z"] == list(range(1, 21))
+
+    def with_numpy(arrays):
+        assert isinstance(arrays["f"], np.ndarray)
+        return {"total": arrays["x"] + arrays["f"]}
+
+    out = numbers(20).map_batches(with_numpy, batch_format="numpy", concurrency=1)
+    assert out.to_pydict()["total"] == [i * 1.5 for i in range(20)]
+
+
+def test_map_over_rows():
+    out = numbers(30).map(lambda row: {"x": row["x"], "neg": -row["x"]}, concurrency=2, batch_size=4)
+    assert out.sort("x").to_pydict()["neg"] == [-i for i in range(30)]
+
+
+def test_wrong_results_name_the_function():
+    df = numbers(10)
+    with pytest.raises(riffle.UserCodeError, match=r"map_batches\(.*<lambda>\) returned 1 rows for a batch of 10"):
+        df.map_batches(lambda b: {"y": [1]}, return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
+    with pytest.raises(riffle.UserCodeError, match=r"returned a str; expected a pyarrow RecordBatch"):
+        df.map_batches(lambda b: "nope", return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
+    with pytest.raises(riffle.UserCodeError, match=r"returned no column 'y'"):
+        df.map_batches(lambda b: {"z": b["x"]}, return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
+
+
+def test_bad_arguments_name_the_argument():
+    df = numbers(3)
+    with pytest.raises(ValueError, match="batch_format='pyarrow'.*write 'arrow'"):
+        df.map_batches(lambda b: b, batch_format="pyarrow")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="concurrency must be at least 1"):
+        df.map_batches(lambda b: b, concurrency=0)
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        df.map_batches(lambda b: b, on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        df.map_batches(lambda b: b, batchsize=3)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="give return_schema"):
+        df.map_batches(Scale, fn_constructor_args=(1,))
+    with pytest.raises(riffle.UserError, match="need 1 GPUs"):
+        os.environ["RIFFLE_GPUS"] = ""
+        try:
+            df.map_batches(lambda b: b, num_gpus=1, concurrency=1)
+        finally:
+            del os.environ["RIFFLE_GPUS"]
+
+
+def boom(batch):
+    raise ZeroDivisionError("no way")
+
+
+FAILURES = [
+    ("an exception", boom, {}, riffle.UserCodeError, r"map_batches\(boom\) raised on batch 0 \(rows 0\.\.10\): ZeroDivisionError: no way"),
+    ("os._exit", lambda b: os._exit(3), {}, riffle.WorkerCrashedError, r"exited with code 3"),
+    ("SIGKILL", lambda b: os.kill(os.getpid(), signal.SIGKILL), {}, riffle.WorkerCrashedError, r"killed by signal 9 \(SIGKILL\)"),
+    ("a segfault", lambda b: __import__("ctypes").string_at(0), {}, riffle.WorkerCrashedError, r"signal 11 \(SIGSEGV\)[\s\S]*Segmentation fault"),
+    ("a hang", lambda b: time.sleep(300), {"timeout": 1}, riffle.WorkerTimeoutError, r"longer than the timeout of 1\.0 s on batch 0"),
+]
+
+
+@pytest.mark.parametrize("what, fn, extra, exception, message", FAILURES, ids=[f[0] for f in FAILURES])
+def test_each_failure_has_its_exception_and_leaves_nothing_behind(what, fn, extra, exception, message):
+    session = riffle.Session(parallelism=1)
+    df = riffle.from_pydict({"x": list(range(10))}, session=session)
+    started = time.monotonic()
+    with pytest.raises(exception, match=message) as info:
+        df.map_batches(fn, return_schema={"y": pa.int64()}, concurrency=1, **extra).to_pylist()
+    assert isinstance(info.value, riffle.RiffleError)
+    assert time.monotonic() - started < 60
+    if exception is riffle.UserCodeError:
+        assert "Traceback" in str(info.value)
+    assert no_children_within() == []
+    # The session goes on.
+    again = df.map_batches(lambda b: {"y": b["x"]}, concurrency=1).to_pydict()
+    assert again == {"y": list(range(10))}
+    assert no_children_within() == []
+
+
+def test_max_retries_sends_a_failed_batch_again(tmp_path):
+    marker = tmp_path / "crashed-once"
+
+    def crash_once(batch):
+        if not marker.exists():
+            marker.write_text("x")
+            os._exit(1)
+        return {"y": batch["x"]}
+
+    out = numbers(10).map_batches(crash_once, return_schema={"y": pa.int64()}, concurrency=1, max_retries=2)
+    assert out.to_pydict()["y"] == list(range(10))
+    assert marker.exists()
+
+
+def test_workers_get_gpu_ids_and_blas_threads_from_the_inventory(monkeypatch):
+    monkeypatch.setenv("RIFFLE_GPUS", "0,1")
+
+    def env(batch):
+        n = batch.num_rows
+        return {
+            "gpus": [os.environ.get("CUDA_VISIBLE_DEVICES")] * n,
+            "threads": [os.environ.get("OMP_NUM_THREADS")] * n,
+            "worker": [os.environ.get("RIFFLE_WORKER_ID")] * n,
+        }
+
+    schema = {"gpus": pa.string(), "threads": pa.string(), "worker": pa.string()}
+    out = numbers(400).map_batches(env, return_schema=schema, concurrency=4, num_gpus=0.5, num_cpus=2, batch_size=10)
+    seen = {(r["worker"], r["gpus"], r["threads"]) for r in out.to_pylist()}
+    for worker, gpus, threads in seen:
+        assert threads == "2"
+        assert gpus == ("0" if int(worker) < 2 else "1")
+    whole = numbers(20).map_batches(env, return_schema=schema, concurrency=1, num_gpus=2)
+    assert {r["gpus"] for r in whole.to_pylist()} == {"0,1"}
+    with pytest.raises(riffle.UserError, match="need 3 GPUs"):
+        numbers(5).map_batches(env, return_schema=schema, concurrency=3, num_gpus=1)
+
+
+def test_iter_batches_closed_early_stops_the_workers():
+    df = riffle.from_pydict({"x": list(range(2000))}).map_batches(
+        lambda b: (time.sleep(0.05), {"y": b["x"]})[1], return_schema={"y": pa.int64()}, concurrency=2, batch_size=10
+    )
+    batches = df.iter_batches()
+    next(batches)
+    batches.close()
+    assert no_children_within() == []
