@@ -20,6 +20,8 @@ from riffle.exceptions import (
     WorkerTimeoutError,
 )
 from riffle.expr import Expr, col, lit
+from riffle._udf import cls, udf
+from riffle import functions  # noqa: E402  (riffle.functions.<sql_name>)
 from riffle.io import (
     from_arrow,
     from_pandas,
@@ -46,9 +48,11 @@ __all__ = [
     "UserError",
     "WorkerCrashedError",
     "WorkerTimeoutError",
+    "cls",
     "col",
     "default_session",
     "from_arrow",
+    "functions",
     "from_pandas",
     "from_pydict",
     "from_pylist",
@@ -59,4 +63,5 @@ __all__ = [
     "read_json",
     "read_parquet",
     "sql",
+    "udf",
 ]

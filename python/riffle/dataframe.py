@@ -67,6 +67,10 @@ class DataFrame:
 
     def select(self, *columns: str | Expr, **named: Any) -> DataFrame:
         """Computes these columns: names, expressions, and ``name=expr`` pairs."""
+        from riffle._udf import UdfCall
+
+        if any(isinstance(c, UdfCall) for c in (*columns, *named.values())):
+            return self._select_with_udfs(columns, named)
         exprs = [_column(c, "select") for c in columns]
         exprs += [lit(e).alias(n)._native for n, e in named.items()]
         if not exprs:
@@ -74,10 +78,63 @@ class DataFrame:
         return self._wrap(self._native.select(exprs))
 
     def with_column(self, name: str, expr: Any) -> DataFrame:
-        """Adds the column ``name`` (or replaces it) with ``expr``."""
+        """Adds the column ``name`` (or replaces it) with ``expr``: an expression, or a call
+        of a ``@riffle.udf`` function (run in worker processes)."""
+        from riffle._udf import UdfCall
+
         if not isinstance(name, str):
             raise TypeError(f"with_column: name must be a str, not {type(name).__name__}")
+        if isinstance(expr, UdfCall):
+            return self._with_udf_column(name, expr)
         return self._wrap(self._native.with_column(name, _expr(expr)))
+
+    def _with_udf_column(self, name: str, call: Any) -> DataFrame:
+        """``call``'s result as column ``name``: its arguments become columns, a model of
+        the python provider reads them, and the result takes the column's place."""
+        import pyarrow as pa
+
+        from riffle import _udf as udf
+
+        where = f"{call.udf.name}"
+        arguments = [f"__riffle_arg_{i}" for i in range(len(call.args))]
+        frame = self
+        for argument, value in zip(arguments, call.args):
+            frame = frame.with_column(argument, value)
+        code = call.user_code()
+        run = dict(call.udf.run)
+        options = udf.model_options(
+            code,
+            batch_size=run.get("batch_size"),
+            concurrency=run.get("concurrency"),
+            num_cpus=run.get("num_cpus"),
+            num_gpus=run.get("num_gpus"),
+            on_error=run.get("on_error", "raise"),
+            timeout=run.get("timeout"),
+            max_retries=run.get("max_retries", 0),
+            where=where,
+        )
+        schema = pa.schema([pa.field(name, call.udf.return_dtype)])
+        keep = [c for c in self.columns if c != name]
+        out = frame._run_user_code(code, schema, options, arguments, keep=keep)
+        order = [c if c != name else name for c in self.columns] + ([name] if name not in self.columns else [])
+        return out.select(*order)
+
+    def _select_with_udfs(self, columns: tuple[Any, ...], named: dict[str, Any]) -> DataFrame:
+        from riffle._udf import UdfCall
+
+        frame = self
+        picked: list[Any] = []
+        for index, column in enumerate([*columns, *[(n, e) for n, e in named.items()]]):
+            name, value = column if isinstance(column, tuple) else (None, column)
+            if isinstance(value, UdfCall):
+                out = name or value.output_name or f"{value.udf.name.split('.')[-1]}_{index}"
+                frame = frame.with_column(out, value)
+                picked.append(col(out))
+            elif name is not None:
+                picked.append(lit(value).alias(name))
+            else:
+                picked.append(value)
+        return frame.select(*picked)
 
     def with_columns(self, columns: Mapping[str, Any] | None = None, **named: Any) -> DataFrame:
         """Adds or replaces several columns: a dict of ``name: expr`` and/or ``name=expr``."""
@@ -229,7 +286,7 @@ class DataFrame:
             ...                concurrency=1).to_pydict()
             {'y': [10, 20, 30]}
         """
-        from riffle import udf
+        from riffle import _udf as udf
 
         where = f"map_batches({getattr(fn, '__qualname__', type(fn).__name__)})"
         if not callable(fn):
@@ -278,7 +335,7 @@ class DataFrame:
         row (a dict). ``return_schema`` declares its columns; without it, ``fn`` is run
         here on the first row to find them. The other arguments are
         :meth:`map_batches`'."""
-        from riffle import udf
+        from riffle import _udf as udf
 
         where = f"map({getattr(fn, '__qualname__', type(fn).__name__)})"
         if not callable(fn) or udf.inspect.isclass(fn):
@@ -322,7 +379,7 @@ class DataFrame:
         then ``schema``'s."""
         import pyarrow as pa
 
-        from riffle import udf
+        from riffle import _udf as udf
 
         code.output_names = tuple(schema.names)
         internal = udf.internal_names(len(schema))

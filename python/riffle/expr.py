@@ -181,6 +181,11 @@ def lit(value: Any) -> Expr:
     (lists, dates, decimals, ...)."""
     if isinstance(value, Expr):
         return value
+    if type(value).__name__ == "UdfCall":
+        raise TypeError(
+            f"{value!r}: a Python UDF's result is a whole column: give it to with_column(name, ...) "
+            "or select(...), then use the column in other expressions"
+        )
     if isinstance(value, _SIMPLE):
         return Expr(_internal.lit(value))
     import pyarrow as pa

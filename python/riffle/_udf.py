@@ -37,6 +37,7 @@ class UserCode:
     constructor_args: tuple[Any, ...] = ()
     constructor_kwargs: dict[str, Any] = field(default_factory=dict)
     output_names: tuple[str, ...] = ()
+    on_error: str = "raise"
 
     def build(self) -> Callable[[Any], Any]:
         """The callable a worker runs per batch (a class is constructed here, once)."""
@@ -50,10 +51,19 @@ class UserCode:
             return lambda batch: [target(row, *args, **kwargs) for row in batch.to_pylist()]
         name = self.output_names[0]
         if self.kind == "udf":
+            keep_going = self.on_error == "null"
+
+            def one(values: tuple[Any, ...]) -> Any:
+                try:
+                    return target(*values, *args, **kwargs)
+                except Exception:
+                    if keep_going:
+                        return None
+                    raise
 
             def rows(batch: pa.RecordBatch) -> dict[str, list[Any]]:
                 columns = [c.to_pylist() for c in batch.columns]
-                return {name: [target(*values, *args, **kwargs) for values in zip(*columns)]}
+                return {name: [one(values) for values in zip(*columns)]}
 
             return rows
 
@@ -213,4 +223,172 @@ def check_mapping(value: Any, where: str, name: str) -> dict[str, Any]:
     return dict(value)
 
 
-__all__: Sequence[str] = ["UserCode"]
+
+
+# --------------------------------------------------------------------------- decorators
+
+_PYTHON_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_(), bytes: pa.binary()}
+
+
+def _return_type(fn: Any, return_dtype: Any, where: str) -> pa.DataType:
+    if return_dtype is not None:
+        if not isinstance(return_dtype, pa.DataType):
+            raise TypeError(f"{where}: return_dtype must be a pyarrow DataType, not {return_dtype!r}")
+        return return_dtype
+    annotation = inspect.signature(fn).return_annotation
+    if isinstance(annotation, str):
+        annotation = {"int": int, "float": float, "str": str, "bool": bool, "bytes": bytes}.get(annotation, annotation)
+    if annotation in _PYTHON_TYPES:
+        return _PYTHON_TYPES[annotation]
+    raise TypeError(
+        f"{where}: give return_dtype= (a pyarrow DataType); the return annotation "
+        f"{annotation!r} does not say one"
+    )
+
+
+_RUN_OPTIONS = ("concurrency", "num_cpus", "num_gpus", "batch_size", "on_error", "timeout", "max_retries")
+
+
+@dataclass
+class Udf:
+    """A Python function (or class) used as an expression: ``f(col("x"))`` in
+    ``with_column`` or ``select``. Runs in worker processes, like ``map_batches``."""
+
+    target: Any
+    kind: str  # "udf" (row-wise) or "udf_batch"
+    return_dtype: pa.DataType
+    run: dict[str, Any]
+    constructor_args: tuple[Any, ...] = ()
+    constructor_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return getattr(self.target, "__qualname__", type(self.target).__name__)
+
+    def __call__(self, *args: Any) -> UdfCall:
+        if not args:
+            raise TypeError(f"{self.name}: call it with at least one column")
+        return UdfCall(self, args, None)
+
+
+@dataclass
+class UdfCall:
+    """A call of a :class:`Udf` on columns; it becomes a column of ``with_column`` or
+    ``select`` (a whole column: it cannot be part of a larger expression)."""
+
+    udf: Udf
+    args: tuple[Any, ...]
+    output_name: str | None
+
+    def alias(self, name: str) -> UdfCall:
+        return UdfCall(self.udf, self.args, name)
+
+    def __repr__(self) -> str:
+        return f"{self.udf.name}({', '.join(map(repr, self.args))})"
+
+    def _whole_column(self, *_: Any) -> Any:
+        raise TypeError(
+            f"{self!r}: a Python UDF's result is a whole column: give it to with_column(name, ...) "
+            "or select(...), then use the column in other expressions"
+        )
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _whole_column
+    __truediv__ = __rtruediv__ = __mod__ = __neg__ = __invert__ = _whole_column
+    __and__ = __rand__ = __or__ = __ror__ = __lt__ = __le__ = __gt__ = __ge__ = _whole_column
+
+    def user_code(self) -> UserCode:
+        return UserCode(
+            target=self.udf.target,
+            kind=self.udf.kind,
+            name=self.udf.name,
+            batch_format="arrow",
+            constructor_args=self.udf.constructor_args,
+            constructor_kwargs=self.udf.constructor_kwargs,
+            on_error=self.udf.run.get("on_error", "raise"),
+        )
+
+
+def _check_run_options(run: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(run) - set(_RUN_OPTIONS))
+    if unknown:
+        raise TypeError(f"{where}: unknown keyword argument(s) {unknown}; valid: {list(_RUN_OPTIONS)}")
+    return run
+
+
+class _UdfDecorator:
+    """``@riffle.udf`` (one row at a time) and ``@riffle.udf.batch`` (whole columns)."""
+
+    def __call__(self, fn: Any = None, /, *, return_dtype: Any = None, **run: Any) -> Any:
+        """Declares a row-wise Python function: called with one value per argument column,
+        it returns one value. ``return_dtype`` (a pyarrow type) or a return annotation
+        (int, float, str, bool, bytes) says its type.
+
+            >>> import pyarrow as pa, riffle
+            >>> @riffle.udf(return_dtype=pa.int64())
+            ... def double(x):
+            ...     return 2 * x
+            >>> riffle.from_pydict({"x": [1, 2]}).with_column("y", double(riffle.col("x"))).to_pydict()
+            {'x': [1, 2], 'y': [2, 4]}
+        """
+        _check_run_options(run, "udf")
+
+        def wrap(function: Any) -> Udf:
+            if not callable(function) or inspect.isclass(function):
+                raise TypeError(f"udf: decorates a function, not {function!r} (use @riffle.cls for a class)")
+            where = f"udf({function.__qualname__})"
+            return Udf(function, "udf", _return_type(function, return_dtype, where), run)
+
+        return wrap(fn) if fn is not None else wrap
+
+    def batch(self, fn: Any = None, /, *, return_dtype: Any = None, **run: Any) -> Any:
+        """Declares a Python function over whole columns: called with one pyarrow Array per
+        argument column, it returns an array (pyarrow, numpy or a list) as long."""
+        _check_run_options(run, "udf.batch")
+
+        def wrap(function: Any) -> Udf:
+            if not callable(function) or inspect.isclass(function):
+                raise TypeError(f"udf.batch: decorates a function, not {function!r}")
+            where = f"udf.batch({function.__qualname__})"
+            return Udf(function, "udf_batch", _return_type(function, return_dtype, where), run)
+
+        return wrap(fn) if fn is not None else wrap
+
+
+udf = _UdfDecorator()
+
+
+def cls(klass: Any = None, /, *, return_dtype: Any = None, batch: bool = False, **run: Any) -> Any:
+    """Declares a class whose instances are called per row (per batch of columns with
+    ``batch=True``). ``Model(args)`` does not construct it here: each worker constructs it
+    once, with those arguments (load the model in ``__init__``).
+
+        >>> import pyarrow as pa, riffle
+        >>> @riffle.cls(return_dtype=pa.int64())
+        ... class Add:
+        ...     def __init__(self, n):
+        ...         self.n = n
+        ...     def __call__(self, x):
+        ...         return x + self.n
+        >>> add3 = Add(3)
+        >>> riffle.from_pydict({"x": [1]}).select(add3(riffle.col("x")).alias("y")).to_pydict()
+        {'y': [4]}
+    """
+    _check_run_options(run, "cls")
+
+    def wrap(target: Any) -> Any:
+        if not inspect.isclass(target):
+            raise TypeError(f"cls: decorates a class, not {target!r}")
+        kind = "udf_batch" if batch else "udf"
+        dtype = _return_type(target.__call__, return_dtype, f"cls({target.__qualname__})")
+
+        def construct(*args: Any, **kwargs: Any) -> Udf:
+            return Udf(target, kind, dtype, run, tuple(args), dict(kwargs))
+
+        construct.__name__ = target.__name__
+        construct.__qualname__ = target.__qualname__
+        construct.__doc__ = target.__doc__
+        return construct
+
+    return wrap(klass) if klass is not None else wrap
+
+__all__: Sequence[str] = ["UserCode", "Udf", "UdfCall", "udf", "cls"]
