@@ -21,7 +21,7 @@ from riffle.exceptions import (
 )
 from riffle.expr import Expr, col, lit
 from riffle._udf import cls, udf
-from riffle import functions  # noqa: E402  (riffle.functions.<sql_name>)
+from riffle import ai, functions, models  # noqa: E402  (namespaces)
 from riffle.io import (
     from_arrow,
     from_pandas,
@@ -53,6 +53,8 @@ __all__ = [
     "default_session",
     "from_arrow",
     "functions",
+    "ai",
+    "models",
     "from_pandas",
     "from_pydict",
     "from_pylist",

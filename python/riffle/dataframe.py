@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
+    from riffle.report import JobReport
+
 JoinHow = Literal["inner", "left", "right", "full", "semi", "anti", "cross"]
 BatchFormat = Literal["arrow", "pandas", "numpy"]
 _BATCH_FORMATS = ("arrow", "pandas", "numpy")
@@ -31,7 +33,7 @@ _BATCH_FORMATS = ("arrow", "pandas", "numpy")
 class DataFrame:
     """A lazy, immutable query over rows with named, typed columns."""
 
-    __slots__ = ("_native", "_session", "_table", "_last_job")
+    __slots__ = ("_native", "_session", "_table", "_last_job", "_last_run")
 
     def __init__(
         self,
@@ -43,6 +45,7 @@ class DataFrame:
         self._session = session
         self._table = table  # the rows, once collect() ran
         self._last_job: _internal.Job | None = None
+        self._last_run: tuple[int, float] = (0, 0.0)  # rows and seconds of the last job
 
     # ---------------------------------------------------------------- schema
     @property
@@ -414,11 +417,35 @@ class DataFrame:
 
         if self._table is not None:
             return self._table
+        started = time.monotonic()
         job = self._job()
         batches = []
         while (batch := job.next_batch()) is not None:
             batches.append(batch)
-        return pa.Table.from_batches(batches, schema=self.schema)
+        table = pa.Table.from_batches(batches, schema=self.schema)
+        self._last_run = (table.num_rows, time.monotonic() - started)
+        return table
+
+    def stats(self) -> JobReport:
+        """What the last job run from this DataFrame did (live while it runs): rows,
+        time, restarts, checkpoints, and each model's or worker pool's figures."""
+        from riffle.report import JobReport, from_native
+
+        if self._last_job is None:
+            return JobReport(rows=0, seconds=0.0)
+        rows, seconds = self._last_run
+        return from_native(self._last_job.report(), rows, seconds)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the rows of a collected DataFrame (images as thumbnails), or
+        the columns of a lazy one (no job runs)."""
+        import html
+
+        from riffle.display import html_table
+
+        if self._table is not None:
+            return html_table(self._table.slice(0, 8), self._table.num_rows - 8)
+        return f"<pre>{html.escape(repr(self))}</pre>"
 
     def to_pandas(self) -> pandas.DataFrame:
         """Runs the query; its rows as a pandas DataFrame."""

@@ -38,3 +38,81 @@ def text_table(table: pa.Table, more: int | None) -> str:
     if more is not None and more > 0:
         out.append(f"({more} more rows)")
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- HTML
+
+_THUMBNAIL = 128
+_IMAGE = b"riffle.image"
+
+
+def _png(pixels: Any, mode: str) -> bytes:
+    """A PNG of ``pixels`` (H x W x C uint8), written with zlib alone."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    height, width = pixels.shape[:2]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), pixels.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b"")
+
+
+def thumbnail(image: dict[str, Any]) -> str:
+    """An ``<img>`` of a Riffle IMAGE value, its longest side at most 128 pixels."""
+    import base64
+
+    import numpy as np
+
+    height, width, mode = int(image["height"]), int(image["width"]), image["mode"]
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}.get(mode)
+    if channels is None or not height or not width:
+        return f"&lt;image {width}x{height} {mode}&gt;"
+    pixels = np.frombuffer(image["pixels"], dtype=np.uint8).reshape(height, width, channels)
+    scale = max(height, width) / _THUMBNAIL
+    if scale > 1:
+        # Nearest pixels: a preview, not a resize (the engine's image.resize does those).
+        ys = (np.arange(int(height / scale)) * scale).astype(int)
+        xs = (np.arange(int(width / scale)) * scale).astype(int)
+        pixels = pixels[ys][:, xs]
+    data = base64.b64encode(_png(np.ascontiguousarray(pixels), mode)).decode()
+    return f'<img src="data:image/png;base64,{data}" title="{width}x{height} {mode}"/>'
+
+
+def _is_image(field: pa.Field) -> bool:
+    """An IMAGE column: tagged so, or a struct of Riffle's image fields (a projection may
+    drop the tag)."""
+    if (field.metadata or {}).get(b"ARROW:extension:name") == _IMAGE:
+        return True
+    return pa.types.is_struct(field.type) and [f.name for f in field.type] == ["height", "width", "mode", "pixels"]
+
+
+def _html_cell(field: Any, value: Any) -> str:
+    import html
+
+    if value is not None and _is_image(field):
+        return thumbnail(value)
+    return html.escape(_cell(value))
+
+
+def html_table(table: pa.Table, more: int | None) -> str:
+    """``table`` as an HTML table, images as thumbnails, long values shortened."""
+    import html
+
+    head = "".join(
+        f"<th>{html.escape(f.name)}<br/><small>{html.escape(str(f.type))}</small></th>" for f in table.schema
+    )
+    body = []
+    for row in table.to_pylist():
+        cells = "".join(f"<td>{_html_cell(f, row[f.name])}</td>" for f in table.schema)
+        body.append(f"<tr>{cells}</tr>")
+    footer = f"<p>({more} more rows)</p>" if more else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{footer}"

@@ -144,6 +144,12 @@ class Expr(Namespaces):
         """The column name this expression gets in a result."""
         return self._native.name()
 
+    def field(self, name: str) -> Expr:
+        """The field ``name`` of a struct value (``col("file").field("uri")``)."""
+        if not isinstance(name, str):
+            raise TypeError(f"field: name must be a str, not {type(name).__name__}")
+        return _call("get_field", [self, name])
+
     # Aggregates
     def sum(self) -> Expr:
         """The sum over each group."""

@@ -84,6 +84,30 @@ pub fn function_parameters() -> Vec<(String, Vec<Parameter>)> {
         .collect()
 }
 
+/// Every model option (the engine's one table, docs/inference-options.md): `(key,
+/// default, provider, meaning)`; the Python front's keyword arguments are made from it.
+#[pyfunction]
+pub fn model_option_keys() -> Vec<(String, Option<String>, String, String)> {
+    riffle::MODEL_OPTION_KEYS
+        .iter()
+        .map(|option| {
+            let scope = match option.scope {
+                riffle::OptionScope::Any => "any",
+                riffle::OptionScope::OpenAi => "openai",
+                riffle::OptionScope::Triton => "triton",
+                riffle::OptionScope::Onnx => "onnx",
+                riffle::OptionScope::Python => "python",
+            };
+            (
+                option.key.to_string(),
+                option.default.map(str::to_string),
+                scope.to_string(),
+                option.doc.to_string(),
+            )
+        })
+        .collect()
+}
+
 fn binary(left: &PyExpr, op: Operator, right: &PyExpr) -> PyExpr {
     binary_expr(left.expr.clone(), op, right.expr.clone()).into()
 }

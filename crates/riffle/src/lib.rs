@@ -41,6 +41,9 @@ pub use dataframe::DataFrame;
 pub use riffle_common::{ErrorKind, JobConfig, Result, RiffleError};
 pub use riffle_connectors::FileFormatKind;
 pub use riffle_functions::parameters::{Parameter, all as function_parameters};
+pub use riffle_inference::options::{
+    OPTION_KEYS as MODEL_OPTION_KEYS, OptionKey, Scope as OptionScope,
+};
 pub use riffle_plan::SkippedFile;
 pub use riffle_runtime::{JobHandle, JobReport, JobStopper, ModelReport};
 pub use session::{ScriptResult, Session};
