@@ -215,13 +215,13 @@ def generate_images(folder: str, count: int) -> None:
 
 
 def report(kind: str, results: dict[str, dict], unit: str, per: int) -> None:
-    print(f"\n== {kind} ==")
+    print(f"\n== {kind} ==", flush=True)
     speeds = {}
     for engine, r in results.items():
         if "error" in r:
             print(f"{engine:7} failed: {r['error']}")
             continue
-        if kind == "fixed":
+        if kind.endswith("fixed cost"):
             speeds[engine] = 1 / r["wall"]
             print(f"{engine:7} {r['wall']:.2f} s from a fresh interpreter (job {r['seconds']:.2f} s), peak {r['peak_mib']:.0f} MiB")
         else:

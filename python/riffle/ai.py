@@ -2,9 +2,10 @@
 per row), as SQL's ``ai_embed``, ``ai_complete`` and ``ai_classify``.
 
     >>> import riffle
-    >>> m = riffle.models.openai("e", endpoint="http://127.0.0.1:9/v1/embeddings", dimensions=4)
+    >>> m = riffle.models.openai("e", endpoint="http://127.0.0.1:9/v1/embeddings", dimensions=4,
+    ...                          name="embedder", session=riffle.Session())
     >>> riffle.ai.embed(riffle.col("text"), m)
-    ai_embed(Utf8("embedding_model_1"), text)
+    ai_embed(Utf8("embedder"), text)
 """
 
 from __future__ import annotations

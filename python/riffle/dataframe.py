@@ -12,6 +12,7 @@ Every method returns a new DataFrame and runs nothing; actions (``collect``, ``t
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Sequence
 
@@ -305,7 +306,7 @@ class DataFrame:
             constructor_args=udf.check_sequence(fn_constructor_args, where, "fn_constructor_args"),
             constructor_kwargs=udf.check_mapping(fn_constructor_kwargs, where, "fn_constructor_kwargs"),
         )
-        if not udf.inspect.isclass(fn) and (fn_constructor_args or fn_constructor_kwargs):
+        if not inspect.isclass(fn) and (fn_constructor_args or fn_constructor_kwargs):
             raise ValueError(f"{where}: fn_constructor_args are for a class, and fn is a function")
         schema = udf.schema_of(return_schema, where) if return_schema is not None else udf.infer_schema(code, self.schema, lambda: self.limit(8).to_arrow())
         options = udf.model_options(
@@ -341,7 +342,7 @@ class DataFrame:
         from riffle import _udf as udf
 
         where = f"map({getattr(fn, '__qualname__', type(fn).__name__)})"
-        if not callable(fn) or udf.inspect.isclass(fn):
+        if not callable(fn) or inspect.isclass(fn):
             raise TypeError(f"map: fn must be a function, not {type(fn).__name__}")
         code = udf.UserCode(target=fn, kind="rows", name=udf.describe(fn, "map"))
         if return_schema is not None:

@@ -3,10 +3,11 @@
 ``spend_max_tokens``), used by :mod:`riffle.ai` and ``ML_PREDICT``.
 
     >>> import riffle
-    >>> m = riffle.models.openai("text-embedding-3-small",
-    ...     endpoint="http://127.0.0.1:9/v1/embeddings", dimensions=8, concurrency=4)
+    >>> m = riffle.models.openai("text-embedding-3-small", name="embedder",
+    ...     endpoint="http://127.0.0.1:9/v1/embeddings", dimensions=8, concurrency=4,
+    ...     session=riffle.Session())
     >>> m
-    riffle.Model(embedding_model_0: openai)
+    riffle.Model(embedder: openai)
 """
 
 from __future__ import annotations
