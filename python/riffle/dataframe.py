@@ -418,11 +418,16 @@ class DataFrame:
 
         if self._table is not None:
             return self._table
+        from riffle.progress import Progress
+
         started = time.monotonic()
         job = self._job()
+        progress = Progress(job)
         batches = []
         while (batch := job.next_batch()) is not None:
             batches.append(batch)
+            progress.update(batch.num_rows)
+        progress.done()
         table = pa.Table.from_batches(batches, schema=self.schema)
         self._last_run = (table.num_rows, time.monotonic() - started)
         return table

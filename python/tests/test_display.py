@@ -40,3 +40,33 @@ def test_stats_report_the_last_job():
     report = df.stats()
     assert report.rows == 90 and report.seconds > 0 and report.restarts == 0
     assert "90 rows" in str(report)
+
+
+def test_progress_shows_only_where_someone_watches(capsys, monkeypatch):
+    from riffle import progress
+
+    class FakeJob:
+        def report(self):
+            return {"models": "model m: 2 in flight"}
+
+    # Not a terminal (pytest captures stderr): nothing drawn.
+    bar = progress.Progress(FakeJob())
+    bar._started -= 5
+    bar.update(10)
+    bar.done()
+    assert capsys.readouterr().err == ""
+    # A terminal: one line, redrawn in place, ended at the end.
+    bar = progress.Progress(FakeJob())
+    bar._terminal = True
+    bar._started -= 5
+    bar.update(1000)
+    bar.done()
+    err = capsys.readouterr().err
+    assert "riffle: 1,000 rows out" in err and err.endswith("\n")
+    monkeypatch.setattr(progress, "enabled", False)
+    bar = progress.Progress(FakeJob())
+    bar._terminal = True
+    bar._started -= 5
+    bar.update(5)
+    bar.done()
+    assert capsys.readouterr().err == ""
