@@ -105,14 +105,14 @@ def check_concurrency(concurrency: Any, where: str) -> tuple[int, int]:
 def model_options(
     code: UserCode,
     *,
-    batch_size: int | None,
-    concurrency: Any,
-    num_cpus: float | None,
-    num_gpus: float | None,
-    on_error: str,
-    timeout: float | None,
-    max_retries: int,
     where: str,
+    batch_size: int | None = None,
+    concurrency: Any = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    on_error: str = "raise",
+    timeout: float | None = None,
+    max_retries: int = 0,
 ) -> dict[str, str]:
     """The options of the model that runs ``code``: the same keys as SQL's models."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):

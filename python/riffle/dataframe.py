@@ -105,18 +105,7 @@ class DataFrame:
         for argument, value in zip(arguments, call.args):
             frame = frame.with_column(argument, value)
         code = call.user_code()
-        run = dict(call.udf.run)
-        options = udf.model_options(
-            code,
-            batch_size=run.get("batch_size"),
-            concurrency=run.get("concurrency"),
-            num_cpus=run.get("num_cpus"),
-            num_gpus=run.get("num_gpus"),
-            on_error=run.get("on_error", "raise"),
-            timeout=run.get("timeout"),
-            max_retries=run.get("max_retries", 0),
-            where=where,
-        )
+        options = udf.model_options(code, where=where, **call.udf.run)
         schema = pa.schema([pa.field(name, call.udf.return_dtype)])
         keep = [c for c in self.columns if c != name]
         out = frame._run_user_code(code, schema, options, arguments, keep=keep)
@@ -309,17 +298,8 @@ class DataFrame:
         if not inspect.isclass(fn) and (fn_constructor_args or fn_constructor_kwargs):
             raise ValueError(f"{where}: fn_constructor_args are for a class, and fn is a function")
         schema = udf.schema_of(return_schema, where) if return_schema is not None else udf.infer_schema(code, self.schema, lambda: self.limit(8).to_arrow())
-        options = udf.model_options(
-            code,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            on_error=on_error,
-            timeout=timeout,
-            max_retries=max_retries,
-            where=where,
-        )
+        run: dict[str, Any] = dict(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
+        options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
         return self._run_user_code(code, schema, options, self.columns, keep=[])
 
     def map(
@@ -357,17 +337,8 @@ class DataFrame:
             import pyarrow as pa
 
             schema = pa.Table.from_pylist([result]).schema
-        options = udf.model_options(
-            code,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            on_error=on_error,
-            timeout=timeout,
-            max_retries=max_retries,
-            where=where,
-        )
+        run: dict[str, Any] = dict(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
+        options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
         return self._run_user_code(code, schema, options, self.columns, keep=[])
 
     def _run_user_code(
