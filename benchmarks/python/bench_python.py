@@ -104,7 +104,8 @@ def images_ray(data: str, out: str) -> int:
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ds = ray.data.read_images(data, size=(SIDE, SIDE), mode="RGB")
-    ds = ds.map_batches(RayModel, batch_format="numpy", batch_size=32, concurrency=2)
+    # Two actors holding a CPU each would leave none for the reads on two cores: half each.
+    ds = ds.map_batches(RayModel, batch_format="numpy", batch_size=32, concurrency=2, num_cpus=0.5)
     ds.write_parquet(out)
     return len(os.listdir(data))
 
@@ -240,7 +241,7 @@ def main() -> int:
     run.add_argument("--engines", default=",".join(ENGINES))
     run.add_argument("--images", type=int, default=2000)
     run.add_argument("--rows", type=int, default=1_000_000)
-    run.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "data", "python-images"))
+    run.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "python-images"))
     single = sub.add_parser("one")
     single.add_argument("kind")
     single.add_argument("engine")

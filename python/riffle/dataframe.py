@@ -499,7 +499,16 @@ class DataFrame:
     def _write(self, path: str, format: str, storage_options: Mapping[str, str] | None) -> int:
         if not isinstance(path, str):
             raise TypeError(f"write_{format}: path must be a str, not {type(path).__name__}")
-        return self._native.write(path, format, _storage_options(storage_options, f"write_{format}"))
+        started = time.monotonic()
+        from riffle.io import location
+
+        job = self._native.write(location(path), format, _storage_options(storage_options, f"write_{format}"))
+        self._last_job = job
+        written = 0
+        while (batch := job.next_batch()) is not None:
+            written += sum(v for v in batch.column(0).to_pylist() if v is not None)
+        self._last_run = (written, time.monotonic() - started)
+        return written
 
     # ---------------------------------------------------------------- interop
     def __arrow_c_schema__(self) -> object:

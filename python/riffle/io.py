@@ -15,6 +15,14 @@ def _session(session: Session | None) -> Session:
     return session if session is not None else default_session()
 
 
+def location(path: str) -> str:
+    """``path`` as the engine takes it: URLs as they are, local paths made absolute (so that
+    ``../photos`` works; globs are kept)."""
+    import os
+
+    return path if "://" in path else os.path.abspath(path)
+
+
 def from_arrow(data: Any, *, session: Session | None = None) -> DataFrame:
     """A DataFrame over Arrow data: anything with ``__arrow_c_stream__`` or
     ``__arrow_c_array__`` (a pyarrow Table or RecordBatch, a Polars DataFrame, ...), read
@@ -82,7 +90,7 @@ def _read(
     settings = _storage_options(storage_options, f"read_{format}")
     settings.update(options)
     s = _session(session)
-    return DataFrame(s._native.read_files(path, format, settings), s)
+    return DataFrame(s._native.read_files(location(path), format, settings), s)
 
 
 def read_parquet(
@@ -127,7 +135,7 @@ def read_files(path: str, *, session: Session | None = None) -> DataFrame:
     if not isinstance(path, str):
         raise TypeError(f"read_files: path must be a str, not {type(path).__name__}")
     s = _session(session)
-    return DataFrame(s._native.files(path), s)
+    return DataFrame(s._native.files(location(path)), s)
 
 
 def read_images(path: str, *, ignore_corrupt: bool = False, session: Session | None = None) -> DataFrame:
@@ -139,7 +147,7 @@ def read_images(path: str, *, ignore_corrupt: bool = False, session: Session | N
     if not isinstance(path, str):
         raise TypeError(f"read_images: path must be a str, not {type(path).__name__}")
     s = _session(session)
-    return DataFrame(s._native.read_images(path, bool(ignore_corrupt)), s)
+    return DataFrame(s._native.read_images(location(path), bool(ignore_corrupt)), s)
 
 
 def sql(query: str, **tables: Any) -> DataFrame:

@@ -232,3 +232,11 @@ def test_collect_materializes():
     assert "ada" in repr(df)
     assert df.count() == 5
     assert df.filter(col("age") > 30).count() == 2
+
+
+def test_relative_local_paths_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert people().write_parquet("../out") == 5
+    assert riffle.read_parquet("../out").count() == 5

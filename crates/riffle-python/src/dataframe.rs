@@ -209,20 +209,23 @@ impl PyDataFrame {
         wait_for(py, async move { frame.count().await })
     }
 
-    /// Writes the result as files into the folder `path`; returns the rows written.
+    /// Starts the job that writes the result as files into the folder `path`; its batches
+    /// hold the rows written (a `count` column).
     fn write(
         &self,
         py: Python<'_>,
         path: &str,
         format: &str,
         options: BTreeMap<String, String>,
-    ) -> PyResult<u64> {
+    ) -> PyResult<PyJob> {
         let format = format_kind(format)?;
         let frame = self.frame.clone();
         let path = path.to_string();
-        wait_for(py, async move {
-            frame.write_with(&path, format, &options).await
-        })
+        let job = wait_for(
+            py,
+            async move { frame.write_job(&path, format, &options).await },
+        )?;
+        Ok(PyJob::new(job))
     }
 
     /// `ML_PREDICT` with the model `model` of the session's catalog.

@@ -344,6 +344,22 @@ impl DataFrame {
         format: FileFormatKind,
         options: &BTreeMap<String, String>,
     ) -> Result<u64> {
+        let batches = self
+            .write_job(path, format, options)
+            .await?
+            .collect()
+            .await?;
+        sum_counts(&batches)
+    }
+
+    /// Starts the job that writes the result as [`DataFrame::write_with`] does; its result
+    /// is the rows written, in a `count` column, and its handle says what it did.
+    pub async fn write_job(
+        self,
+        path: &str,
+        format: FileFormatKind,
+        options: &BTreeMap<String, String>,
+    ) -> Result<JobHandle> {
         let url = parse_location(path)?;
         let context = self.session.planner().context();
         let runtime = context.runtime_env();
@@ -351,16 +367,12 @@ impl DataFrame {
         let store = registered_store(&runtime, &url)?;
         let sink = FileSink::new(path.to_string(), store, &url, format, true, b',')?
             .with_mode(WriteMode::Append);
-        let batches = self
-            .session
+        self.session
             .start_job(JobPlan::Sink {
                 sink: Arc::new(sink),
                 input: self.frame.logical_plan(),
             })
-            .await?
-            .collect()
-            .await?;
-        sum_counts(&batches)
+            .await
     }
 }
 
