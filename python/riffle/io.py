@@ -52,7 +52,24 @@ def from_pydict(data: Mapping[str, Sequence[Any]], *, session: Session | None = 
 
     if not isinstance(data, Mapping):
         raise TypeError(f"from_pydict: expected a dict of columns, not {type(data).__name__}")
-    return from_arrow(pa.table(dict(data)), session=session)
+    return from_arrow(pa.table({name: _column(values) for name, values in data.items()}), session=session)
+
+
+def _column(values: Any) -> Any:
+    """A list of Python numbers through numpy: pyarrow infers a list's type element by
+    element (0.19 s for a million ints), numpy converts it in a sixth of that. Anything else
+    (None, strings, mixed types) goes to pyarrow as it is."""
+    import numpy as np
+    import pyarrow as pa
+
+    first = type(values[0]) if isinstance(values, list) and values else None
+    if first in (int, float):
+        array = np.ascontiguousarray(values)
+        # Ints stay ints (numpy would turn [2**63, 1] into doubles: pyarrow decides those).
+        if array.dtype.kind in ("iu" if first is int else "f") and array.dtype.isnative:
+            # From the buffer itself: pa.array() would import pandas first (0.16 s).
+            return pa.Array.from_buffers(pa.from_numpy_dtype(array.dtype), len(array), [None, pa.py_buffer(array)])
+    return values
 
 
 def from_pylist(rows: Sequence[Mapping[str, Any]], *, session: Session | None = None) -> DataFrame:

@@ -240,3 +240,11 @@ def test_relative_local_paths_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "sub")
     assert people().write_parquet("../out") == 5
     assert riffle.read_parquet("../out").count() == 5
+
+
+def test_from_pydict_keeps_pyarrows_types():
+    df = riffle.from_pydict({"i": [1, 2], "f": [1, 2.5], "g": [0.5, 2], "n": [1, None], "s": ["a", "b"], "b": [True, False]})
+    types = {f.name: str(f.type) for f in df.schema}
+    assert types == {"i": "int64", "f": "double", "g": "double", "n": "int64", "s": "string", "b": "bool"}
+    assert df.to_pydict()["f"] == [1.0, 2.5]
+    assert df.to_pydict()["n"] == [1, None]
