@@ -110,7 +110,7 @@ def main() -> int:
         send(sock, error_message(error))
         return 1
     del schema_bytes, region
-    send(sock, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "pyarrow": pa.__version__})
+    send(sock, {"op": "ready"})
     while True:
         message = receive(sock)
         if message is None or message.get("op") == "shutdown":
@@ -125,7 +125,7 @@ def main() -> int:
                 writer.write_batch(result)
             data = out.getvalue()
             size = sink.write(data)
-            send(sock, {"op": "result", "seq": message["seq"], "len": data.size, "size": size, "rows": result.num_rows})
+            send(sock, {"op": "result", "seq": message["seq"], "len": data.size, "size": size})
         except ResultError as error:
             reply = {"op": "error", "type": "ResultError", "message": str(error), "traceback": ""}
             reply["seq"] = message.get("seq")

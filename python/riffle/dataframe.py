@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Sequence
 
 from riffle import _internal
-from riffle._session import Session, default_session
+from riffle._session import Session
 from riffle.expr import Expr, _expr, col, lit
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class DataFrame:
 
         from riffle import _udf as udf
 
-        where = f"{call.udf.name}"
+        where = call.udf.name
         arguments = [f"__riffle_arg_{i}" for i in range(len(call.args))]
         frame = self
         for argument, value in zip(arguments, call.args):
@@ -281,14 +281,14 @@ class DataFrame:
         """
         from riffle import _udf as udf
 
-        where = f"map_batches({getattr(fn, '__qualname__', type(fn).__name__)})"
+        where = udf.describe(fn, "map_batches")
         if not callable(fn):
             raise TypeError(f"map_batches: fn must be a function or a class, not {type(fn).__name__}")
         _check_batch_format(batch_format, where)
         code = udf.UserCode(
             target=fn,
             kind="batches",
-            name=udf.describe(fn, "map_batches"),
+            name=where,
             batch_format=batch_format,
             fn_args=udf.check_sequence(fn_args, where, "fn_args"),
             fn_kwargs=udf.check_mapping(fn_kwargs, where, "fn_kwargs"),
@@ -321,10 +321,10 @@ class DataFrame:
         :meth:`map_batches`'."""
         from riffle import _udf as udf
 
-        where = f"map({getattr(fn, '__qualname__', type(fn).__name__)})"
+        where = udf.describe(fn, "map")
         if not callable(fn) or inspect.isclass(fn):
             raise TypeError(f"map: fn must be a function, not {type(fn).__name__}")
-        code = udf.UserCode(target=fn, kind="rows", name=udf.describe(fn, "map"))
+        code = udf.UserCode(target=fn, kind="rows", name=where)
         if return_schema is not None:
             schema = udf.schema_of(return_schema, where)
         else:
@@ -647,6 +647,3 @@ def _as_frame(value: Any, session: Session, where: str) -> DataFrame:
         return from_pandas(value, session=session)
     raise TypeError(f"{where}: expected a DataFrame or Arrow data, not {type(value).__name__}")
 
-
-def _session(session: Session | None) -> Session:
-    return session if session is not None else default_session()

@@ -102,8 +102,8 @@ def test_explode_drop_null_fill_null():
 def test_cast_alias_and_literals():
     df = riffle.from_pydict({"x": [1, 2]})
     out = df.select(col("x").cast("DOUBLE").alias("d"), col("x").cast("VARCHAR").alias("s"))
-    assert out.schema.types == [pa.float64(), pa.string_view()] or out.schema.field("d").type == pa.float64()
-    assert out.to_pydict()["d"] == [1.0, 2.0]
+    assert out.schema.field("d").type == pa.float64()
+    assert out.to_pydict() == {"d": [1.0, 2.0], "s": ["1", "2"]}
     bad = riffle.from_pydict({"s": ["1", "x"]}).select(col("s").cast("INT", try_=True).alias("i"))
     assert bad.to_pydict()["i"] == [1, None]
     lists = df.select(lit([1, 2, 3]).alias("l")).to_pydict()["l"]

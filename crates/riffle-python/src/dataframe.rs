@@ -288,12 +288,14 @@ impl PyJob {
                 },
                 None => handle.next_batch().await,
             };
-            let report = handle.report();
+            // Ended or failed: keep what it did, and release the job's resources now. (While
+            // it runs, `report` reads the live figures.)
+            let mut report = None;
             if !matches!(batch, Ok(Some(_))) {
-                // Ended or failed: release the job's resources now.
+                report = Some(handle.report());
                 *guard = None;
             }
-            Ok((Some(batch?), Some(report)))
+            Ok((Some(batch?), report))
         })?;
         if let Some(report) = report {
             *self.report.lock().expect("report lock") = Some(report);

@@ -111,14 +111,7 @@ impl Session {
                 "cannot register table {name} from no batches: its columns are unknown"
             )));
         };
-        let schema = first.schema();
-        let width = self.config().parallelism.max(1);
-        let mut partitions = vec![Vec::new(); width.min(batches.len())];
-        let count = partitions.len();
-        for (index, batch) in batches.into_iter().enumerate() {
-            partitions[index % count].push(batch);
-        }
-        let table = MemTable::try_new(schema, partitions)?;
+        let table = self.spread(first.schema(), batches)?;
         self.inner
             .planner
             .context()
@@ -126,15 +119,20 @@ impl Session {
         Ok(())
     }
 
-    /// A DataFrame over Arrow batches held in memory (spread over the job's parallelism),
-    /// without declaring a table: what the Python front's `from_arrow` reads.
-    pub fn read_batches(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+    /// `batches` as an in-memory table, dealt round-robin over the job's parallelism.
+    fn spread(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<MemTable> {
         let width = self.config().parallelism.max(1).min(batches.len().max(1));
         let mut partitions = vec![Vec::new(); width];
         for (index, batch) in batches.into_iter().enumerate() {
             partitions[index % width].push(batch);
         }
-        let table = MemTable::try_new(schema, partitions)?;
+        Ok(MemTable::try_new(schema, partitions)?)
+    }
+
+    /// A DataFrame over Arrow batches held in memory (spread over the job's parallelism),
+    /// without declaring a table: what the Python front's `from_arrow` reads.
+    pub fn read_batches(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        let table = self.spread(schema, batches)?;
         let frame = self.inner.planner.context().read_table(Arc::new(table))?;
         Ok(DataFrame::new(self.clone(), frame))
     }

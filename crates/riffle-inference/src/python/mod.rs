@@ -142,11 +142,6 @@ impl PythonBackend {
             timeout: options.timeout.map(Duration::from_millis),
         })
     }
-
-    /// The pool (for tests and reports).
-    pub fn pool(&self) -> &WorkerPool {
-        &self.pool
-    }
 }
 
 fn failed(kind: WorkerFailure, message: String) -> CallError {
@@ -190,6 +185,17 @@ impl Backend for PythonBackend {
                 ),
             ));
         }
+        if result.num_columns() != self.output.fields().len() {
+            return Err(failed(
+                WorkerFailure::UserCode,
+                format!(
+                    "{}: {label} gave {} columns, not the {} declared",
+                    self.function,
+                    result.num_columns(),
+                    self.output.fields().len()
+                ),
+            ));
+        }
         // The worker cast its columns to the declared types; check, and cast what Arrow
         // calls the same type differently (a string and a string view).
         let mut columns = Vec::with_capacity(self.output.fields().len());
@@ -211,17 +217,6 @@ impl Backend for PythonBackend {
                 )
             })?;
             columns.push(cast);
-        }
-        if columns.len() != self.output.fields().len() {
-            return Err(failed(
-                WorkerFailure::UserCode,
-                format!(
-                    "{}: {label} gave {} columns, not the {} declared",
-                    self.function,
-                    result.num_columns(),
-                    self.output.fields().len()
-                ),
-            ));
         }
         Ok(Answer {
             columns,

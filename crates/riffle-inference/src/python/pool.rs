@@ -37,24 +37,46 @@ struct Inner {
     /// Batches and rows handed to the pool so far, to name a batch in errors.
     batches: AtomicU64,
     rows: AtomicU64,
-    /// Worker processes started so far (tests and reports).
-    started: AtomicUsize,
 }
 
 /// A worker taken from the pool for one batch.
-struct Checkout {
+struct Checkout<'a> {
     worker: Option<Worker>,
-    slot: usize,
     _permit: OwnedSemaphorePermit,
-    pool: Arc<Inner>,
+    pool: &'a Inner,
 }
 
-impl Drop for Checkout {
+impl Checkout<'_> {
+    fn worker(&mut self) -> &mut Worker {
+        self.worker.as_mut().expect("a checked-out worker")
+    }
+
+    /// The worker goes back to the pool for the next batch, or, when the job ended
+    /// meanwhile (no lease left), is shut down.
+    fn give_back(mut self) {
+        let worker = self.worker.take().expect("a checked-out worker");
+        if self.pool.leases.load(Ordering::Acquire) == 0 {
+            self.pool.free_slot(worker.id);
+            tokio::spawn(worker.shutdown(SHUTDOWN_GRACE));
+        } else if let Ok(mut idle) = self.pool.idle.lock() {
+            idle.push(worker);
+        }
+    }
+
+    /// The worker leaves the pool (to be terminated); its slot is free for a new one.
+    fn take(mut self) -> Worker {
+        let worker = self.worker.take().expect("a checked-out worker");
+        self.pool.free_slot(worker.id);
+        worker
+    }
+}
+
+impl Drop for Checkout<'_> {
     fn drop(&mut self) {
-        // Not given back: its batch failed or was abandoned (a cancelled job). The worker is
-        // killed (on drop) and its slot is free for a new one.
-        if self.worker.take().is_some() {
-            self.pool.free_slot(self.slot);
+        // Neither given back nor taken: its worker died, or its batch was abandoned (a
+        // cancelled job). The worker is killed (on drop) and its slot is free for a new one.
+        if let Some(worker) = self.worker.take() {
+            self.pool.free_slot(worker.id);
         }
     }
 }
@@ -146,7 +168,6 @@ impl WorkerPool {
                 leases: AtomicUsize::new(0),
                 batches: AtomicU64::new(0),
                 rows: AtomicU64::new(0),
-                started: AtomicUsize::new(0),
             }),
         }
     }
@@ -157,11 +178,6 @@ impl WorkerPool {
         Lease {
             pool: Arc::clone(&self.inner),
         }
-    }
-
-    /// Worker processes started so far.
-    pub fn started(&self) -> usize {
-        self.inner.started.load(Ordering::Relaxed)
     }
 
     /// Numbers the next batch of `rows` rows.
@@ -188,13 +204,8 @@ impl WorkerPool {
             .await
             .map_err(|_| PoolError::Crashed(format!("{function}: the worker pool is closed")))?;
         let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut checkout = match idle {
-            Some(worker) => Checkout {
-                slot: worker.id,
-                worker: Some(worker),
-                _permit: permit,
-                pool: Arc::clone(pool),
-            },
+        let worker = match idle {
+            Some(worker) => worker,
             None => {
                 let slot = pool
                     .free_slots
@@ -204,15 +215,9 @@ impl WorkerPool {
                     .ok_or_else(|| {
                         PoolError::Crashed(format!("{function}: no free worker slot"))
                     })?;
-                pool.started.fetch_add(1, Ordering::Relaxed);
                 let gpus = pool.gpus.get(slot).cloned().unwrap_or_default();
                 match Worker::start(&pool.spec, slot, &gpus).await {
-                    Ok(worker) => Checkout {
-                        slot,
-                        worker: Some(worker),
-                        _permit: permit,
-                        pool: Arc::clone(pool),
-                    },
+                    Ok(worker) => worker,
                     Err(error) => {
                         pool.free_slot(slot);
                         return Err(match error {
@@ -225,29 +230,24 @@ impl WorkerPool {
                 }
             }
         };
-        let worker = checkout.worker.as_mut().expect("a checked-out worker");
+        let mut checkout = Checkout {
+            worker: Some(worker),
+            _permit: permit,
+            pool,
+        };
+        let running = checkout.worker().run(label.seq, batch);
         let outcome = match timeout {
-            Some(limit) => tokio::time::timeout(limit, worker.run(label.seq, batch)).await,
-            None => Ok(worker.run(label.seq, batch).await),
+            Some(limit) => tokio::time::timeout(limit, running).await,
+            None => Ok(running.await),
         };
         match outcome {
             Ok(Ok(result)) => {
-                let worker = checkout.worker.take().expect("a checked-out worker");
-                if pool.leases.load(Ordering::Acquire) == 0 {
-                    // The job ended meanwhile: nobody will need it.
-                    pool.free_slot(worker.id);
-                    tokio::spawn(worker.shutdown(SHUTDOWN_GRACE));
-                } else if let Ok(mut idle) = pool.idle.lock() {
-                    idle.push(worker);
-                }
+                checkout.give_back();
                 Ok(result)
             }
             Ok(Err(WorkerError::UserCode(message))) => {
-                // The worker is healthy: it goes back to the pool.
-                let worker = checkout.worker.take().expect("a checked-out worker");
-                if let Ok(mut idle) = pool.idle.lock() {
-                    idle.push(worker);
-                }
+                // The worker is healthy.
+                checkout.give_back();
                 Err(PoolError::UserCode(format!(
                     "{function} raised on {label}: {message}"
                 )))
@@ -256,9 +256,8 @@ impl WorkerPool {
                 "{message}, while processing {label}"
             ))),
             Err(_) => {
-                let worker = checkout.worker.take().expect("a checked-out worker");
+                let worker = checkout.take();
                 let (id, pid) = (worker.id, worker.pid());
-                pool.free_slot(id);
                 tokio::spawn(worker.terminate(TERMINATE_GRACE));
                 Err(PoolError::Hung(format!(
                     "{function} worker {id} (pid {}) took longer than the timeout of {:.1} s \

@@ -242,22 +242,26 @@ impl Worker {
             "payload": payload.len(),
             "schema": schema.len(),
             "size": self.input.map.len(),
-            "function": self.spec.function,
         });
         self.send(&message).await?;
+        self.expect("ready", "init").await.map(drop)
+    }
+
+    /// The worker's answer to a request (`what`, for messages): the message `op`, or its
+    /// user-code error.
+    async fn expect(&mut self, op: &str, what: &str) -> Result<Value, WorkerError> {
         let reply = self.receive().await?;
         match reply["op"].as_str() {
-            Some("ready") => Ok(()),
+            Some(answer) if answer == op => Ok(reply),
             Some("error") => Err(WorkerError::UserCode(user_error(&reply))),
             _ => Err(WorkerError::Crashed(format!(
-                "{}: the worker answered {reply} to init",
+                "{}: the worker answered {reply} to {what}",
                 self.spec.function
             ))),
         }
     }
 
-    /// Runs the user's code on `batch` (number `seq` of the pool, `rows` its rows among
-    /// those the pool received, for messages) and returns its result.
+    /// Runs the user's code on `batch` (number `seq` of the pool) and returns its result.
     pub async fn run(&mut self, seq: u64, batch: &RecordBatch) -> Result<RecordBatch, WorkerError> {
         let mut encoded = Vec::with_capacity(batch.get_array_memory_size() + 4096);
         {
@@ -272,17 +276,7 @@ impl Worker {
         drop(encoded);
         let message = json!({"op": "batch", "seq": seq, "len": len, "size": self.input.map.len()});
         self.send(&message).await?;
-        let reply = self.receive().await?;
-        match reply["op"].as_str() {
-            Some("result") => {}
-            Some("error") => return Err(WorkerError::UserCode(user_error(&reply))),
-            _ => {
-                return Err(WorkerError::Crashed(format!(
-                    "{}: the worker answered {reply} to a batch",
-                    self.spec.function
-                )));
-            }
-        }
+        let reply = self.expect("result", "a batch").await?;
         let len = reply["len"].as_u64().unwrap_or(0) as usize;
         let size = reply["size"].as_u64().unwrap_or(0) as usize;
         if size != self.output.map.len() {
