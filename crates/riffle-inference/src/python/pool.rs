@@ -81,6 +81,18 @@ impl Drop for Checkout<'_> {
     }
 }
 
+/// A slot taken for a worker that is starting; freed again unless the worker starts.
+struct ReservedSlot<'a> {
+    slot: usize,
+    pool: &'a Inner,
+}
+
+impl Drop for ReservedSlot<'_> {
+    fn drop(&mut self) {
+        self.pool.free_slot(self.slot);
+    }
+}
+
 impl Inner {
     fn free_slot(&self, slot: usize) {
         if let Ok(mut free) = self.free_slots.lock() {
@@ -215,11 +227,17 @@ impl WorkerPool {
                     .ok_or_else(|| {
                         PoolError::Crashed(format!("{function}: no free worker slot"))
                     })?;
+                // Held until the worker has started: when the job is cancelled meanwhile
+                // (this future dropped), the slot goes back to the pool.
+                let reserved = ReservedSlot { slot, pool };
                 let gpus = pool.gpus.get(slot).cloned().unwrap_or_default();
                 match Worker::start(&pool.spec, slot, &gpus).await {
-                    Ok(worker) => worker,
+                    Ok(worker) => {
+                        std::mem::forget(reserved);
+                        worker
+                    }
                     Err(error) => {
-                        pool.free_slot(slot);
+                        drop(reserved);
                         return Err(match error {
                             WorkerError::UserCode(message) => PoolError::UserCode(format!(
                                 "{function}: constructing the user's class failed: {message}"
@@ -266,6 +284,57 @@ impl WorkerPool {
                     timeout.unwrap_or_default().as_secs_f64()
                 )))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A pool whose "interpreter" never says hello, so every worker stays starting.
+    fn pool_that_never_starts(dir: &std::path::Path, slots: usize) -> WorkerPool {
+        let script = dir.join("python-that-hangs");
+        let mut file = std::fs::File::create(&script).unwrap();
+        writeln!(file, "#!/bin/sh\nexec sleep 30").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let output = Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, true)]));
+        let spec = WorkerSpec {
+            function: "map_batches(f)".into(),
+            executable: script.display().to_string(),
+            python_path: None,
+            payload: Arc::new(Vec::new()),
+            num_cpus: 1,
+            output,
+        };
+        WorkerPool::new(spec, vec![Vec::new(); slots])
+    }
+
+    #[tokio::test]
+    async fn a_batch_cancelled_while_its_worker_starts_gives_the_slot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_that_never_starts(dir.path(), 2);
+        let _lease = pool.attach();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+        for _ in 0..3 {
+            let starting = async {
+                tokio::join!(
+                    pool.run(pool.label(2), &batch, None),
+                    pool.run(pool.label(2), &batch, None)
+                )
+            };
+            let cancelled = tokio::time::timeout(Duration::from_millis(200), starting).await;
+            assert!(cancelled.is_err(), "the workers never start");
+            let free = pool.inner.free_slots.lock().unwrap().len();
+            assert_eq!(free, 2, "both slots are free again after the cancel");
         }
     }
 }
