@@ -71,6 +71,24 @@ def test_map_batches_class_with_concurrency_runs_in_workers():
     assert no_children_within() == []
 
 
+def test_workers_are_reused_when_the_call_runs_after_an_exchange():
+    # Under an aggregation of this many rows, the call runs after an exchange in a stage of
+    # DataFusion operators (not in a chain); its workers still serve every batch, none is
+    # started again per batch.
+    @riffle.udf(concurrency=2, batch_size=1000)
+    def worker_pid(x: int) -> int:
+        return os.getpid()
+
+    df = numbers(20_000).with_column("pid", worker_pid(riffle.col("x")))
+    assert "Aggregate <- Projection <- MlPredict <- ExchangeRead" in riffle.sql(
+        "SELECT count(DISTINCT pid) AS workers FROM t", t=df
+    ).explain()
+    per_worker = riffle.sql("SELECT pid, count(*) AS rows FROM t GROUP BY pid", t=df).to_pydict()
+    assert sum(per_worker["rows"]) == 20_000
+    assert 1 <= len(per_worker["pid"]) <= 2, per_worker
+    assert no_children_within() == []
+
+
 def test_map_batches_function_schema_is_inferred():
     out = numbers(10).map_batches(lambda b: {"double": [v * 2 for v in b["f"].to_pylist()]}, concurrency=1)
     assert out.schema.names == ["double"]

@@ -220,7 +220,10 @@ impl ModelCall {
             Provider::Python(options) => Arc::new(PythonBackend::new(
                 &model,
                 options,
-                config.concurrency.per_subtask(),
+                (
+                    config.concurrency.lowest(),
+                    config.concurrency.per_subtask(),
+                ),
                 Arc::clone(&outputs),
             )?),
         };

@@ -727,6 +727,15 @@ impl Concurrency {
             Concurrency::Fixed(n) => n,
         }
     }
+
+    /// The fewest requests a subtask runs at once (where the adaptive limiter starts from
+    /// or may fall back to).
+    pub fn lowest(&self) -> usize {
+        match *self {
+            Concurrency::Adaptive { min, .. } => min,
+            Concurrency::Fixed(n) => n,
+        }
+    }
 }
 
 /// Everything the inference operator needs to know, read from a model's options and the

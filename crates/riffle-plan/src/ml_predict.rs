@@ -453,8 +453,13 @@ impl ExecutionPlan for MlPredictExec {
         let rows = self.call.config().batch_rows;
         let in_flight = self.call.config().requests_per_subtask();
         let call = Arc::clone(&self.call);
+        // The backend's resources (a Python worker pool's processes) stay while this
+        // partition's stream lives: without a lease, a pool shuts each worker down after
+        // its batch and starts a new one for the next.
+        let leases = self.call.attach();
         let answered = row_slices(input, rows)
             .map(move |slice| {
+                let _held = &leases;
                 let call = Arc::clone(&call);
                 async move {
                     call.call(slice?)

@@ -108,12 +108,12 @@ pub struct PythonBackend {
 }
 
 impl PythonBackend {
-    /// A pool of `workers` workers running `options`' code, whose results have the columns
-    /// of `output`.
+    /// A pool of up to `workers` workers running `options`' code, whose results have the
+    /// columns of `output`; `first` of them start when the job starts.
     pub fn new(
         model: &str,
         options: &PythonOptions,
-        workers: usize,
+        (first, workers): (usize, usize),
         output: SchemaRef,
     ) -> Result<Self> {
         let gpus = gpus::assign(
@@ -137,7 +137,7 @@ impl PythonBackend {
         Ok(Self {
             endpoint: format!("python:{model}#{id}"),
             function: options.function.clone(),
-            pool: WorkerPool::new(spec, gpus),
+            pool: WorkerPool::new(spec, gpus, first),
             output,
             timeout: options.timeout.map(Duration::from_millis),
         })

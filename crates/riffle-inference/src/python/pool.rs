@@ -1,12 +1,14 @@
 //! A pool of Python workers for one `map_batches` (or UDF): at most `concurrency` of them,
-//! started when a batch needs one, reused across batches, and shut down when the last
-//! operator instance using the pool ends (see [`WorkerPool::attach`]).
+//! reused across batches, and shut down when the last operator instance using the pool ends
+//! (see [`WorkerPool::attach`]). The first operator instance to attach starts the workers
+//! the pool begins with (`concurrency`, or its minimum), so that their interpreters load
+//! while the job reads its first rows; more start when batches wait for one.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::worker::{Worker, WorkerError, WorkerSpec};
 
@@ -32,6 +34,11 @@ struct Inner {
     idle: Mutex<Vec<Worker>>,
     /// Slots without a live worker.
     free_slots: Mutex<Vec<usize>>,
+    /// Workers started when the first operator instance attaches.
+    prestart: usize,
+    /// Told when a worker becomes idle or a slot free (a batch may wait for either while
+    /// the workers started ahead are still starting).
+    changed: Notify,
     /// Operator instances using the pool.
     leases: AtomicUsize,
     /// Batches and rows handed to the pool so far, to name a batch in errors.
@@ -58,8 +65,8 @@ impl Checkout<'_> {
         if self.pool.leases.load(Ordering::Acquire) == 0 {
             self.pool.free_slot(worker.id);
             tokio::spawn(worker.shutdown(SHUTDOWN_GRACE));
-        } else if let Ok(mut idle) = self.pool.idle.lock() {
-            idle.push(worker);
+        } else {
+            self.pool.make_idle(worker);
         }
     }
 
@@ -98,6 +105,66 @@ impl Inner {
         if let Ok(mut free) = self.free_slots.lock() {
             free.push(slot);
         }
+        self.changed.notify_waiters();
+    }
+
+    fn make_idle(&self, worker: Worker) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(worker);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn take_free_slot(&self) -> Option<usize> {
+        self.free_slots.lock().ok().and_then(|mut free| free.pop())
+    }
+
+    fn take_idle(&self) -> Option<Worker> {
+        self.idle.lock().ok().and_then(|mut idle| idle.pop())
+    }
+
+    /// Starts a worker in `slot` (reserved by the caller, and freed again when the start
+    /// fails or is abandoned).
+    async fn start(&self, slot: usize) -> Result<Worker, PoolError> {
+        let reserved = ReservedSlot { slot, pool: self };
+        let gpus = self.gpus.get(slot).cloned().unwrap_or_default();
+        match Worker::start(&self.spec, slot, &gpus).await {
+            Ok(worker) => {
+                std::mem::forget(reserved);
+                Ok(worker)
+            }
+            Err(WorkerError::UserCode(message)) => Err(PoolError::UserCode(format!(
+                "{}: constructing the user's class failed: {message}",
+                self.spec.function
+            ))),
+            Err(WorkerError::Crashed(message)) => Err(PoolError::Crashed(message)),
+        }
+    }
+}
+
+/// Starts the pool's first workers in the background; each becomes idle when ready (or is
+/// shut down, when the job ended meanwhile). A failure to start is left to the batch that
+/// starts the worker again, which reports it.
+fn prestart(pool: &Arc<Inner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let live = pool.gpus.len().max(1) - pool.free_slots.lock().map_or(0, |free| free.len());
+    for _ in live..pool.prestart {
+        let Some(slot) = pool.take_free_slot() else {
+            return;
+        };
+        let pool = Arc::clone(pool);
+        runtime.spawn(async move {
+            if let Ok(worker) = pool.start(slot).await {
+                if pool.leases.load(Ordering::Acquire) == 0 {
+                    pool.free_slot(worker.id);
+                    worker.shutdown(SHUTDOWN_GRACE).await;
+                } else {
+                    pool.make_idle(worker);
+                }
+            }
+        });
     }
 }
 
@@ -167,8 +234,9 @@ pub enum PoolError {
 }
 
 impl WorkerPool {
-    /// A pool of up to `gpus.len()` workers (one per slot, each slot with its GPU ids).
-    pub fn new(spec: WorkerSpec, gpus: Vec<Vec<String>>) -> Self {
+    /// A pool of up to `gpus.len()` workers (one per slot, each slot with its GPU ids), of
+    /// which `prestart` start when the first operator instance attaches.
+    pub fn new(spec: WorkerSpec, gpus: Vec<Vec<String>>, prestart: usize) -> Self {
         let slots = gpus.len().max(1);
         Self {
             inner: Arc::new(Inner {
@@ -178,6 +246,8 @@ impl WorkerPool {
                 gpus,
                 idle: Mutex::new(Vec::new()),
                 leases: AtomicUsize::new(0),
+                prestart: prestart.min(slots),
+                changed: Notify::new(),
                 batches: AtomicU64::new(0),
                 rows: AtomicU64::new(0),
             }),
@@ -186,7 +256,9 @@ impl WorkerPool {
 
     /// Keeps the workers for one operator instance; see the module docs.
     pub fn attach(&self) -> Lease {
-        self.inner.leases.fetch_add(1, Ordering::AcqRel);
+        if self.inner.leases.fetch_add(1, Ordering::AcqRel) == 0 {
+            prestart(&self.inner);
+        }
         Lease {
             pool: Arc::clone(&self.inner),
         }
@@ -202,7 +274,7 @@ impl WorkerPool {
     }
 
     /// Runs one batch on an idle worker (starting one when none is idle and a slot is
-    /// free), within `timeout`.
+    /// free, or waiting for one that is starting), within `timeout`.
     pub async fn run(
         &self,
         label: BatchLabel,
@@ -215,38 +287,19 @@ impl WorkerPool {
             .acquire_owned()
             .await
             .map_err(|_| PoolError::Crashed(format!("{function}: the worker pool is closed")))?;
-        let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let worker = match idle {
-            Some(worker) => worker,
-            None => {
-                let slot = pool
-                    .free_slots
-                    .lock()
-                    .ok()
-                    .and_then(|mut free| free.pop())
-                    .ok_or_else(|| {
-                        PoolError::Crashed(format!("{function}: no free worker slot"))
-                    })?;
-                // Held until the worker has started: when the job is cancelled meanwhile
-                // (this future dropped), the slot goes back to the pool.
-                let reserved = ReservedSlot { slot, pool };
-                let gpus = pool.gpus.get(slot).cloned().unwrap_or_default();
-                match Worker::start(&pool.spec, slot, &gpus).await {
-                    Ok(worker) => {
-                        std::mem::forget(reserved);
-                        worker
-                    }
-                    Err(error) => {
-                        drop(reserved);
-                        return Err(match error {
-                            WorkerError::UserCode(message) => PoolError::UserCode(format!(
-                                "{function}: constructing the user's class failed: {message}"
-                            )),
-                            WorkerError::Crashed(message) => PoolError::Crashed(message),
-                        });
-                    }
-                }
+        // An idle worker, else a new one in a free slot, else (every slot's worker busy
+        // or starting, though this batch holds a permit) the first of those to be ready.
+        let worker = loop {
+            let changed = pool.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(worker) = pool.take_idle() {
+                break worker;
             }
+            if let Some(slot) = pool.take_free_slot() {
+                break pool.start(slot).await?;
+            }
+            changed.await;
         };
         let mut checkout = Checkout {
             worker: Some(worker),
@@ -299,7 +352,7 @@ mod tests {
     use super::*;
 
     /// A pool whose "interpreter" never says hello, so every worker stays starting.
-    fn pool_that_never_starts(dir: &std::path::Path, slots: usize) -> WorkerPool {
+    fn pool_that_never_starts(dir: &std::path::Path, slots: usize, prestart: usize) -> WorkerPool {
         let script = dir.join("python-that-hangs");
         let mut file = std::fs::File::create(&script).unwrap();
         writeln!(file, "#!/bin/sh\nexec sleep 30").unwrap();
@@ -313,17 +366,24 @@ mod tests {
             num_cpus: 1,
             output,
         };
-        WorkerPool::new(spec, vec![Vec::new(); slots])
+        WorkerPool::new(spec, vec![Vec::new(); slots], prestart)
+    }
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap()
+    }
+
+    fn free_slots(pool: &WorkerPool) -> usize {
+        pool.inner.free_slots.lock().unwrap().len()
     }
 
     #[tokio::test]
     async fn a_batch_cancelled_while_its_worker_starts_gives_the_slot_back() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = pool_that_never_starts(dir.path(), 2);
+        let pool = pool_that_never_starts(dir.path(), 2, 0);
         let _lease = pool.attach();
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+        let batch = batch();
         for _ in 0..3 {
             let starting = async {
                 tokio::join!(
@@ -333,8 +393,42 @@ mod tests {
             };
             let cancelled = tokio::time::timeout(Duration::from_millis(200), starting).await;
             assert!(cancelled.is_err(), "the workers never start");
-            let free = pool.inner.free_slots.lock().unwrap().len();
-            assert_eq!(free, 2, "both slots are free again after the cancel");
+            assert_eq!(
+                free_slots(&pool),
+                2,
+                "both slots are free again after the cancel"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn the_first_attach_starts_workers_and_a_batch_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_that_never_starts(dir.path(), 3, 2);
+        let _lease = pool.attach();
+        let _second = pool.attach();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            free_slots(&pool),
+            1,
+            "two workers are starting, one slot is left"
+        );
+        // Three batches: one starts the third worker, two wait for the two starting ahead
+        // (none fails for want of a slot).
+        let batch = batch();
+        let three = async {
+            tokio::join!(
+                pool.run(pool.label(2), &batch, None),
+                pool.run(pool.label(2), &batch, None),
+                pool.run(pool.label(2), &batch, None)
+            )
+        };
+        let waited = tokio::time::timeout(Duration::from_millis(300), three).await;
+        assert!(waited.is_err(), "the batches wait for the workers to start");
+        assert_eq!(
+            free_slots(&pool),
+            1,
+            "the cancelled batch's own start gave its slot back"
+        );
     }
 }

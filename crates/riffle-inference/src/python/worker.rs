@@ -105,6 +105,27 @@ impl Region {
     }
 }
 
+/// Writes into a region from its start, growing it when the next bytes do not fit.
+struct RegionWriter<'a> {
+    region: &'a mut Region,
+    /// Bytes written so far.
+    len: usize,
+}
+
+impl std::io::Write for RegionWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let end = self.len + bytes.len();
+        self.region.grow(end)?;
+        self.region.map[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A running worker, ready for batches.
 pub struct Worker {
     /// The worker's number in its pool (its `RIFFLE_WORKER_ID`).
@@ -263,17 +284,18 @@ impl Worker {
 
     /// Runs the user's code on `batch` (number `seq` of the pool) and returns its result.
     pub async fn run(&mut self, seq: u64, batch: &RecordBatch) -> Result<RecordBatch, WorkerError> {
-        let mut encoded = Vec::with_capacity(batch.get_array_memory_size() + 4096);
+        // The IPC stream is written straight into the shared region (no buffer between).
+        let mut into = RegionWriter {
+            region: &mut self.input,
+            len: 0,
+        };
         {
             let failed = |e| WorkerError::Crashed(format!("encoding the batch: {e}"));
-            let mut writer =
-                StreamWriter::try_new(&mut encoded, &batch.schema()).map_err(failed)?;
+            let mut writer = StreamWriter::try_new(&mut into, &batch.schema()).map_err(failed)?;
             writer.write(batch).map_err(failed)?;
             writer.finish().map_err(failed)?;
         }
-        let len = encoded.len();
-        self.write_input(|region| region[..len].copy_from_slice(&encoded), len)?;
-        drop(encoded);
+        let len = into.len;
         let message = json!({"op": "batch", "seq": seq, "len": len, "size": self.input.map.len()});
         self.send(&message).await?;
         let reply = self.expect("result", "a batch").await?;
