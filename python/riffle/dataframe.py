@@ -395,17 +395,20 @@ class DataFrame:
         job = self._job()
         progress = Progress(job)
         batches = []
-        while (batch := job.next_batch()) is not None:
-            batches.append(batch)
-            progress.update(batch.num_rows)
-        progress.done()
+        try:
+            while (batch := job.next_batch()) is not None:
+                batches.append(batch)
+                progress.update(batch.num_rows)
+        finally:
+            progress.done()
         table = pa.Table.from_batches(batches, schema=self.schema)
         self._last_run = (table.num_rows, time.monotonic() - started)
         return table
 
     def stats(self) -> JobReport:
         """What the last job run from this DataFrame did (live while it runs): rows,
-        time, restarts, checkpoints, and each model's or worker pool's figures."""
+        time, restarts, checkpoints, each stage's rows and backpressure, and each model's
+        or worker pool's figures."""
         from riffle.report import JobReport, from_native
 
         if self._last_job is None:
@@ -502,11 +505,17 @@ class DataFrame:
         started = time.monotonic()
         from riffle.io import location
 
+        from riffle.progress import Progress
+
         job = self._native.write(location(path), format, _storage_options(storage_options, f"write_{format}"))
         self._last_job = job
+        progress = Progress(job)
         written = 0
-        while (batch := job.next_batch()) is not None:
-            written += sum(v for v in batch.column(0).to_pylist() if v is not None)
+        try:
+            while (batch := job.next_batch()) is not None:
+                written += sum(v for v in batch.column(0).to_pylist() if v is not None)
+        finally:
+            progress.done()
         self._last_run = (written, time.monotonic() - started)
         return written
 

@@ -3,12 +3,57 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VertexStats:
+    """One stage of a job (a chain of operators, or a DataFusion fragment), as EXPLAIN's
+    job graph names it: rows through it and how long its consumers held it back."""
+
+    vertex: int
+    name: str
+    parallelism: int
+    rows_in: int  # from other stages, or read from its source
+    reads_source: bool
+    rows_out: int
+    waited_seconds: float  # summed over its subtasks: backpressure
+    waiting_now: int  # subtasks waiting for their consumers now
+
+    def __str__(self) -> str:
+        return (
+            f"vertex {self.vertex} [{self.parallelism}] {self.name}: {self.rows_in:,} rows "
+            f"{'read' if self.reads_source else 'in'}, {self.rows_out:,} rows out; "
+            f"waited for its consumers {self.waited_seconds:.1f} s"
+        )
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """One model call or Python worker pool of a job."""
+
+    vertex: int
+    model: str
+    rows: int
+    requests: int
+    failed_rows: int
+    in_flight: int
+    limit: int
+    breaker: str
+    workers: int | None  # a Python worker pool's processes now; None for a model server
+    workers_started: int | None  # ... and started in all
+    retries: int
+    text: str  # every figure, in a sentence
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
 class JobReport:
-    """A job's figures: rows out, wall time, restarts, checkpoints, and one line per model
-    or Python worker pool it called (requests, rows, retries, latency, in flight)."""
+    """A job's figures: rows out, wall time, restarts, checkpoints, each vertex's rows and
+    backpressure, and each model's or Python worker pool's requests, rows, retries,
+    latency and workers."""
 
     rows: int
     seconds: float
@@ -17,11 +62,17 @@ class JobReport:
     checkpoints_aborted: int = 0
     rows_read_again: int = 0
     failures: list[str] = field(default_factory=list)
-    operators: list[str] = field(default_factory=list)
+    vertices: list[VertexStats] = field(default_factory=list)
+    models: list[ModelStats] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def operators(self) -> list[str]:
+        """Each model's or worker pool's figures, in a sentence each."""
+        return [m.text for m in self.models]
 
     def __str__(self) -> str:
         lines = [
@@ -29,22 +80,21 @@ class JobReport:
             f"{self.restarts} restarts; checkpoints {self.checkpoints_completed} completed, "
             f"{self.checkpoints_aborted} aborted"
         ]
+        lines += [str(v) for v in self.vertices]
         lines += self.operators
         lines += [f"failure: {f}" for f in self.failures]
         return "\n".join(lines)
 
 
-def from_native(fields: dict[str, str], rows: int, seconds: float) -> JobReport:
-    def number(key: str) -> int:
-        return int(fields.get(key) or 0)
-
+def from_native(fields: dict[str, Any], rows: int, seconds: float) -> JobReport:
     return JobReport(
         rows=rows,
         seconds=seconds,
-        restarts=number("restarts"),
-        checkpoints_completed=number("checkpoints_completed"),
-        checkpoints_aborted=number("checkpoints_aborted"),
-        rows_read_again=number("rows_read_again"),
-        failures=[f for f in (fields.get("failures") or "").split("\n") if f],
-        operators=[m for m in (fields.get("models") or "").split("\n") if m],
+        restarts=int(fields.get("restarts") or 0),
+        checkpoints_completed=int(fields.get("checkpoints_completed") or 0),
+        checkpoints_aborted=int(fields.get("checkpoints_aborted") or 0),
+        rows_read_again=int(fields.get("rows_read_again") or 0),
+        failures=list(fields.get("failures") or []),
+        vertices=[VertexStats(**v) for v in fields.get("vertices") or []],
+        models=[ModelStats(**m) for m in fields.get("models") or []],
     )

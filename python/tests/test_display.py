@@ -8,6 +8,7 @@ import io
 import re
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import riffle
@@ -40,33 +41,48 @@ def test_stats_report_the_last_job():
     report = df.stats()
     assert report.rows == 90 and report.seconds > 0 and report.restarts == 0
     assert "90 rows" in str(report)
+    # Each stage's rows: the one reading the source read the 100; the last sent the 90.
+    assert [v.rows_in for v in report.vertices if v.reads_source] == [100], report.vertices
+    assert report.vertices[0].rows_out == 90 and "100 rows read" in str(report)
 
 
-def test_progress_shows_only_where_someone_watches(capsys, monkeypatch):
+def test_progress_shows_only_where_someone_watches(monkeypatch):
+    import io
+    import sys
+    import time
+
     from riffle import progress
 
-    class FakeJob:
-        def report(self):
-            return {"models": "model m: 2 in flight"}
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
 
-    # Not a terminal (pytest captures stderr): nothing drawn.
-    bar = progress.Progress(FakeJob())
-    bar._started -= 5
-    bar.update(10)
-    bar.done()
-    assert capsys.readouterr().err == ""
-    # A terminal: one line, redrawn in place, ended at the end.
-    bar = progress.Progress(FakeJob())
-    bar._terminal = True
-    bar._started -= 5
-    bar.update(1000)
-    bar.done()
-    err = capsys.readouterr().err
-    assert "riffle: 1,000 rows out" in err and err.endswith("\n")
+    def slow(batch):
+        time.sleep(0.05)
+        return {"y": batch["x"]}
+
+    def run(stderr: io.StringIO) -> str:
+        monkeypatch.setattr(sys, "stderr", stderr)
+        df = riffle.from_pydict({"x": list(range(400))}).map_batches(
+            slow, batch_size=20, concurrency=2, return_schema={"y": pa.int64()}
+        )
+        assert df.count() == 400 and len(df.to_arrow()) == 400
+        monkeypatch.undo()
+        return stderr.getvalue()
+
+    monkeypatch.setattr(progress, "_DELAY", 0.0)
+    monkeypatch.setattr(progress, "_EVERY", 0.05)
+    # Not a terminal: nothing drawn.
+    assert run(io.StringIO()) == ""
+    # A terminal: the job's line, a line per stage (rows, rate, backpressure) and one for
+    # the worker pool (busy workers, requests in flight), redrawn in place, ended at the end.
+    monkeypatch.setattr(progress, "_DELAY", 0.0)
+    monkeypatch.setattr(progress, "_EVERY", 0.05)
+    drawn = run(Terminal())
+    assert "riffle: 400 rows out" in drawn and drawn.endswith("\n")
+    assert "x1: read 400, out 400" in drawn and "backpressure" in drawn, drawn
+    assert "busy of 2" in drawn and "requests in flight" in drawn, drawn
+    assert "\x1b[" in drawn  # redrawn in place
+    # Turned off: nothing drawn.
     monkeypatch.setattr(progress, "enabled", False)
-    bar = progress.Progress(FakeJob())
-    bar._terminal = True
-    bar._started -= 5
-    bar.update(5)
-    bar.done()
-    assert capsys.readouterr().err == ""
+    assert run(Terminal()) == ""

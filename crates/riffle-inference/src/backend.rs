@@ -122,6 +122,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The processes the backend runs for its calls now (a Python worker pool's workers,
+    /// started or starting) and how many it started in all, for reports; `None` for a
+    /// backend that runs none.
+    fn workers(&self) -> Option<(usize, u64)> {
+        None
+    }
+
     /// Sends one request; see [`Answer`] and [`CallError`].
     async fn call(&self, request: Request<'_>) -> Result<Answer, CallError>;
 }

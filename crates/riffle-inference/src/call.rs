@@ -283,6 +283,12 @@ impl ModelCall {
         &self.endpoint
     }
 
+    /// The processes the backend runs now (a Python pool's workers) and how many it
+    /// started in all, if it runs any.
+    pub fn workers(&self) -> Option<(usize, u64)> {
+        self.backend.workers()
+    }
+
     /// What this call spent in the job, when it has a spend cap, and whether the cap was
     /// reached (the operator then takes no more input; see [`crate::spend`]).
     pub fn spend(&self) -> Option<(Spent, bool)> {

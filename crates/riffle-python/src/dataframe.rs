@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use pyo3::types::PyCapsule;
+use pyo3::types::{PyCapsule, PyDict, PyList};
 use pyo3_arrow::{PyRecordBatch, PyRecordBatchReader, PySchema};
 use riffle::datafusion::arrow::array::RecordBatch;
 use riffle::datafusion::arrow::datatypes::SchemaRef;
@@ -12,7 +12,7 @@ use riffle::datafusion::arrow::error::ArrowError;
 use riffle::datafusion::arrow::record_batch::RecordBatchReader;
 use riffle::datafusion::common::ScalarValue;
 use riffle::datafusion::logical_expr::{Expr, JoinType};
-use riffle::{DataFrame, FileFormatKind, JobHandle, JobStopper};
+use riffle::{DataFrame, FileFormatKind, JobHandle, JobReporter, JobStopper};
 
 use crate::errors::IntoPy;
 use crate::expr::{PyExpr, exprs};
@@ -251,6 +251,9 @@ pub struct PyJob {
     job: Arc<tokio::sync::Mutex<Option<JobHandle>>>,
     /// Cancels the job while `next_batch` holds `job` (from another thread).
     stopper: JobStopper,
+    /// Reads the live report while `next_batch` holds `job` (a progress display's thread).
+    reporter: JobReporter,
+    /// The report when the job ended.
     report: Mutex<Option<riffle::JobReport>>,
 }
 
@@ -258,6 +261,7 @@ impl PyJob {
     fn new(job: JobHandle) -> Self {
         Self {
             stopper: job.stopper(),
+            reporter: job.reporter(),
             job: Arc::new(tokio::sync::Mutex::new(Some(job))),
             report: Mutex::new(None),
         }
@@ -319,41 +323,54 @@ impl PyJob {
         }
     }
 
-    /// What the job did so far (live while it runs): rows, restarts, checkpoints, models.
-    fn report(&self) -> BTreeMap<String, String> {
-        let live = self
-            .job
-            .try_lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(JobHandle::report));
-        let report = live.or_else(|| self.report.lock().ok().and_then(|r| r.clone()));
-        report.map(report_fields).unwrap_or_default()
+    /// What the job did so far (live while it runs, from any thread): restarts,
+    /// checkpoints, each model call's and each vertex's figures.
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let ended = self.report.lock().ok().and_then(|r| r.clone());
+        report_fields(py, ended.unwrap_or_else(|| self.reporter.report()))
     }
 }
 
-fn report_fields(report: riffle::JobReport) -> BTreeMap<String, String> {
-    let mut fields = BTreeMap::new();
-    fields.insert("restarts".into(), report.restarts.to_string());
-    fields.insert(
-        "checkpoints_completed".into(),
-        report.checkpoints.completed.to_string(),
-    );
-    fields.insert(
-        "checkpoints_aborted".into(),
-        report.checkpoints.aborted.to_string(),
-    );
-    fields.insert("rows_read_again".into(), report.rows_read_again.to_string());
-    fields.insert("failures".into(), report.failures.join("\n"));
-    fields.insert(
-        "models".into(),
-        report
-            .models
-            .iter()
-            .map(|m| m.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
-    fields
+fn report_fields(py: Python<'_>, report: riffle::JobReport) -> PyResult<Bound<'_, PyDict>> {
+    let fields = PyDict::new(py);
+    fields.set_item("restarts", report.restarts)?;
+    fields.set_item("checkpoints_completed", report.checkpoints.completed)?;
+    fields.set_item("checkpoints_aborted", report.checkpoints.aborted)?;
+    fields.set_item("rows_read_again", report.rows_read_again)?;
+    fields.set_item("failures", report.failures)?;
+    let models = PyList::empty(py);
+    for model in &report.models {
+        let m = PyDict::new(py);
+        m.set_item("vertex", model.vertex)?;
+        m.set_item("model", &model.model)?;
+        m.set_item("rows", model.metrics.rows)?;
+        m.set_item("requests", model.metrics.requests)?;
+        m.set_item("failed_rows", model.metrics.failed_rows)?;
+        m.set_item("in_flight", model.in_flight)?;
+        m.set_item("limit", model.limit)?;
+        m.set_item("breaker", model.breaker)?;
+        m.set_item("workers", model.workers.map(|(live, _)| live))?;
+        m.set_item("workers_started", model.workers.map(|(_, started)| started))?;
+        m.set_item("retries", model.metrics.total_retries())?;
+        m.set_item("text", model.to_string())?;
+        models.append(m)?;
+    }
+    fields.set_item("models", models)?;
+    let vertices = PyList::empty(py);
+    for vertex in &report.vertices {
+        let v = PyDict::new(py);
+        v.set_item("vertex", vertex.vertex)?;
+        v.set_item("name", &vertex.name)?;
+        v.set_item("parallelism", vertex.parallelism)?;
+        v.set_item("rows_in", vertex.rows_in)?;
+        v.set_item("reads_source", vertex.reads_source)?;
+        v.set_item("rows_out", vertex.rows_out)?;
+        v.set_item("waited_seconds", vertex.waited.as_secs_f64())?;
+        v.set_item("waiting_now", vertex.waiting_now)?;
+        vertices.append(v)?;
+    }
+    fields.set_item("vertices", vertices)?;
+    Ok(fields)
 }
 
 /// A job's result as an Arrow record batch reader: each `next` waits for the next batch.

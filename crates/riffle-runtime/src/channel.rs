@@ -15,7 +15,7 @@
 //! the same contract with credits granted over the wire.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -44,15 +44,34 @@ impl Credit {
     }
 }
 
-/// High-water marks of one channel, for tests and metrics.
+/// High-water marks and counters of one channel, for tests, reports and progress.
 #[derive(Debug, Default)]
 pub struct ChannelStats {
     peak_batches: AtomicUsize,
     peak_bytes: AtomicUsize,
     largest_batch_bytes: AtomicUsize,
+    rows: AtomicU64,
+    waited_nanos: AtomicU64,
+    waiting: AtomicUsize,
 }
 
 impl ChannelStats {
+    /// Rows sent so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// How long senders waited for credit so far: the time the consumer held its producers
+    /// back (backpressure).
+    pub fn waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Senders waiting for credit now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Most batches ever queued at once.
     pub fn peak_batches(&self) -> usize {
         self.peak_batches.load(Ordering::Relaxed)
@@ -140,6 +159,32 @@ pub fn channel_notifying(
     (senders, Receiver { shared })
 }
 
+/// A sender's wait for credit: counted in [`ChannelStats::waiting`] while it lasts (also
+/// when the send is abandoned), its time added to [`ChannelStats::waited`] when it ends.
+struct CreditWait<'a> {
+    stats: &'a ChannelStats,
+    since: Option<tokio::time::Instant>,
+}
+
+impl CreditWait<'_> {
+    fn begin(&mut self) {
+        if self.since.is_none() {
+            self.since = Some(tokio::time::Instant::now());
+            self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CreditWait<'_> {
+    fn drop(&mut self) {
+        if let Some(since) = self.since {
+            let waited = since.elapsed().as_nanos() as u64;
+            self.stats.waited_nanos.fetch_add(waited, Ordering::Relaxed);
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One producer's end of a channel.
 pub struct Sender {
     shared: Arc<Shared>,
@@ -156,6 +201,14 @@ impl Sender {
         let size = message.size_bytes();
         let is_batch = matches!(message, Message::Batch(_));
         let is_end = matches!(message, Message::EndOfInput);
+        let rows = match &message {
+            Message::Batch(batch) => batch.num_rows() as u64,
+            _ => 0,
+        };
+        let mut wait = CreditWait {
+            stats: &self.shared.stats,
+            since: None,
+        };
         loop {
             let writable = self.shared.writable.notified();
             {
@@ -187,6 +240,7 @@ impl Sender {
                                 .peak_bytes
                                 .fetch_max(state.queued_bytes, Ordering::Relaxed);
                             stats.largest_batch_bytes.fetch_max(size, Ordering::Relaxed);
+                            stats.rows.fetch_add(rows, Ordering::Relaxed);
                         }
                         state.queue.push_back(message);
                     }
@@ -195,6 +249,7 @@ impl Sender {
                     return Ok(());
                 }
             }
+            wait.begin();
             writable.await;
         }
     }
@@ -370,12 +425,20 @@ mod tests {
         )
         .await;
         assert!(third.is_err(), "the third batch must wait for credit");
+        let stats = receiver.stats();
+        assert_eq!(stats.rows(), 2, "the abandoned batch was not sent");
+        assert_eq!(stats.waiting(), 0, "the abandoned send no longer waits");
+        assert!(
+            stats.waited() >= Duration::from_millis(50),
+            "its wait counts"
+        );
         assert!(matches!(
             receiver.recv().await,
             Some(Received::Message(Message::Batch(_)))
         ));
         sender.send(Message::Batch(batch(1))).await.unwrap();
         assert_eq!(receiver.stats().peak_batches(), 2);
+        assert_eq!(receiver.stats().rows(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -99,6 +99,19 @@ impl LocalExecutor {
         let schema = graph.vertices[root].fragment.schema();
         let bounded = graph.is_bounded();
         let models = model_calls(&graph);
+        let vertices = graph
+            .vertices
+            .iter()
+            .map(|vertex| {
+                let reads_source = !graph.edges.iter().any(|edge| edge.to == vertex.id);
+                (
+                    vertex.id,
+                    vertex.name.clone(),
+                    vertex.parallelism,
+                    reads_source,
+                )
+            })
+            .collect();
         // A plan run again is a new job: its spend caps count from here.
         for (_, call) in &models {
             call.begin_job();
@@ -126,9 +139,13 @@ impl LocalExecutor {
             stop,
             savepoints,
             driver: Some(driver),
-            report,
-            channel_stats,
-            models,
+            channel_stats: channel_stats.clone(),
+            reporter: JobReporter {
+                report,
+                channel_stats,
+                models,
+                vertices,
+            },
         })
     }
 }
@@ -190,6 +207,48 @@ pub struct JobReport {
     pub pipeline_regions: usize,
     /// What each model call (`ML_PREDICT`) did so far, live while the job runs.
     pub models: Vec<ModelReport>,
+    /// What each vertex did so far in the current attempt, live while the job runs.
+    pub vertices: Vec<VertexReport>,
+}
+
+/// One vertex of a job (a chain of operators, or a DataFusion fragment): the rows through
+/// it and the backpressure on it, in the current attempt (a restart counts from zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VertexReport {
+    /// The vertex.
+    pub vertex: VertexId,
+    /// Its operators, as EXPLAIN names them.
+    pub name: String,
+    /// Its subtasks.
+    pub parallelism: usize,
+    /// Rows it received: from other vertices, or, when it reads a source, the rows its
+    /// sources read (their position, which after a restore counts the rows before it).
+    pub rows_in: u64,
+    /// Whether it reads a source (else its input comes from other vertices).
+    pub reads_source: bool,
+    /// Rows it sent on (to other vertices, or as the job's result).
+    pub rows_out: u64,
+    /// How long its subtasks waited for their consumers' credit, summed over subtasks:
+    /// backpressure. A vertex waited for `waited / elapsed / parallelism` of the time.
+    pub waited: std::time::Duration,
+    /// Its subtasks waiting for credit now.
+    pub waiting_now: usize,
+}
+
+impl fmt::Display for VertexReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "vertex {} [{}] {}: {} rows {}, {} rows out; waited for its consumers {:.1} s",
+            self.vertex,
+            self.parallelism,
+            self.name,
+            self.rows_in,
+            if self.reads_source { "read" } else { "in" },
+            self.rows_out,
+            self.waited.as_secs_f64()
+        )
+    }
 }
 
 /// One `ML_PREDICT` of a job: its counters and its endpoint's limit.
@@ -209,6 +268,9 @@ pub struct ModelReport {
     pub metrics: riffle_inference::metrics::MetricsSnapshot,
     /// With a spend cap: what the call spent, and whether the cap stopped the job's input.
     pub spend: Option<(riffle_inference::spend::Spent, bool)>,
+    /// The worker processes it runs now (a Python worker pool) and how many it started in
+    /// all, if it runs any.
+    pub workers: Option<(usize, u64)>,
 }
 
 impl fmt::Display for ModelReport {
@@ -248,6 +310,13 @@ impl fmt::Display for ModelReport {
         )?;
         if m.fallback_rows > 0 {
             write!(f, "; {} rows to its fallback model", m.fallback_rows)?;
+        }
+        if let Some((live, started)) = self.workers {
+            write!(
+                f,
+                "; {live} workers now ({} busy), {started} started",
+                self.in_flight
+            )?;
         }
         if let Some((spent, capped)) = self.spend {
             write!(
@@ -641,7 +710,12 @@ impl Job {
                 r.rows_resent += resent;
             });
             let mut running = self.start_attempt(attempt, restored)?;
-            channel_stats.set(std::mem::take(&mut running.channel_stats));
+            let sources = running
+                .progress
+                .iter()
+                .map(|(task, progress)| (task.vertex, Arc::clone(progress)))
+                .collect();
+            channel_stats.set(std::mem::take(&mut running.channel_stats), sources);
             if let Some(coordinator) = coordinator {
                 coordinator.start_attempt(
                     attempt,
@@ -807,7 +881,7 @@ impl Job {
                     channel_stats.push(ChannelInfo {
                         from: edge.from,
                         producer,
-                        to: edge.to,
+                        to: Some(edge.to),
                         partition,
                         stats: receiver.stats(),
                     });
@@ -835,8 +909,15 @@ impl Job {
         let readable = Arc::new(Notify::new());
         let mut result_senders = Vec::new();
         let mut result_channels = Vec::new();
-        for _ in 0..result_width {
+        for producer in 0..result_width {
             let (mut sender, receiver) = channel_notifying(result_credit, 1, Arc::clone(&readable));
+            channel_stats.push(ChannelInfo {
+                from: self.root,
+                producer,
+                to: None,
+                partition: producer,
+                stats: receiver.stats(),
+            });
             result_senders.extend(sender.pop());
             result_channels.push((0, receiver));
         }
@@ -1660,19 +1741,24 @@ pub struct ChannelInfo {
     pub from: VertexId,
     /// Producing subtask: every producer has a channel of its own.
     pub producer: usize,
-    /// Consuming vertex.
-    pub to: VertexId,
+    /// Consuming vertex; `None` for the job's result.
+    pub to: Option<VertexId>,
     /// Consumer partition.
     pub partition: usize,
     /// High-water marks.
     pub stats: Arc<ChannelStats>,
 }
 
+/// A source task's position, with its vertex.
+type VertexSource = (VertexId, Arc<SourceProgress>);
+
 /// The channels of a job's current attempt, filled when the attempt starts; and whether the
 /// job has started (restored its checkpoint, started its tasks) or failed before.
 #[derive(Debug, Clone)]
 pub struct SharedChannelStats {
     channels: Arc<Mutex<Vec<ChannelInfo>>>,
+    /// Each source task's position, by its vertex.
+    sources: Arc<Mutex<Vec<VertexSource>>>,
     started: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -1680,6 +1766,7 @@ impl Default for SharedChannelStats {
     fn default() -> Self {
         Self {
             channels: Arc::default(),
+            sources: Arc::default(),
             started: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
@@ -1691,9 +1778,12 @@ impl SharedChannelStats {
         self.channels.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    fn set(&self, channels: Vec<ChannelInfo>) {
+    fn set(&self, channels: Vec<ChannelInfo>, sources: Vec<VertexSource>) {
         if let Ok(mut shared) = self.channels.lock() {
             *shared = channels;
+        }
+        if let Ok(mut shared) = self.sources.lock() {
+            *shared = sources;
         }
         self.started.send_replace(true);
     }
@@ -1708,10 +1798,20 @@ pub struct JobHandle {
     stop: Arc<Notify>,
     savepoints: Arc<SavepointRequests>,
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
+    channel_stats: SharedChannelStats,
+    reporter: JobReporter,
+}
+
+/// Reads a job's report while it runs, from any thread, without holding its [`JobHandle`]
+/// (which the task reading the results holds).
+#[derive(Clone)]
+pub struct JobReporter {
     report: Arc<Mutex<JobReport>>,
     channel_stats: SharedChannelStats,
     /// The job's model calls, whose counters the report reads.
     models: Vec<(VertexId, Arc<riffle_inference::call::ModelCall>)>,
+    /// Each vertex's name and parallelism, and whether it reads a source.
+    vertices: Vec<(VertexId, String, usize, bool)>,
 }
 
 impl fmt::Debug for JobHandle {
@@ -1810,6 +1910,27 @@ impl JobHandle {
 
     /// What the job did so far: restarts, checkpoints, the checkpoint it started from.
     pub fn report(&self) -> JobReport {
+        self.reporter.report()
+    }
+
+    /// A handle that reads the report from elsewhere while the job runs.
+    pub fn reporter(&self) -> JobReporter {
+        self.reporter.clone()
+    }
+
+    /// Adds a line to the report's notes: what the session decided about the job before
+    /// starting it (the parallelism of a restore).
+    pub fn add_note(&self, note: impl Into<String>) {
+        update(&self.reporter.report, |report| {
+            report.notes.push(note.into())
+        });
+    }
+}
+
+impl JobReporter {
+    /// What the job did so far: restarts, checkpoints, the checkpoint it started from,
+    /// each model call's and each vertex's figures.
+    pub fn report(&self) -> JobReport {
         let mut report = self.report.lock().map(|r| r.clone()).unwrap_or_default();
         report.models = self
             .models
@@ -1824,16 +1945,52 @@ impl JobHandle {
                     breaker: call.endpoint().breaker_state(),
                     metrics: call.metrics().snapshot(),
                     spend: call.spend(),
+                    workers: call.workers(),
                 }
             })
             .collect();
+        report.vertices = self.vertex_reports();
         report
     }
 
-    /// Adds a line to the report's notes: what the session decided about the job before
-    /// starting it (the parallelism of a restore).
-    pub fn add_note(&self, note: impl Into<String>) {
-        update(&self.report, |report| report.notes.push(note.into()));
+    /// Each vertex's rows and backpressure, from the counters of its channels.
+    fn vertex_reports(&self) -> Vec<VertexReport> {
+        let channels = self.channel_stats.get();
+        let sources = self
+            .channel_stats
+            .sources
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        self.vertices
+            .iter()
+            .map(|(vertex, name, parallelism, reads_source)| {
+                let out = channels.iter().filter(|c| c.from == *vertex);
+                let rows_in = if *reads_source {
+                    sources
+                        .iter()
+                        .filter(|(v, _)| v == vertex)
+                        .map(|(_, p)| p.rows.load(Ordering::Relaxed))
+                        .sum()
+                } else {
+                    channels
+                        .iter()
+                        .filter(|c| c.to == Some(*vertex))
+                        .map(|c| c.stats.rows())
+                        .sum()
+                };
+                VertexReport {
+                    vertex: *vertex,
+                    name: name.clone(),
+                    parallelism: *parallelism,
+                    rows_in,
+                    reads_source: *reads_source,
+                    rows_out: out.clone().map(|c| c.stats.rows()).sum(),
+                    waited: out.clone().map(|c| c.stats.waited()).sum(),
+                    waiting_now: out.map(|c| c.stats.waiting()).sum(),
+                }
+            })
+            .collect()
     }
 }
 

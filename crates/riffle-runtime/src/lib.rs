@@ -37,8 +37,9 @@ pub mod source;
 pub use channel::{ChannelStats, Credit};
 pub use coordinator::{CheckpointCounts, JobIdentity};
 pub use executor::{
-    ChannelInfo, JobCanceller, JobHandle, JobReport, JobStopper, LocalExecutor, ModelReport,
-    SharedChannelStats, StartFrom, describe_checkpointing, recorded_parallelism,
+    ChannelInfo, JobCanceller, JobHandle, JobReport, JobReporter, JobStopper, LocalExecutor,
+    ModelReport, SharedChannelStats, StartFrom, VertexReport, describe_checkpointing,
+    recorded_parallelism,
 };
 pub use failure::TaskFailure;
 pub use inspect::describe_checkpoint;

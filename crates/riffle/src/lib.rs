@@ -45,7 +45,9 @@ pub use riffle_inference::options::{
     OPTION_KEYS as MODEL_OPTION_KEYS, OptionKey, Scope as OptionScope,
 };
 pub use riffle_plan::SkippedFile;
-pub use riffle_runtime::{JobHandle, JobReport, JobStopper, ModelReport};
+pub use riffle_runtime::{
+    JobHandle, JobReport, JobReporter, JobStopper, ModelReport, VertexReport,
+};
 pub use session::{ScriptResult, Session};
 
 /// Re-exported so that users build expressions with the same DataFusion version.

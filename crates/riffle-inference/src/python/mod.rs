@@ -162,6 +162,10 @@ impl Backend for PythonBackend {
         Some(Box::new(self.pool.attach()))
     }
 
+    fn workers(&self) -> Option<(usize, u64)> {
+        Some(self.pool.workers())
+    }
+
     async fn call(&self, request: Request<'_>) -> Result<Answer, CallError> {
         let rows = request.inputs.num_rows();
         let label = self.pool.label(rows);

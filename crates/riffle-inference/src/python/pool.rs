@@ -41,6 +41,8 @@ struct Inner {
     changed: Notify,
     /// Operator instances using the pool.
     leases: AtomicUsize,
+    /// Workers started in all.
+    started: AtomicU64,
     /// Batches and rows handed to the pool so far, to name a batch in errors.
     batches: AtomicU64,
     rows: AtomicU64,
@@ -131,6 +133,7 @@ impl Inner {
         match Worker::start(&self.spec, slot, &gpus).await {
             Ok(worker) => {
                 std::mem::forget(reserved);
+                self.started.fetch_add(1, Ordering::Relaxed);
                 Ok(worker)
             }
             Err(WorkerError::UserCode(message)) => Err(PoolError::UserCode(format!(
@@ -248,6 +251,7 @@ impl WorkerPool {
                 leases: AtomicUsize::new(0),
                 prestart: prestart.min(slots),
                 changed: Notify::new(),
+                started: AtomicU64::new(0),
                 batches: AtomicU64::new(0),
                 rows: AtomicU64::new(0),
             }),
@@ -262,6 +266,14 @@ impl WorkerPool {
         Lease {
             pool: Arc::clone(&self.inner),
         }
+    }
+
+    /// Workers started or starting now, and workers started in all (more than the pool
+    /// holds when some crashed, hung, or ended with an earlier job).
+    pub fn workers(&self) -> (usize, u64) {
+        let free = self.inner.free_slots.lock().map_or(0, |free| free.len());
+        let live = self.inner.gpus.len().max(1).saturating_sub(free);
+        (live, self.inner.started.load(Ordering::Relaxed))
     }
 
     /// Numbers the next batch of `rows` rows.
