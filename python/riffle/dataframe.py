@@ -213,6 +213,46 @@ class DataFrame:
         """The rows of both, duplicates kept (SQL's UNION ALL)."""
         return self._wrap(self._native.union(_frame(other, "union_all"), False))
 
+    def drop(self, *columns: str) -> DataFrame:
+        """All columns but ``columns``.
+
+        >>> import riffle
+        >>> riffle.from_pydict({"a": [1], "b": [2], "c": [3]}).drop("b").columns
+        ['a', 'c']
+        """
+        unknown = [c for c in columns if c not in self.columns]
+        if unknown:
+            raise ValueError(f"drop: no column(s) {unknown}; the columns are {self.columns}")
+        kept = [c for c in self.columns if c not in columns]
+        if not kept:
+            raise ValueError("drop: that would drop every column")
+        return self.select(*(col(c) for c in kept))
+
+    def rename(self, mapping: Mapping[str, str] | None = None, **names: str) -> DataFrame:
+        """The same columns, in the same order, some with new names: ``{"old": "new"}``
+        or ``old="new"``.
+
+        >>> import riffle
+        >>> riffle.from_pydict({"a": [1], "b": [2]}).rename({"a": "x"}).columns
+        ['x', 'b']
+        """
+        renames = {**(dict(mapping) if mapping is not None else {}), **names}
+        unknown = [c for c in renames if c not in self.columns]
+        if unknown:
+            raise ValueError(f"rename: no column(s) {unknown}; the columns are {self.columns}")
+        bad = [n for n in renames.values() if not isinstance(n, str) or not n]
+        if bad:
+            raise TypeError(f"rename: new names must be non-empty strings, not {bad}")
+        out = [renames.get(c, c) for c in self.columns]
+        clashes = sorted({n for n in out if out.count(n) > 1})
+        if clashes:
+            raise ValueError(f"rename: the result would have two columns named {clashes}")
+        return self.select(*(col(c).alias(renames[c]) if c in renames else col(c) for c in self.columns))
+
+    def with_column_renamed(self, existing: str, new: str) -> DataFrame:
+        """Renames one column (Daft's and Spark's name for :meth:`rename`)."""
+        return self.rename({existing: new})
+
     def explode(self, *columns: str) -> DataFrame:
         """One row per element of each list column in ``columns``, the other columns
         repeated. A NULL list gives one row with NULL, an empty list none (SQL's UNNEST;
@@ -445,6 +485,18 @@ class DataFrame:
         ``for`` loop over it early) cancels the job."""
         _check_batch_format(batch_format, "iter_batches")
         return BatchIterator(self._job(), batch_format)
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Runs the query and yields its rows as dicts as batches arrive; leaving the loop
+        early cancels the job.
+
+        >>> import riffle
+        >>> [r["x"] for r in riffle.from_pydict({"x": [1, 2, 3]}).iter_rows()]
+        [1, 2, 3]
+        """
+        with self.iter_batches() as batches:
+            for batch in batches:
+                yield from batch.to_pylist()
 
     def take(self, n: int = 20, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """Up to ``n`` rows as dicts: the first ``n``, or those that arrived within

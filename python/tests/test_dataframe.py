@@ -248,3 +248,19 @@ def test_from_pydict_keeps_pyarrows_types():
     assert types == {"i": "int64", "f": "double", "g": "double", "n": "int64", "s": "string", "b": "bool"}
     assert df.to_pydict()["f"] == [1.0, 2.5]
     assert df.to_pydict()["n"] == [1, None]
+
+
+def test_drop_rename_and_iter_rows():
+    df = riffle.from_pydict({"a": [1, 2], "b": ["x", "y"], "c": [0.5, 1.5]})
+    assert df.drop("b").to_pydict() == {"a": [1, 2], "c": [0.5, 1.5]}
+    assert df.rename({"a": "id"}, c="score").columns == ["id", "b", "score"]
+    assert df.with_column_renamed("b", "name").to_pydict()["name"] == ["x", "y"]
+    assert list(df.iter_rows()) == [{"a": 1, "b": "x", "c": 0.5}, {"a": 2, "b": "y", "c": 1.5}]
+    with pytest.raises(ValueError, match=r"drop: no column\(s\) \['z'\]; the columns are \['a', 'b', 'c'\]"):
+        df.drop("z")
+    with pytest.raises(ValueError, match="drop every column"):
+        df.drop("a", "b", "c")
+    with pytest.raises(ValueError, match=r"rename: no column\(s\) \['z'\]"):
+        df.rename({"z": "y"})
+    with pytest.raises(ValueError, match=r"two columns named \['b'\]"):
+        df.rename({"a": "b"})
