@@ -131,10 +131,11 @@ def _plain(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
 
 
-def from_user(value: Any, schema: pa.Schema, function: str, rows: int) -> pa.RecordBatch:
-    """What user code returned, as a RecordBatch of exactly the declared columns."""
+def from_user(value: Any, schema: pa.Schema, function: str, rows: int | None) -> pa.RecordBatch:
+    """What user code returned, as a RecordBatch of exactly the declared columns; of
+    ``rows`` rows, unless None (any number)."""
     batch = to_batch(value, schema, function)
-    if batch.num_rows != rows:
+    if rows is not None and batch.num_rows != rows:
         raise ResultError(f"{function} returned {batch.num_rows} rows for a batch of {rows}; it must return one row per input row")
     columns = []
     for field in schema:

@@ -29,7 +29,9 @@ class UserCode:
     """The user's code and how a worker calls it (pickled into each worker)."""
 
     target: Any
-    kind: str  # "batches": fn(batch) -> batch; "rows": fn(row dict) -> row dict; "udf": fn(*values) -> value; "udf_batch": fn(*arrays) -> array
+    # "batches": fn(batch) -> batch; "rows": fn(row dict) -> row dict; "flat_rows": fn(row
+    # dict) -> list of row dicts; "udf": fn(*values) -> value; "udf_batch": fn(*arrays) -> array
+    kind: str
     name: str
     batch_format: str = "arrow"
     fn_args: tuple[Any, ...] = ()
@@ -38,6 +40,8 @@ class UserCode:
     constructor_kwargs: dict[str, Any] = field(default_factory=dict)
     output_names: tuple[str, ...] = ()
     on_error: str = "raise"
+    # Whether a batch may give any number of rows (map_batches, flat_map), or one per row.
+    any_rows: bool = False
 
     def build(self) -> Callable[[Any], Any]:
         """The callable a worker runs per batch (a class is constructed here, once)."""
@@ -48,7 +52,9 @@ class UserCode:
         if self.kind == "batches":
             return lambda batch: target(batch, *args, **kwargs)
         if self.kind == "rows":
-            return lambda batch: [target(row, *args, **kwargs) for row in batch.to_pylist()]
+            return lambda batch: [_row_of(target(row, *args, **kwargs), self.name) for row in batch.to_pylist()]
+        if self.kind == "flat_rows":
+            return lambda batch: [out for row in batch.to_pylist() for out in _rows_of(target(row, *args, **kwargs), self.name)]
         name = self.output_names[0]
         if self.kind == "udf":
             keep_going = self.on_error == "null"
@@ -156,6 +162,24 @@ def model_options(
         options["concurrency.min"] = str(low)
         options["concurrency.max"] = str(high)
     return options
+
+
+def _row_of(value: Any, name: str) -> dict[str, Any]:
+    """What a map function returned for one row: a row."""
+    from riffle._batches import ResultError
+
+    if not isinstance(value, dict):
+        raise ResultError(f"{name} returned a {type(value).__name__}; map's function returns a dict (a row)")
+    return value
+
+
+def _rows_of(value: Any, name: str) -> list[dict[str, Any]]:
+    """What a flat_map function returned for one row: its rows."""
+    from riffle._batches import ResultError
+
+    if not isinstance(value, (list, tuple)) or not all(isinstance(row, dict) for row in value):
+        raise ResultError(f"{name} returned a {type(value).__name__}; flat_map's function returns a list of dicts (rows)")
+    return list(value)
 
 
 def infer_schema(code: UserCode, input_schema: pa.Schema, sample: Callable[[], pa.Table]) -> pa.Schema:

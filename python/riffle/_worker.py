@@ -118,7 +118,8 @@ def main() -> int:
         try:
             view = source.view(message["size"])[: message["len"]]
             batch = pa.ipc.open_stream(pa.py_buffer(view)).read_next_batch()
-            result = from_user(runner(to_user(batch, spec.batch_format)), output_schema, spec.name, batch.num_rows)
+            rows = None if spec.any_rows else batch.num_rows
+            result = from_user(runner(to_user(batch, spec.batch_format)), output_schema, spec.name, rows)
             del batch, view
             out = pa.BufferOutputStream()
             with pa.ipc.new_stream(out, output_schema) as writer:

@@ -295,7 +295,8 @@ class DataFrame:
         max_retries: int = 0,
     ) -> DataFrame:
         """Runs ``fn`` on batches of rows in Python worker processes; its results are the
-        new rows (one per input row).
+        new rows, any number per batch (fewer to filter, more to split a document into
+        chunks), in the order of the batches.
 
         ``fn`` is a function, or a class: constructed once per worker with
         ``fn_constructor_args`` (load the model in ``__init__``), then called per batch.
@@ -311,7 +312,7 @@ class DataFrame:
         that raises, crashes its worker or runs past ``timeout`` seconds is tried again
         ``max_retries`` times, then fails the job with :class:`riffle.UserCodeError`,
         :class:`riffle.WorkerCrashedError` or :class:`riffle.WorkerTimeoutError`;
-        ``on_error="null"`` gives its rows NULL results instead.
+        ``on_error="null"`` gives a row of NULLs per input row of the failed batch instead.
 
             >>> import riffle
             >>> df = riffle.from_pydict({"x": [1, 2, 3]})
@@ -334,6 +335,7 @@ class DataFrame:
             fn_kwargs=udf.check_mapping(fn_kwargs, where, "fn_kwargs"),
             constructor_args=udf.check_sequence(fn_constructor_args, where, "fn_constructor_args"),
             constructor_kwargs=udf.check_mapping(fn_constructor_kwargs, where, "fn_constructor_kwargs"),
+            any_rows=True,
         )
         if not inspect.isclass(fn) and (fn_constructor_args or fn_constructor_kwargs):
             raise ValueError(f"{where}: fn_constructor_args are for a class, and fn is a function")
@@ -381,6 +383,48 @@ class DataFrame:
         options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
         return self._run_user_code(code, schema, options, self.columns, keep=[])
 
+    def flat_map(
+        self,
+        fn: Any,
+        *,
+        return_schema: Any = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        batch_size: int | None = None,
+        on_error: Literal["raise", "null"] = "raise",
+        timeout: float | None = None,
+        max_retries: int = 0,
+    ) -> DataFrame:
+        """Runs ``fn`` on each row (a dict) in Python worker processes; it returns a list
+        of rows (dicts), any number, which replace it. ``return_schema`` declares their
+        columns; without it, ``fn`` is run here on the first rows until one gives a row.
+        The other arguments are :meth:`map_batches`'.
+
+            >>> import riffle
+            >>> docs = riffle.from_pydict({"doc": ["a b", "c"]})
+            >>> docs.flat_map(lambda r: [{"word": w} for w in r["doc"].split()], concurrency=1).to_pydict()
+            {'word': ['a', 'b', 'c']}
+        """
+        from riffle import _udf as udf
+
+        where = udf.describe(fn, "flat_map")
+        if not callable(fn) or inspect.isclass(fn):
+            raise TypeError(f"flat_map: fn must be a function, not {type(fn).__name__}")
+        code = udf.UserCode(target=fn, kind="flat_rows", name=where, any_rows=True)
+        if return_schema is not None:
+            schema = udf.schema_of(return_schema, where)
+        else:
+            import pyarrow as pa
+
+            produced = [out for row in self.take(8) for out in udf._rows_of(fn(row), where)]
+            if not produced:
+                raise ValueError(f"{where}: give return_schema=: the first rows gave no row to find the columns from")
+            schema = pa.Table.from_pylist(produced).schema
+        run: dict[str, Any] = dict(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
+        options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
+        return self._run_user_code(code, schema, options, self.columns, keep=[])
+
     def _run_user_code(
         self,
         code: Any,
@@ -391,12 +435,27 @@ class DataFrame:
     ) -> DataFrame:
         """Declares ``code`` as a model reading ``inputs`` and giving ``schema``'s columns,
         and plans it onto the inference operator; the result has the ``keep`` columns and
-        then ``schema``'s."""
+        then ``schema``'s. Code giving any number of rows per batch (``code.any_rows``)
+        answers each batch on its first row, as a list of structs (see riffle-inference's
+        ``python.output-rows``), which the engine turns back into rows in order."""
         import pyarrow as pa
 
         from riffle import _udf as udf
 
         code.output_names = tuple(schema.names)
+        if code.any_rows:
+            if keep:
+                raise ValueError(f"{code.name}: a function giving any number of rows keeps no input column")
+            rows = "__riffle_rows"
+            struct = pa.struct([pa.field(n, f.type, True, f.metadata) for n, f in zip(schema.names, schema)])
+            options["python.output-rows"] = "any"
+            options["python.payload"] = code.payload()
+            output = pa.schema([pa.field(rows, pa.list_(pa.field("item", struct, True)), True)])
+            input_schema = pa.schema([self.schema.field(c) for c in inputs])
+            name = udf.next_model_name(code)
+            self._session._native.register_model(name, input_schema, output, options)
+            # The engine plans the rows out of the structs right above the call.
+            return self._wrap(self._native.ml_predict(name, inputs, {}))
         internal = udf.internal_names(len(schema))
         output = pa.schema([pa.field(n, f.type, True, f.metadata) for n, f in zip(internal, schema)])
         options["python.payload"] = code.payload()

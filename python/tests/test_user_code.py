@@ -120,12 +120,43 @@ def test_map_over_rows():
 
 def test_wrong_results_name_the_function():
     df = numbers(10)
-    with pytest.raises(riffle.UserCodeError, match=r"map_batches\(.*<lambda>\) returned 1 rows for a batch of 10"):
-        df.map_batches(lambda b: {"y": [1]}, return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
+    with pytest.raises(riffle.UserCodeError, match=r"map\(.*<lambda>\) returned a str; map's function returns"):
+        df.map(lambda r: "nope", return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
+    with pytest.raises(riffle.UserCodeError, match=r"flat_map\(.*<lambda>\) returned a dict; flat_map's function"):
+        df.flat_map(lambda r: {"y": 1}, return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
     with pytest.raises(riffle.UserCodeError, match=r"returned a str; expected a pyarrow RecordBatch"):
         df.map_batches(lambda b: "nope", return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
     with pytest.raises(riffle.UserCodeError, match=r"returned no column 'y'"):
         df.map_batches(lambda b: {"z": b["x"]}, return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
+
+
+def test_map_batches_may_give_any_number_of_rows():
+    # Fewer (a filter), more (documents into chunks), none: the batches' rows in order.
+    df = numbers(100)
+    evens = df.map_batches(lambda b: {"x": [v for v in b["x"].to_pylist() if v % 2 == 0]}, batch_size=7, concurrency=2)
+    assert evens.to_pydict() == {"x": list(range(0, 100, 2))}
+    assert evens.count() == 50
+    tripled = df.map_batches(
+        lambda b: {"x": [v for v in b["x"].to_pylist() for _ in range(3)]}, batch_size=10, concurrency=2
+    )
+    assert tripled.to_pydict()["x"] == [v for v in range(100) for _ in range(3)]
+    nothing = df.map_batches(lambda b: {"x": b["x"][:0]}, return_schema={"x": pa.int64()}, concurrency=1)
+    assert nothing.to_pylist() == []
+    # flat_map: each row to its words; the rows go on through the plan (an aggregation).
+    chunks = riffle.from_pydict({"doc": ["a b c", "", "d e"]}).flat_map(
+        lambda r: [{"word": w, "n": len(w)} for w in r["doc"].split()], concurrency=1
+    )
+    assert chunks.to_pydict() == {"word": ["a", "b", "c", "d", "e"], "n": [1] * 5}
+    assert chunks.agg(riffle.col("n").sum().alias("total")).to_pydict() == {"total": [5]}
+    # A failed batch with on_error="null": a row of NULLs per input row.
+    def fail_on_big(b):
+        if max(b["x"].to_pylist()) >= 10:
+            raise ValueError("too big")
+        return {"x": b["x"]}
+
+    out = numbers(20).map_batches(fail_on_big, batch_size=10, concurrency=1, on_error="null", return_schema={"x": pa.int64()})
+    assert out.to_pydict() == {"x": list(range(10)) + [None] * 10}
+    assert no_children_within() == []
 
 
 def test_bad_arguments_name_the_argument():

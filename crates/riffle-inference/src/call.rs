@@ -283,6 +283,18 @@ impl ModelCall {
         &self.endpoint
     }
 
+    /// With user code that gives any number of rows per batch (`python.output-rows` =
+    /// `any`): the position in [`ModelCall::schema`] of the column holding each batch's
+    /// rows (a list of structs, on the batch's first row).
+    pub fn batch_rows_column(&self) -> Option<usize> {
+        match &self.config.provider {
+            Provider::Python(options) if options.any_rows => {
+                Some(self.schema.fields().len() - self.added_columns())
+            }
+            _ => None,
+        }
+    }
+
     /// The processes the backend runs now (a Python pool's workers) and how many it
     /// started in all, if it runs any.
     pub fn workers(&self) -> Option<(usize, u64)> {

@@ -243,6 +243,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "GPUs each worker gets, through CUDA_VISIBLE_DEVICES: a fraction (workers share a GPU) or a whole number",
     ),
     key(
+        "python.output-rows",
+        Some("one-per-row"),
+        Scope::Python,
+        "riffle",
+        "'one-per-row', or 'any' (map_batches: a batch may give any number of rows; the model's one OUTPUT column is then a LIST of STRUCT holding a batch's rows on its first row)",
+    ),
+    key(
         "python.timeout",
         None,
         Scope::Python,

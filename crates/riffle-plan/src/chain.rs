@@ -55,6 +55,7 @@ const PER_BATCH: &[&str] = &[
     // inside a segment, each batch's calls to their end.
     "AsyncFuncExec",
     "UnnestExec",
+    "BatchRowsExec",
     "CooperativeExec",
 ];
 

@@ -30,6 +30,7 @@ use prost::Message;
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
 
 use crate::async_batches::AsyncBatchExec;
+use crate::batch_rows::BatchRowsExec;
 use crate::builder::{ChainOptions, vertex_kind};
 use crate::exchange::ExchangeReadExec;
 use crate::fixed_parallelism::FixedParallelismExec;
@@ -73,6 +74,7 @@ enum Node {
     AsyncBatch = 6,
     SkipCorrupt = 7,
     MlPredict = 8,
+    BatchRows = 9,
 }
 
 /// An `MlPredictExec`: the model as the catalog had it, the call's columns and options.
@@ -145,6 +147,13 @@ struct FileList {
 struct ScanContextNode {
     #[prost(message, repeated, tag = "1")]
     partitions: Vec<FileList>,
+}
+
+/// A `BatchRowsExec`: its input's list column.
+#[derive(Clone, PartialEq, Message)]
+struct BatchRowsNode {
+    #[prost(uint64, tag = "1")]
+    column: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -233,6 +242,13 @@ impl PhysicalExtensionCodec for RiffleCodec {
                     one_input(inputs, "FixedParallelismExec")?,
                     node.readers as usize,
                     ctx.session_config().options(),
+                )?)
+            }
+            t if t == Node::BatchRows as u8 => {
+                let node = BatchRowsNode::decode(body).map_err(decode_error)?;
+                Arc::new(BatchRowsExec::try_new(
+                    one_input(inputs, "BatchRowsExec")?,
+                    node.column as usize,
                 )?)
             }
             t if t == Node::AsyncBatch as u8 => {
@@ -368,6 +384,14 @@ impl PhysicalExtensionCodec for RiffleCodec {
                     Some(f) => options_json(&f.options)?,
                     None => String::new(),
                 },
+            };
+            message
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        } else if let Some(rows) = node.downcast_ref::<BatchRowsExec>() {
+            buf.push(Node::BatchRows as u8);
+            let message = BatchRowsNode {
+                column: rows.column() as u64,
             };
             message
                 .encode(buf)

@@ -9,6 +9,7 @@
 
 mod ai_functions;
 mod async_batches;
+mod batch_rows;
 mod builder;
 mod chain;
 mod codec;
@@ -27,6 +28,7 @@ mod unbounded;
 
 pub use ai_functions::{AI_FUNCTIONS, AiFunction, AiFunctionsRule, ModelCatalog};
 pub use async_batches::{AsyncBatchExec, AsyncBatchesRule, evaluate_slice};
+pub use batch_rows::BatchRowsExec;
 pub use builder::{ChainOptions, build_job_graph, build_job_graph_with};
 pub use chain::{
     ASYNC_REQUESTS_IN_FLIGHT, BatchSlot, BatchSlotExec, ChainInput, ChainPlan, ChainStage,

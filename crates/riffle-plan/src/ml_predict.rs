@@ -4,7 +4,8 @@
 //! inference operator (`ChainStage::Inference`) and a fragment runs as a stream.
 //!
 //! The rows out are the input's columns, then the model's OUTPUT columns, then an `__error`
-//! column when `on-error` is `null` or `default`. The model's options and the call's are
+//! column when `on-error` is `null` or `default`; or, for user code that gives any number of
+//! rows per batch, those rows (a [`BatchRowsExec`](crate::BatchRowsExec) above the call). The model's options and the call's are
 //! checked when the node is made, so that a bad key fails the statement, not the job.
 
 use std::cmp::Ordering;
@@ -189,6 +190,15 @@ impl MlPredictNode {
         let schema = call.schema();
         for field in schema.fields().iter().skip(fields.len()) {
             fields.push((None, Arc::clone(field)));
+        }
+        if let Some(column) = call.batch_rows_column() {
+            // The rows the user code gave, in place of the input's (see `batch_rows`).
+            let rows = crate::batch_rows::rows_schema(&schema, column)?;
+            fields = rows
+                .fields()
+                .iter()
+                .map(|f| (None, Arc::clone(f)))
+                .collect();
         }
         let schema = DFSchema::new_with_metadata(fields, input.schema().metadata().clone())?;
         Ok(Self {
@@ -498,13 +508,17 @@ impl ExtensionPlanner for MlPredictPlanner {
                 "MlPredict takes one input".into(),
             ));
         };
-        Ok(Some(Arc::new(MlPredictExec::with_call(
+        let exec = Arc::new(MlPredictExec::with_call(
             Arc::clone(input),
             predict.model.clone(),
             predict.descriptor.clone(),
             predict.call_options.clone(),
             Some(&predict.call),
-        )?)))
+        )?);
+        Ok(Some(match predict.call.batch_rows_column() {
+            Some(column) => Arc::new(crate::batch_rows::BatchRowsExec::try_new(exec, column)?),
+            None => exec,
+        }))
     }
 }
 

@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
+use datafusion::arrow::array::{ArrayRef, ListArray, StructArray};
+use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
 use riffle_common::{Result, RiffleError};
 
 use crate::Millis;
@@ -48,6 +50,8 @@ pub struct PythonOptions {
     pub num_gpus: f64,
     /// A batch's time limit.
     pub timeout: Option<Millis>,
+    /// Whether a batch may give any number of rows (`python.output-rows` = `any`).
+    pub any_rows: bool,
 }
 
 impl PythonOptions {
@@ -93,6 +97,16 @@ impl PythonOptions {
             num_cpus: number("python.num-cpus", 1.0)?.ceil().max(1.0) as usize,
             num_gpus: number("python.num-gpus", 0.0)?,
             timeout,
+            any_rows: match get("python.output-rows").map(str::trim) {
+                None | Some("one-per-row") => false,
+                Some("any") => true,
+                Some(other) => {
+                    return Err(RiffleError::user(format!(
+                        "model {model}: 'python.output-rows' is 'one-per-row' or 'any', not \
+                         '{other}'"
+                    )));
+                }
+            },
         })
     }
 }
@@ -103,8 +117,13 @@ pub struct PythonBackend {
     endpoint: String,
     function: String,
     pool: WorkerPool,
+    /// The columns the workers give.
     output: SchemaRef,
     timeout: Option<Duration>,
+    /// With `python.output-rows` = `any`: the model's one OUTPUT column, a list of structs
+    /// of `output`'s columns, which holds a batch's rows on its first row (and empty lists
+    /// on the others), so that the operator still answers each row.
+    rows_column: Option<FieldRef>,
 }
 
 impl PythonBackend {
@@ -116,6 +135,12 @@ impl PythonBackend {
         (first, workers): (usize, usize),
         output: SchemaRef,
     ) -> Result<Self> {
+        let (output, rows_column) = if options.any_rows {
+            let (fields, column) = rows_of_a_batch(model, &output)?;
+            (Arc::new(Schema::new(fields)), Some(column))
+        } else {
+            (output, None)
+        };
         let gpus = gpus::assign(
             &options.function,
             &gpus::inventory(),
@@ -140,8 +165,65 @@ impl PythonBackend {
             pool: WorkerPool::new(spec, gpus, first),
             output,
             timeout: options.timeout.map(Duration::from_millis),
+            rows_column,
         })
     }
+}
+
+/// With `python.output-rows` = `any`, the model's OUTPUT must be one `LIST<STRUCT<...>>`
+/// column: its struct's fields (the columns the workers give) and the column.
+fn rows_of_a_batch(model: &str, output: &SchemaRef) -> Result<(Fields, FieldRef)> {
+    if let [column] = &output.fields()[..]
+        && let DataType::List(item) = column.data_type()
+        && let DataType::Struct(fields) = item.data_type()
+    {
+        return Ok((fields.clone(), Arc::clone(column)));
+    }
+    Err(RiffleError::user(format!(
+        "model {model}: with 'python.output-rows' = 'any', the OUTPUT is one column of type \
+         LIST<STRUCT<...>> (the batch's rows), not {}",
+        output
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// A list column of `rows` rows whose first row holds all of `columns`' rows (as structs
+/// of `fields`) and whose other rows are empty lists; no values are copied.
+fn batch_on_first_row(
+    column: &FieldRef,
+    fields: &SchemaRef,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<ArrayRef, CallError> {
+    let internal = |e: datafusion::arrow::error::ArrowError| {
+        failed(
+            WorkerFailure::UserCode,
+            format!("assembling the batch's rows: {e}"),
+        )
+    };
+    let length = columns.first().map_or(0, |c| c.len());
+    if rows == 0 && length > 0 {
+        return Err(failed(
+            WorkerFailure::UserCode,
+            format!("{length} rows came back for a batch of none"),
+        ));
+    }
+    let values = StructArray::try_new_with_length(fields.fields().clone(), columns, None, length)
+        .map_err(internal)?;
+    let DataType::List(item) = column.data_type() else {
+        return Err(internal(datafusion::arrow::error::ArrowError::SchemaError(
+            "the rows column is not a list".into(),
+        )));
+    };
+    let ends = std::iter::once(0).chain(std::iter::repeat_n(length as i32, rows));
+    let offsets = OffsetBuffer::new(ScalarBuffer::from_iter(ends));
+    let list =
+        ListArray::try_new(Arc::clone(item), offsets, Arc::new(values), None).map_err(internal)?;
+    Ok(Arc::new(list))
 }
 
 fn failed(kind: WorkerFailure, message: String) -> CallError {
@@ -178,7 +260,7 @@ impl Backend for PythonBackend {
                 PoolError::Crashed(message) => failed(WorkerFailure::Crashed, message),
                 PoolError::Hung(message) => failed(WorkerFailure::Hung, message),
             })?;
-        if result.num_rows() != rows {
+        if result.num_rows() != rows && self.rows_column.is_none() {
             return Err(failed(
                 WorkerFailure::UserCode,
                 format!(
@@ -222,11 +304,63 @@ impl Backend for PythonBackend {
             })?;
             columns.push(cast);
         }
+        if let Some(column) = &self.rows_column {
+            columns = vec![batch_on_first_row(column, &self.output, columns, rows)?];
+        }
         Ok(Answer {
             columns,
             row_errors: Vec::new(),
             usage: None,
             hints: ServerHints::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Array, AsArray, Int64Array};
+    use datafusion::arrow::datatypes::Field;
+
+    use super::*;
+
+    fn read(rows: &str) -> Result<PythonOptions> {
+        let get = |key: &str| match key {
+            "python.payload" => Some("AA=="),
+            "python.output-rows" => Some(rows),
+            _ => None,
+        };
+        PythonOptions::read("m", get, None)
+    }
+
+    #[test]
+    fn output_rows_is_one_per_row_or_any() {
+        assert!(!read("one-per-row").unwrap().any_rows);
+        assert!(read("any").unwrap().any_rows);
+        let error = read("many").unwrap_err().to_string();
+        assert!(error.contains("'python.output-rows' is 'one-per-row' or 'any', not 'many'"));
+    }
+
+    #[test]
+    fn any_rows_needs_one_list_of_structs_and_puts_a_batch_on_its_first_row() {
+        let plain: SchemaRef = Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, true)]));
+        let error = rows_of_a_batch("m", &plain).unwrap_err().to_string();
+        assert!(
+            error.contains("one column of type LIST<STRUCT<...>>"),
+            "{error}"
+        );
+        let item = Field::new("item", DataType::Struct(plain.fields().clone()), true);
+        let declared: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "rows",
+            DataType::List(Arc::new(item)),
+            true,
+        )]));
+        let (fields, column) = rows_of_a_batch("m", &declared).unwrap();
+        assert_eq!(fields, *plain.fields());
+        // Three rows came back for a batch of two input rows.
+        let ys: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let list = batch_on_first_row(&column, &plain, vec![ys], 2).unwrap();
+        let list = list.as_list::<i32>();
+        assert_eq!(list.len(), 2);
+        assert_eq!((list.value(0).len(), list.value(1).len()), (3, 0));
     }
 }
