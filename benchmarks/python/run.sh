@@ -9,5 +9,13 @@ if ! "$venv/bin/python" -c "import daft, ray, PIL, psutil" >/dev/null 2>&1; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet daft "ray[data]" pillow psutil pandas
 fi
-"$venv/bin/pip" install --quiet .   # the bench-fast build of the engine
+# The bench-fast build of the engine; with libjpeg-turbo's reduced-size JPEG decoding where
+# the system has it (Debian: libturbojpeg0-dev), as the Rust image benchmark does.
+if pkg-config --exists libturbojpeg 2>/dev/null; then
+    echo "building Riffle with the turbojpeg feature"
+    export MATURIN_PEP517_ARGS="--features turbojpeg"
+else
+    echo "building Riffle without turbojpeg (libturbojpeg0-dev is not installed): JPEGs decode with zune-jpeg"
+fi
+"$venv/bin/pip" install --quiet .
 exec "$venv/bin/python" benchmarks/python/bench_python.py run "$@"
