@@ -155,16 +155,34 @@ def read_files(path: str, *, session: Session | None = None) -> DataFrame:
     return DataFrame(s._native.files(location(path)), s)
 
 
-def read_images(path: str, *, ignore_corrupt: bool = False, session: Session | None = None) -> DataFrame:
+def read_images(
+    path: str,
+    *,
+    size: tuple[int, int] | None = None,
+    ignore_corrupt: bool = False,
+    session: Session | None = None,
+) -> DataFrame:
     """The images under ``path``, read and decoded: rows of ``(file, image)``.
+
+    ``size=(height, width)`` (Ray Data's order) resizes each image as it is decoded: the
+    full-size pixels are never kept, and a JPEG decodes at a reduced size where that still
+    covers ``size`` (much faster than a full decode and then ``image.resize``).
 
     A file that is no image stops the job with an error naming it, unless
     ``ignore_corrupt``: then rows get a third column, ``error``, the reason for the files
     skipped (whose ``image`` is NULL)."""
     if not isinstance(path, str):
         raise TypeError(f"read_images: path must be a str, not {type(path).__name__}")
+    if size is not None:
+        if (
+            not isinstance(size, tuple)
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        ):
+            raise ValueError(f"read_images: size must be (height, width), two positive ints, not {size!r}")
+        size = (size[1], size[0])  # the engine's order: width, height
     s = _session(session)
-    return DataFrame(s._native.read_images(location(path), bool(ignore_corrupt)), s)
+    return DataFrame(s._native.read_images(location(path), bool(ignore_corrupt), size), s)
 
 
 def sql(query: str, **tables: Any) -> DataFrame:

@@ -73,3 +73,21 @@ def test_images_through_a_numpy_model_in_two_workers(tmp_path):
         pixels = np.frombuffer(image["pixels"], dtype=np.uint8).reshape(1, SIDE, SIDE, 3)
         expected = model({"image": pixels, "file": np.array([row["file"]])})["embedding"][0]
         np.testing.assert_allclose(got[row["file"]["uri"]], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_read_images_with_a_size_resizes_as_it_decodes(tmp_path):
+    write_jpegs(tmp_path, 6)
+    sized = riffle.read_images(str(tmp_path), size=(SIDE, SIDE + 8)).sort("file").to_pylist()
+    after = (
+        riffle.read_images(str(tmp_path))
+        .select(col("file"), col("image").image.resize(SIDE + 8, SIDE).alias("image"))
+        .sort("file")
+        .to_pylist()
+    )
+    assert len(sized) == 6
+    for fused, plain in zip(sized, after):
+        # (height, width): 24 rows of 32 pixels; the same pixels as decoding, then resizing.
+        assert (fused["image"]["width"], fused["image"]["height"]) == (SIDE + 8, SIDE)
+        assert fused["image"]["pixels"] == plain["image"]["pixels"]
+    with pytest.raises(ValueError, match=r"size must be \(height, width\)"):
+        riffle.read_images(str(tmp_path), size=(0, 5))

@@ -108,10 +108,16 @@ impl PySession {
         Ok(self.session.files(location).py()?.into())
     }
 
-    fn read_images(&self, location: &str, ignore_corrupt: bool) -> PyResult<PyDataFrame> {
+    #[pyo3(signature = (location, ignore_corrupt, size=None))]
+    fn read_images(
+        &self,
+        location: &str,
+        ignore_corrupt: bool,
+        size: Option<(u32, u32)>,
+    ) -> PyResult<PyDataFrame> {
         Ok(self
             .session
-            .read_images(location, ignore_corrupt)
+            .read_images_sized(location, ignore_corrupt, size)
             .py()?
             .into())
     }

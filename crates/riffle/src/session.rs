@@ -309,6 +309,18 @@ impl Session {
     /// is NULL). Nothing is dropped silently: filter on `error IS NULL` to keep the good
     /// images, on `error IS NOT NULL` for the report of the skipped files.
     pub fn read_images(&self, location: &str, ignore_corrupt: bool) -> Result<DataFrame> {
+        self.read_images_sized(location, ignore_corrupt, None)
+    }
+
+    /// As [`Session::read_images`], each image resized to `size` (width, height) as it is
+    /// decoded (`image_resize` of the file's bytes: a JPEG decodes at a reduced size when
+    /// that still covers `size`, and the full-size pixels never become a column).
+    pub fn read_images_sized(
+        &self,
+        location: &str,
+        ignore_corrupt: bool,
+        size: Option<(u32, u32)>,
+    ) -> Result<DataFrame> {
         let context = self.inner.planner.context();
         let call =
             |name: &str, args: Vec<Expr>| -> Result<Expr> { Ok(context.udf(name)?.call(args)) };
@@ -316,7 +328,14 @@ impl Session {
         let frame = self
             .files(location)?
             .select(vec![col("file"), read.alias("read")])?;
-        let decoded = call("try_image_decode", vec![get_field(col("read"), "value")])?;
+        let bytes = get_field(col("read"), "value");
+        let decoded = match size {
+            None => call("try_image_decode", vec![bytes])?,
+            Some((width, height)) => call(
+                "try_image_resize",
+                vec![bytes, lit(i64::from(width)), lit(i64::from(height))],
+            )?,
+        };
         let error = coalesce(vec![
             get_field(col("read"), "error"),
             get_field(col("decoded"), "error"),
