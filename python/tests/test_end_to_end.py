@@ -85,6 +85,9 @@ def test_read_images_with_a_size_resizes_as_it_decodes(tmp_path):
         .to_pylist()
     )
     assert len(sized) == 6
+    # An IMAGE column (numpy batches and displays know it), with or without a size.
+    for frame in (riffle.read_images(str(tmp_path), size=(8, 8)), riffle.read_images(str(tmp_path), ignore_corrupt=True)):
+        assert frame.schema.field("image").metadata == {b"ARROW:extension:name": b"riffle.image"}
     for fused, plain in zip(sized, after):
         # (height, width): 24 rows of 32 pixels; the same pixels as decoding, then resizing.
         assert (fused["image"]["width"], fused["image"]["height"]) == (SIDE + 8, SIDE)

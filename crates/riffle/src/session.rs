@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::metadata::FieldMetadata;
 use datafusion::datasource::MemTable;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
@@ -340,12 +341,19 @@ impl Session {
             get_field(col("read"), "error"),
             get_field(col("decoded"), "error"),
         ]);
+        // The decoded value keeps its type but not the field's IMAGE tag through the
+        // try_ struct: tag the column again, so that consumers (numpy batches, displays)
+        // see an image.
+        let tag = FieldMetadata::from(std::collections::HashMap::from([(
+            riffle_types::EXTENSION_NAME_KEY.to_string(),
+            riffle_types::media::IMAGE.to_string(),
+        )]));
         let image = get_field(col("decoded"), "value");
         let frame = frame.select(vec![col("file"), col("read"), decoded.alias("decoded")])?;
         if ignore_corrupt {
             return frame.select(vec![
                 col("file"),
-                image.alias("image"),
+                image.alias_with_metadata("image", Some(tag)),
                 error.alias("error"),
             ]);
         }
@@ -358,7 +366,10 @@ impl Session {
         ]);
         let checked =
             when(error.is_not_null(), call("raise_error", vec![message])?).otherwise(image)?;
-        frame.select(vec![col("file"), checked.alias("image")])
+        frame.select(vec![
+            col("file"),
+            checked.alias_with_metadata("image", Some(tag)),
+        ])
     }
 
     /// Runs one SQL statement. Queries and inserts come back as a lazy [`DataFrame`] (run
