@@ -38,10 +38,40 @@ def option_keys() -> dict[str, str]:
 class Model:
     """A model declared in a session's catalog."""
 
-    def __init__(self, name: str, provider: str, session: Session) -> None:
+    def __init__(
+        self,
+        name: str,
+        provider: str,
+        session: Session,
+        declared: tuple[Mapping[str, str], Mapping[str, str], Mapping[str, str]] | None = None,
+    ) -> None:
         self.name = name
         self.provider = provider
         self.session = session
+        # INPUT, OUTPUT and WITH options, as declared, for with_options.
+        self._declared = declared
+
+    def with_options(self, **options: Any) -> Model:
+        """This model with some options changed (the keyword arguments of its
+        ``riffle.models`` function: SQL's keys with '-' and '.' written '_'), declared as a
+        model of its own: what ``ML_PREDICT``'s MAP does for one call. Every option is
+        checked as ``CREATE MODEL`` checks it."""
+        if self._declared is None:
+            raise ValueError(f"{self.name}: only a model made by riffle.models can take options per call")
+        if not options:
+            return self
+        input, output, settings = self._declared
+        keys = option_keys()
+        changed = dict(settings)
+        for argument, value in options.items():
+            key = keys.get(argument)
+            if key is None:
+                raise TypeError(f"{self.name}: unknown model option '{argument}'; valid: {sorted(keys)}")
+            if value is None:
+                changed.pop(key, None)
+            else:
+                changed[key] = _value(argument, value)
+        return _create(f"{self.name}_call_{next(_names)}", self.provider, input, output, changed, self.session)
 
     def __repr__(self) -> str:
         return f"riffle.Model({self.name}: {self.provider})"
@@ -99,12 +129,23 @@ def declare(
     if not _IDENTIFIER.match(name):
         raise ValueError(f"{where}: name {name!r} must be an identifier (letters, digits, _)")
     s = session if session is not None else default_session()
+    return _create(name, provider, input, output, settings, s)
+
+
+def _create(
+    name: str,
+    provider: str,
+    input: Mapping[str, str],
+    output: Mapping[str, str],
+    settings: Mapping[str, str],
+    session: Session,
+) -> Model:
     with_clause = ", ".join(f"{_quote(k)} = {_quote(v)}" for k, v in settings.items())
-    s.sql(
+    session.sql(
         f"CREATE MODEL {name} INPUT ({_columns(input, 'INPUT')}) "
         f"OUTPUT ({_columns(output, 'OUTPUT')}) WITH ({with_clause})"
     )
-    return Model(name, provider, s)
+    return Model(name, provider, session, (dict(input), dict(output), dict(settings)))
 
 
 def openai(

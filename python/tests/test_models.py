@@ -50,3 +50,13 @@ def test_packaged_minilm_through_sentence_embedding():
     report = df.stats()
     assert report.rows == 3
     assert any(model.name in line for line in report.operators), report
+    # Options per call (ML_PREDICT's MAP): one row a request for this call only, same vectors.
+    one_by_one = riffle.from_pydict({"text": texts}).with_column("emb", riffle.ai.embed(col("text"), model, batch_rows=1))
+    again = np.array([r["emb"] for r in one_by_one.to_pylist()], dtype=np.float32)
+    np.testing.assert_allclose(again, vectors, rtol=1e-5, atol=1e-6)
+    [call] = one_by_one.stats().models
+    assert call.model.startswith(f"{model.name}_call_") and call.requests == 3, call
+    [plain] = df.stats().models
+    assert plain.requests == 1, plain
+    with pytest.raises(TypeError, match="unknown model option 'batch_size'"):
+        riffle.ai.embed(col("text"), model, batch_size=1)
