@@ -168,5 +168,42 @@ pub fn parse_location(path: &str) -> Result<Url> {
     }
     let absolute = std::path::absolute(path)
         .map_err(|e| RiffleError::user(format!("invalid path '{path}': {e}")))?;
-    Url::from_file_path(&absolute).map_err(|_| RiffleError::user(format!("invalid path '{path}'")))
+    Url::from_file_path(without_dots(&absolute))
+        .map_err(|_| RiffleError::user(format!("invalid path '{path}'")))
+}
+
+/// `path` with its `.` and `..` resolved by their names (as `os.path.abspath` does, not
+/// following links): object stores refuse `..` in a path.
+fn without_dots(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut resolved = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            // Above the root is the root.
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            other => resolved.push(other),
+        }
+    }
+    resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_are_absolute_without_dots_and_urls_stay() {
+        let url = parse_location("/data/a/./b/../../photos/x.jpg").unwrap();
+        assert_eq!(url.as_str(), "file:///data/photos/x.jpg");
+        assert_eq!(parse_location("/../x").unwrap().as_str(), "file:///x");
+        let here = std::env::current_dir().unwrap();
+        let relative = parse_location("../sibling").unwrap();
+        let expected = Url::from_file_path(here.parent().unwrap().join("sibling")).unwrap();
+        assert_eq!(relative, expected);
+        let s3 = parse_location("s3://bucket/a/../b").unwrap();
+        assert_eq!(s3.scheme(), "s3");
+    }
 }
