@@ -19,7 +19,7 @@ from riffle.exceptions import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
-from riffle.expr import Expr, col, lit
+from riffle.expr import Expr, col, lit, when
 from riffle._udf import cls, udf
 from riffle import ai, functions, models  # noqa: E402  (namespaces)
 from riffle.io import (
@@ -50,6 +50,7 @@ __all__ = [
     "WorkerTimeoutError",
     "cls",
     "col",
+    "when",
     "default_session",
     "from_arrow",
     "functions",

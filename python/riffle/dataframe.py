@@ -275,6 +275,61 @@ class DataFrame:
         _check_count(n, "repartition", "n", minimum=1)
         return self._wrap(self._native.repartition(n))
 
+    def describe(self) -> DataFrame:
+        """Runs the query once and returns a summary, one row per column: its type, count
+        of values, NULLs, mean and standard deviation (numbers), min and max (numbers,
+        strings, dates and times, as text).
+
+        >>> import riffle
+        >>> riffle.from_pydict({"x": [1, 2, None]}).describe().to_pylist()[0]["mean"]
+        1.5
+        """
+        import pyarrow as pa
+
+        def numeric(t: pa.DataType) -> bool:
+            return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+
+        def orderable(t: pa.DataType) -> bool:
+            return bool(
+                numeric(t)
+                or pa.types.is_string(t)
+                or pa.types.is_large_string(t)
+                or pa.types.is_string_view(t)
+                or pa.types.is_boolean(t)
+                or pa.types.is_temporal(t)
+            )
+
+        fields = list(self.schema)
+        parts = ['count(*) AS "rows"']
+        for i, f in enumerate(fields):
+            name = '"' + f.name.replace('"', '""') + '"'
+            parts.append(f"count({name}) AS c{i}")
+            if orderable(f.type):
+                parts += [f"CAST(min({name}) AS VARCHAR) AS lo{i}", f"CAST(max({name}) AS VARCHAR) AS hi{i}"]
+            if numeric(f.type):
+                parts += [f"avg(CAST({name} AS DOUBLE)) AS m{i}", f"stddev(CAST({name} AS DOUBLE)) AS s{i}"]
+        [totals] = self._session.sql(f"SELECT {', '.join(parts)} FROM described", described=self).to_pylist()
+        rows = [
+            {
+                "column": f.name,
+                "type": str(f.type),
+                "count": totals[f"c{i}"],
+                "nulls": totals["rows"] - totals[f"c{i}"],
+                "mean": totals.get(f"m{i}"),
+                "std": totals.get(f"s{i}"),
+                "min": totals.get(f"lo{i}"),
+                "max": totals.get(f"hi{i}"),
+            }
+            for i, f in enumerate(fields)
+        ]
+        schema = pa.schema(
+            [("column", pa.string()), ("type", pa.string()), ("count", pa.int64()), ("nulls", pa.int64())]
+            + [("mean", pa.float64()), ("std", pa.float64()), ("min", pa.string()), ("max", pa.string())]
+        )
+        from riffle.io import from_arrow
+
+        return from_arrow(pa.Table.from_pylist(rows, schema=schema), session=self._session)
+
     # ------------------------------------------------------------- user code
     def map_batches(
         self,

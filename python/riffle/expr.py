@@ -175,6 +175,51 @@ class Expr(Namespaces):
         return repr(self._native)
 
 
+class When:
+    """``when(condition)`` waiting for its ``.then(value)``."""
+
+    __slots__ = ("_branches", "_condition")
+
+    def __init__(self, branches: list[tuple[Any, Any]], condition: Any) -> None:
+        self._branches = branches
+        self._condition = _expr(condition)
+
+    def then(self, value: Any) -> Then:
+        """The value where the condition holds (and no earlier one did)."""
+        return Then([*self._branches, (self._condition, _expr(value))])
+
+
+class Then(Expr):
+    """A conditional expression (SQL's ``CASE``): NULL where no condition holds, until
+    :meth:`otherwise` says what instead; :meth:`when` adds a condition."""
+
+    __slots__ = ("_branches",)
+
+    def __init__(self, branches: list[tuple[Any, Any]]) -> None:
+        super().__init__(_internal.case_when(branches))
+        self._branches = branches
+
+    def when(self, condition: Any) -> When:
+        """Another condition, tried when the earlier ones did not hold."""
+        return When(self._branches, condition)
+
+    def otherwise(self, value: Any) -> Expr:
+        """The value where no condition holds."""
+        return Expr(_internal.case_when(self._branches, _expr(value)))
+
+
+def when(condition: Any) -> When:
+    """A conditional expression, as Polars and Daft write it (SQL's ``CASE WHEN``).
+
+    >>> import riffle
+    >>> from riffle import col, when
+    >>> df = riffle.from_pydict({"x": [1, 5, 12]})
+    >>> df.select(when(col("x") > 10).then("big").when(col("x") > 3).then("mid").otherwise("small").alias("size")).to_pydict()
+    {'size': ['small', 'mid', 'big']}
+    """
+    return When([], condition)
+
+
 def col(name: str) -> Expr:
     """The column ``name``, as written (no case folding)."""
     if not isinstance(name, str):

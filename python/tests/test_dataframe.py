@@ -264,3 +264,18 @@ def test_drop_rename_and_iter_rows():
         df.rename({"z": "y"})
     with pytest.raises(ValueError, match=r"two columns named \['b'\]"):
         df.rename({"a": "b"})
+
+
+def test_when_then_otherwise_and_describe():
+    from riffle import col, when
+
+    df = riffle.from_pydict({"x": [1, 5, 12, None], "name": ["a", "b", "c", "d"]})
+    sized = df.select(when(col("x") > 10).then("big").when(col("x") > 3).then("mid").otherwise("small").alias("s"))
+    # A NULL x satisfies no condition: the otherwise value.
+    assert sized.to_pydict() == {"s": ["small", "mid", "big", "small"]}
+    no_otherwise = df.select(when(col("x") > 3).then(col("x") * 10).alias("y"))
+    assert no_otherwise.to_pydict() == {"y": [None, 50, 120, None]}
+    summary = {r["column"]: r for r in df.describe().to_pylist()}
+    assert summary["x"]["count"] == 3 and summary["x"]["nulls"] == 1
+    assert summary["x"]["mean"] == 6.0 and (summary["x"]["min"], summary["x"]["max"]) == ("1", "12")
+    assert summary["name"]["mean"] is None and (summary["name"]["min"], summary["name"]["max"]) == ("a", "d")

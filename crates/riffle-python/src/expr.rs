@@ -33,6 +33,28 @@ pub fn col(name: &str) -> PyExpr {
     ident(name).into()
 }
 
+/// SQL's `CASE WHEN c1 THEN v1 ... ELSE otherwise END`: the first branch whose condition
+/// holds; `otherwise` (or NULL) when none does.
+#[pyfunction]
+#[pyo3(signature = (branches, otherwise=None))]
+pub fn case_when(branches: Vec<(PyExpr, PyExpr)>, otherwise: Option<PyExpr>) -> PyResult<PyExpr> {
+    let mut branches = branches.into_iter();
+    let Some((condition, value)) = branches.next() else {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "when: give at least one condition",
+        ));
+    };
+    let mut case = riffle::datafusion::logical_expr::when(condition.expr, value.expr);
+    for (condition, value) in branches {
+        case.when(condition.expr, value.expr);
+    }
+    let expr = match otherwise {
+        Some(value) => case.otherwise(value.expr),
+        None => case.end(),
+    };
+    Ok(expr.py()?.into())
+}
+
 /// A literal from a Python None, bool, int, float, str or bytes.
 #[pyfunction]
 pub fn lit(value: &Bound<'_, PyAny>) -> PyResult<PyExpr> {

@@ -22,6 +22,7 @@ fn _internal(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(expr::col, module)?)?;
     module.add_function(wrap_pyfunction!(expr::lit, module)?)?;
     module.add_function(wrap_pyfunction!(expr::lit_arrow, module)?)?;
+    module.add_function(wrap_pyfunction!(expr::case_when, module)?)?;
     module.add_function(wrap_pyfunction!(expr::function_parameters, module)?)?;
     module.add_function(wrap_pyfunction!(expr::model_option_keys, module)?)?;
     errors::register(module)?;
