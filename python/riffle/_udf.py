@@ -156,6 +156,9 @@ def model_options(
     }
     if timeout is not None:
         options["python.timeout"] = f"{int(timeout * 1000)} ms"
+    # Workers started with the job: those asked for; without a concurrency, one (the rest,
+    # up to the cores, start as batches wait), so that a preview starts no more than it needs.
+    options["python.prestart"] = str(low if concurrency is not None else 1)
     if low == high:
         options["concurrency"] = str(high)
     else:
@@ -177,9 +180,13 @@ def _rows_of(value: Any, name: str) -> list[dict[str, Any]]:
     """What a flat_map function returned for one row: its rows."""
     from riffle._batches import ResultError
 
-    if not isinstance(value, (list, tuple)) or not all(isinstance(row, dict) for row in value):
-        raise ResultError(f"{name} returned a {type(value).__name__}; flat_map's function returns a list of dicts (rows)")
-    return list(value)
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ResultError(f"{name} returned a {type(value).__name__}; flat_map's function returns a list (or any iterable) of dicts (rows)")
+    rows = list(value)
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ResultError(f"{name} gave a {type(row).__name__} among its rows; each row is a dict")
+    return rows
 
 
 def infer_schema(code: UserCode, input_schema: pa.Schema, sample: Callable[[], pa.Table]) -> pa.Schema:

@@ -50,16 +50,18 @@ class Model:
         self.session = session
         # INPUT, OUTPUT and WITH options, as declared, for with_options.
         self._declared = declared
+        # The models with_options made, by their options: a call's model is declared once.
+        self._variants: dict[tuple[tuple[str, str], ...], Model] = {}
 
     def with_options(self, **options: Any) -> Model:
         """This model with some options changed (the keyword arguments of its
         ``riffle.models`` function: SQL's keys with '-' and '.' written '_'), declared as a
         model of its own: what ``ML_PREDICT``'s MAP does for one call. Every option is
         checked as ``CREATE MODEL`` checks it."""
-        if self._declared is None:
-            raise ValueError(f"{self.name}: only a model made by riffle.models can take options per call")
         if not options:
             return self
+        if self._declared is None:
+            raise ValueError(f"{self.name}: only a model made by riffle.models can take options per call")
         input, output, settings = self._declared
         keys = option_keys()
         changed = dict(settings)
@@ -71,7 +73,11 @@ class Model:
                 changed.pop(key, None)
             else:
                 changed[key] = _value(argument, value)
-        return _create(f"{self.name}_call_{next(_names)}", self.provider, input, output, changed, self.session)
+        variant = tuple(sorted(changed.items()))
+        if variant not in self._variants:
+            name = f"{self.name}_call_{next(_names)}"
+            self._variants[variant] = _create(name, self.provider, input, output, changed, self.session)
+        return self._variants[variant]
 
     def __repr__(self) -> str:
         return f"riffle.Model({self.name}: {self.provider})"

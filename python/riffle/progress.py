@@ -12,6 +12,7 @@ notebook), only for jobs that take longer than a second, and never when
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -56,8 +57,9 @@ class Lines:
         before, since = ({}, elapsed) if self._previous is None else (self._previous[1], now - self._previous[0])
         for v in sorted(vertices, key=lambda v: -v.vertex):  # sources first
             old = before.get(v.vertex)
-            moved = v.rows_out - (old.rows_out if old else 0)
-            waited = v.waited_seconds - (old.waited_seconds if old else 0.0)
+            # A restart counts from zero again: no negative rates.
+            moved = max(0, v.rows_out - (old.rows_out if old else 0))
+            waited = max(0.0, v.waited_seconds - (old.waited_seconds if old else 0.0))
             # Backpressure: the share of the interval its subtasks waited for consumers.
             held = min(1.0, waited / (since * v.parallelism)) if since > 0 else 0.0
             lines.append(
@@ -65,7 +67,7 @@ class Lines:
                 f"{v.rows_in:,}, out {v.rows_out:,} ({_rate(moved, since)}), backpressure {held:.0%}"
             )
         for m in models:
-            workers = "" if m.workers is None else f", workers {m.in_flight} busy of {m.workers} ({m.workers_started} started)"
+            workers = "" if m.workers is None else f", workers {m.workers_busy} busy of {m.workers} ({m.workers_started} started)"
             lines.append(
                 f"  [{m.vertex}] {m.model}: {m.rows:,} rows, {m.in_flight} requests in flight "
                 f"(limit {m.limit}){workers}, breaker {m.breaker}"
@@ -118,9 +120,11 @@ class Progress:
             else:
                 self._handle.update(shown.Pretty(text))
             return
-        # Back to the first line drawn last time, then each line anew.
+        # Back to the first line drawn last time, then each line anew, cut to the terminal's
+        # width so that none wraps (which would break the count of lines to go back).
         up = f"\x1b[{self._drawn_lines - 1}F" if self._drawn_lines > 1 else "\r"
-        lines = text.split("\n")
+        width = shutil.get_terminal_size().columns - 1
+        lines = [line if len(line) <= width else line[: max(width - 1, 1)] + "…" for line in text.split("\n")]
         sys.stderr.write(up + "\n".join("\x1b[2K" + line for line in lines))
         sys.stderr.flush()
         self._drawn_lines = len(lines)

@@ -41,6 +41,7 @@ class ModelStats:
     limit: int
     breaker: str
     workers: int | None  # a Python worker pool's processes now; None for a model server
+    workers_busy: int | None  # ... of them running a batch now
     workers_started: int | None  # ... and started in all
     retries: int
     text: str  # every figure, in a sentence

@@ -72,17 +72,25 @@ def test_progress_shows_only_where_someone_watches(monkeypatch):
 
     monkeypatch.setattr(progress, "_DELAY", 0.0)
     monkeypatch.setattr(progress, "_EVERY", 0.05)
+    monkeypatch.setenv("COLUMNS", "400")  # a wide terminal: no line is cut
     # Not a terminal: nothing drawn.
     assert run(io.StringIO()) == ""
     # A terminal: the job's line, a line per stage (rows, rate, backpressure) and one for
     # the worker pool (busy workers, requests in flight), redrawn in place, ended at the end.
     monkeypatch.setattr(progress, "_DELAY", 0.0)
     monkeypatch.setattr(progress, "_EVERY", 0.05)
+    monkeypatch.setenv("COLUMNS", "400")
     drawn = run(Terminal())
     assert "riffle: 400 rows out" in drawn and drawn.endswith("\n")
     assert "x1: read 400, out 400" in drawn and "backpressure" in drawn, drawn
     assert "busy of 2" in drawn and "requests in flight" in drawn, drawn
     assert "\x1b[" in drawn  # redrawn in place
+    # A narrow terminal: each line cut to its width.
+    monkeypatch.setattr(progress, "_DELAY", 0.0)
+    monkeypatch.setattr(progress, "_EVERY", 0.05)
+    monkeypatch.setenv("COLUMNS", "40")
+    narrow = run(Terminal())
+    assert narrow and all(len(line.split("\x1b[2K")[-1]) <= 39 for line in narrow.split("\n")), narrow
     # Turned off: nothing drawn.
     monkeypatch.setattr(progress, "enabled", False)
     assert run(Terminal()) == ""

@@ -56,6 +56,8 @@ def test_packaged_minilm_through_sentence_embedding():
     np.testing.assert_allclose(again, vectors, rtol=1e-5, atol=1e-6)
     [call] = one_by_one.stats().models
     assert call.model.startswith(f"{model.name}_call_") and call.requests == 3, call
+    # The same options again: the same model (declared, and loaded, once).
+    assert model.with_options(batch_rows=1) is model.with_options(batch_rows=1)
     [plain] = df.stats().models
     assert plain.requests == 1, plain
     with pytest.raises(TypeError, match="unknown model option 'batch_size'"):

@@ -122,7 +122,7 @@ def test_wrong_results_name_the_function():
     df = numbers(10)
     with pytest.raises(riffle.UserCodeError, match=r"map\(.*<lambda>\) returned a str; map's function returns"):
         df.map(lambda r: "nope", return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
-    with pytest.raises(riffle.UserCodeError, match=r"flat_map\(.*<lambda>\) returned a dict; flat_map's function"):
+    with pytest.raises(riffle.UserCodeError, match=r"flat_map\(.*<lambda>\) returned a dict; flat_map.s function"):
         df.flat_map(lambda r: {"y": 1}, return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
     with pytest.raises(riffle.UserCodeError, match=r"returned a str; expected a pyarrow RecordBatch"):
         df.map_batches(lambda b: "nope", return_schema={"y": pa.int64()}, concurrency=1).to_pylist()
@@ -148,6 +148,9 @@ def test_map_batches_may_give_any_number_of_rows():
     )
     assert chunks.to_pydict() == {"word": ["a", "b", "c", "d", "e"], "n": [1] * 5}
     assert chunks.agg(riffle.col("n").sum().alias("total")).to_pydict() == {"total": [5]}
+    # Any iterable of rows will do (a generator here).
+    lazily = riffle.from_pydict({"n": [2, 0, 3]}).flat_map(lambda r: ({"i": i} for i in range(r["n"])), concurrency=1)
+    assert lazily.to_pydict() == {"i": [0, 1, 0, 1, 2]}
     # A failed batch with on_error="null": a row of NULLs per input row.
     def fail_on_big(b):
         if max(b["x"].to_pylist()) >= 10:

@@ -96,6 +96,18 @@ impl fmt::Display for CallError {
     }
 }
 
+/// A backend's worker processes, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerCounts {
+    /// Workers now, started or starting.
+    pub live: usize,
+    /// Workers running a batch now.
+    pub busy: usize,
+    /// Workers started in all (more than the pool holds when some crashed or hung, or
+    /// ended with an earlier job).
+    pub started: u64,
+}
+
 /// A model behind one endpoint; see the module docs.
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
@@ -122,10 +134,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
         None
     }
 
-    /// The processes the backend runs for its calls now (a Python worker pool's workers,
-    /// started or starting) and how many it started in all, for reports; `None` for a
-    /// backend that runs none.
-    fn workers(&self) -> Option<(usize, u64)> {
+    /// The processes the backend runs for its calls (a Python worker pool's workers), for
+    /// reports; `None` for a backend that runs none.
+    fn workers(&self) -> Option<WorkerCounts> {
         None
     }
 

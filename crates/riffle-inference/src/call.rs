@@ -217,6 +217,14 @@ impl ModelCall {
                 KserveBackend::new(&model, options.clone(), input_names, Arc::clone(&outputs))
                     .map_err(RiffleError::user)?,
             ),
+            Provider::Python(options)
+                if options.any_rows && config.on_error == OnError::Default =>
+            {
+                return Err(RiffleError::user(format!(
+                    "model {model}: 'on-error' = 'default' needs one result per row; with \
+                     'python.output-rows' = 'any' use 'fail' or 'null'"
+                )));
+            }
             Provider::Python(options) => Arc::new(PythonBackend::new(
                 &model,
                 options,
@@ -295,9 +303,8 @@ impl ModelCall {
         }
     }
 
-    /// The processes the backend runs now (a Python pool's workers) and how many it
-    /// started in all, if it runs any.
-    pub fn workers(&self) -> Option<(usize, u64)> {
+    /// The processes the backend runs (a Python pool's workers), if it runs any.
+    pub fn workers(&self) -> Option<crate::backend::WorkerCounts> {
         self.backend.workers()
     }
 

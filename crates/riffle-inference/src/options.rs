@@ -243,6 +243,13 @@ pub const OPTION_KEYS: &[OptionKey] = &[
         "GPUs each worker gets, through CUDA_VISIBLE_DEVICES: a fraction (workers share a GPU) or a whole number",
     ),
     key(
+        "python.prestart",
+        None,
+        Scope::Python,
+        "riffle",
+        "workers started when the job starts, so that they load while it reads its first rows (the rest start as batches wait for them); default: the lowest concurrency",
+    ),
+    key(
         "python.output-rows",
         Some("one-per-row"),
         Scope::Python,

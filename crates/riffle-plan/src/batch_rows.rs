@@ -64,7 +64,13 @@ pub fn rows_schema(input: &Schema, column: usize) -> Result<SchemaRef> {
     })?;
     match field.data_type() {
         DataType::List(item) => match item.data_type() {
-            DataType::Struct(fields) => Ok(Arc::new(Schema::new(fields.clone()))),
+            // Nullable: a batch that failed with on-error 'null' gives rows of NULLs.
+            DataType::Struct(fields) => Ok(Arc::new(Schema::new(
+                fields
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ))),
             other => Err(DataFusionError::Internal(format!(
                 "the rows column {} holds {other}, not structs",
                 field.name()

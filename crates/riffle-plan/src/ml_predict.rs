@@ -515,7 +515,8 @@ impl ExtensionPlanner for MlPredictPlanner {
             predict.call_options.clone(),
             Some(&predict.call),
         )?);
-        Ok(Some(match predict.call.batch_rows_column() {
+        let rows_column = exec.call().batch_rows_column();
+        Ok(Some(match rows_column {
             Some(column) => Arc::new(crate::batch_rows::BatchRowsExec::try_new(exec, column)?),
             None => exec,
         }))

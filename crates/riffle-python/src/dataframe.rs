@@ -349,8 +349,9 @@ fn report_fields(py: Python<'_>, report: riffle::JobReport) -> PyResult<Bound<'_
         m.set_item("in_flight", model.in_flight)?;
         m.set_item("limit", model.limit)?;
         m.set_item("breaker", model.breaker)?;
-        m.set_item("workers", model.workers.map(|(live, _)| live))?;
-        m.set_item("workers_started", model.workers.map(|(_, started)| started))?;
+        m.set_item("workers", model.workers.map(|w| w.live))?;
+        m.set_item("workers_busy", model.workers.map(|w| w.busy))?;
+        m.set_item("workers_started", model.workers.map(|w| w.started))?;
         m.set_item("retries", model.metrics.total_retries())?;
         m.set_item("text", model.to_string())?;
         models.append(m)?;

@@ -51,8 +51,20 @@ pub struct ChannelStats {
     peak_bytes: AtomicUsize,
     largest_batch_bytes: AtomicUsize,
     rows: AtomicU64,
+    /// Time of the waits that ended.
     waited_nanos: AtomicU64,
-    waiting: AtomicUsize,
+    /// The waits going on: how many, and the sum of their starts (since [`clock_base`]).
+    ongoing: Mutex<(usize, u128)>,
+}
+
+/// A fixed instant that wait starts are counted from.
+fn clock_base() -> tokio::time::Instant {
+    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(tokio::time::Instant::now)
+}
+
+fn since_base(instant: tokio::time::Instant) -> u128 {
+    instant.saturating_duration_since(clock_base()).as_nanos()
 }
 
 impl ChannelStats {
@@ -61,15 +73,20 @@ impl ChannelStats {
         self.rows.load(Ordering::Relaxed)
     }
 
-    /// How long senders waited for credit so far: the time the consumer held its producers
-    /// back (backpressure).
+    /// How long senders waited for credit so far, the waits going on included: the time
+    /// the consumer held its producers back (backpressure).
     pub fn waited(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
+        let nanos = self.ongoing.lock().map_or(0, |ongoing| {
+            let (count, starts) = *ongoing;
+            let ended = u128::from(self.waited_nanos.load(Ordering::Relaxed));
+            ended + (count as u128 * since_base(tokio::time::Instant::now())).saturating_sub(starts)
+        });
+        std::time::Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
     }
 
     /// Senders waiting for credit now.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.ongoing.lock().map_or(0, |ongoing| ongoing.0)
     }
 
     /// Most batches ever queued at once.
@@ -169,8 +186,12 @@ struct CreditWait<'a> {
 impl CreditWait<'_> {
     fn begin(&mut self) {
         if self.since.is_none() {
-            self.since = Some(tokio::time::Instant::now());
-            self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+            let now = tokio::time::Instant::now();
+            self.since = Some(now);
+            if let Ok(mut ongoing) = self.stats.ongoing.lock() {
+                ongoing.0 += 1;
+                ongoing.1 += since_base(now);
+            }
         }
     }
 }
@@ -178,9 +199,13 @@ impl CreditWait<'_> {
 impl Drop for CreditWait<'_> {
     fn drop(&mut self) {
         if let Some(since) = self.since {
-            let waited = since.elapsed().as_nanos() as u64;
-            self.stats.waited_nanos.fetch_add(waited, Ordering::Relaxed);
-            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            // Under the lock, so that `waited` never counts this wait twice or not at all.
+            if let Ok(mut ongoing) = self.stats.ongoing.lock() {
+                ongoing.0 -= 1;
+                ongoing.1 -= since_base(since);
+                let waited = since.elapsed().as_nanos() as u64;
+                self.stats.waited_nanos.fetch_add(waited, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -428,6 +453,14 @@ mod tests {
         let stats = receiver.stats();
         assert_eq!(stats.rows(), 2, "the abandoned batch was not sent");
         assert_eq!(stats.waiting(), 0, "the abandoned send no longer waits");
+        // A wait going on counts as it goes.
+        let mut fourth = Box::pin(sender.send(Message::Batch(batch(1))));
+        assert!(futures::poll!(&mut fourth).is_pending());
+        let before = stats.waited();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(stats.waiting(), 1);
+        assert!(stats.waited() >= before + Duration::from_millis(30));
+        drop(fourth);
         assert!(
             stats.waited() >= Duration::from_millis(50),
             "its wait counts"

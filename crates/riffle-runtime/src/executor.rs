@@ -268,9 +268,8 @@ pub struct ModelReport {
     pub metrics: riffle_inference::metrics::MetricsSnapshot,
     /// With a spend cap: what the call spent, and whether the cap stopped the job's input.
     pub spend: Option<(riffle_inference::spend::Spent, bool)>,
-    /// The worker processes it runs now (a Python worker pool) and how many it started in
-    /// all, if it runs any.
-    pub workers: Option<(usize, u64)>,
+    /// The worker processes it runs (a Python worker pool), if any.
+    pub workers: Option<riffle_inference::backend::WorkerCounts>,
 }
 
 impl fmt::Display for ModelReport {
@@ -311,11 +310,11 @@ impl fmt::Display for ModelReport {
         if m.fallback_rows > 0 {
             write!(f, "; {} rows to its fallback model", m.fallback_rows)?;
         }
-        if let Some((live, started)) = self.workers {
+        if let Some(workers) = self.workers {
             write!(
                 f,
-                "; {live} workers now ({} busy), {started} started",
-                self.in_flight
+                "; {} workers now ({} busy), {} started",
+                workers.live, workers.busy, workers.started
             )?;
         }
         if let Some((spent, capped)) = self.spend {
@@ -883,6 +882,10 @@ impl Job {
                         producer,
                         to: Some(edge.to),
                         partition,
+                        fan_out: match edge.partitioning {
+                            riffle_plan::EdgePartitioning::Broadcast => edge.partitions.max(1),
+                            _ => 1,
+                        },
                         stats: receiver.stats(),
                     });
                     producer_senders.push(sender.pop());
@@ -916,6 +919,7 @@ impl Job {
                 producer,
                 to: None,
                 partition: producer,
+                fan_out: 1,
                 stats: receiver.stats(),
             });
             result_senders.extend(sender.pop());
@@ -1745,6 +1749,9 @@ pub struct ChannelInfo {
     pub to: Option<VertexId>,
     /// Consumer partition.
     pub partition: usize,
+    /// How many of its producer's channels each row goes to: the consumer's partitions for
+    /// a broadcast, else 1 (so that a vertex's rows out count each row once).
+    pub fan_out: usize,
     /// High-water marks.
     pub stats: Arc<ChannelStats>,
 }
@@ -1985,7 +1992,7 @@ impl JobReporter {
                     parallelism: *parallelism,
                     rows_in,
                     reads_source: *reads_source,
-                    rows_out: out.clone().map(|c| c.stats.rows()).sum(),
+                    rows_out: out.clone().map(|c| c.stats.rows() / c.fan_out as u64).sum(),
                     waited: out.clone().map(|c| c.stats.waited()).sum(),
                     waiting_now: out.map(|c| c.stats.waiting()).sum(),
                 }

@@ -52,6 +52,9 @@ pub struct PythonOptions {
     pub timeout: Option<Millis>,
     /// Whether a batch may give any number of rows (`python.output-rows` = `any`).
     pub any_rows: bool,
+    /// Workers started when the job starts (`python.prestart`); default: the lowest
+    /// concurrency.
+    pub prestart: Option<usize>,
 }
 
 impl PythonOptions {
@@ -97,6 +100,10 @@ impl PythonOptions {
             num_cpus: number("python.num-cpus", 1.0)?.ceil().max(1.0) as usize,
             num_gpus: number("python.num-gpus", 0.0)?,
             timeout,
+            prestart: match get("python.prestart") {
+                None => None,
+                Some(_) => Some(number("python.prestart", 0.0)? as usize),
+            },
             any_rows: match get("python.output-rows").map(str::trim) {
                 None | Some("one-per-row") => false,
                 Some("any") => true,
@@ -162,7 +169,7 @@ impl PythonBackend {
         Ok(Self {
             endpoint: format!("python:{model}#{id}"),
             function: options.function.clone(),
-            pool: WorkerPool::new(spec, gpus, first),
+            pool: WorkerPool::new(spec, gpus, options.prestart.unwrap_or(first)),
             output,
             timeout: options.timeout.map(Duration::from_millis),
             rows_column,
@@ -244,7 +251,7 @@ impl Backend for PythonBackend {
         Some(Box::new(self.pool.attach()))
     }
 
-    fn workers(&self) -> Option<(usize, u64)> {
+    fn workers(&self) -> Option<crate::backend::WorkerCounts> {
         Some(self.pool.workers())
     }
 

@@ -1,8 +1,9 @@
 //! A pool of Python workers for one `map_batches` (or UDF): at most `concurrency` of them,
 //! reused across batches, and shut down when the last operator instance using the pool ends
 //! (see [`WorkerPool::attach`]). The first operator instance to attach starts the workers
-//! the pool begins with (`concurrency`, or its minimum), so that their interpreters load
-//! while the job reads its first rows; more start when batches wait for one.
+//! the pool begins with (`python.prestart`), so that their interpreters load while the job
+//! reads its first rows; more start when batches wait for one. When the last lease goes,
+//! workers still starting are stopped (killed) with the idle ones, so none outlives its job.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,10 @@ struct Inner {
     leases: AtomicUsize,
     /// Workers started in all.
     started: AtomicU64,
+    /// Workers running a batch now.
+    running: AtomicUsize,
+    /// The tasks starting workers ahead of batches, stopped when the last lease goes.
+    prestarting: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Batches and rows handed to the pool so far, to name a batch in errors.
     batches: AtomicU64,
     rows: AtomicU64,
@@ -64,12 +69,7 @@ impl Checkout<'_> {
     /// meanwhile (no lease left), is shut down.
     fn give_back(mut self) {
         let worker = self.worker.take().expect("a checked-out worker");
-        if self.pool.leases.load(Ordering::Acquire) == 0 {
-            self.pool.free_slot(worker.id);
-            tokio::spawn(worker.shutdown(SHUTDOWN_GRACE));
-        } else {
-            self.pool.make_idle(worker);
-        }
+        self.pool.make_idle(worker);
     }
 
     /// The worker leaves the pool (to be terminated); its slot is free for a new one.
@@ -82,6 +82,7 @@ impl Checkout<'_> {
 
 impl Drop for Checkout<'_> {
     fn drop(&mut self) {
+        self.pool.running.fetch_sub(1, Ordering::Relaxed);
         // Neither given back nor taken: its worker died, or its batch was abandoned (a
         // cancelled job). The worker is killed (on drop) and its slot is free for a new one.
         if let Some(worker) = self.worker.take() {
@@ -110,11 +111,44 @@ impl Inner {
         self.changed.notify_waiters();
     }
 
+    /// `worker` waits for the next batch; or, when the last lease went meanwhile (its
+    /// shutdown of the idle workers may have run before this push), it is shut down.
     fn make_idle(&self, worker: Worker) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(worker);
         }
         self.changed.notify_waiters();
+        if self.leases.load(Ordering::Acquire) == 0 {
+            self.shut_down_idle();
+        }
+    }
+
+    /// Shuts the idle workers down and stops those still starting ahead of batches.
+    fn shut_down_idle(&self) {
+        let starting: Vec<_> = self
+            .prestarting
+            .lock()
+            .map(|mut tasks| tasks.drain(..).collect())
+            .unwrap_or_default();
+        for task in starting {
+            // The start is dropped: its process is killed, its slot freed.
+            task.abort();
+        }
+        let workers: Vec<Worker> = self
+            .idle
+            .lock()
+            .map(|mut idle| idle.drain(..).collect())
+            .unwrap_or_default();
+        for worker in workers {
+            self.free_slot(worker.id);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(worker.shutdown(SHUTDOWN_GRACE));
+                }
+                // No runtime to wait on: killed on drop.
+                Err(_) => drop(worker),
+            }
+        }
     }
 
     fn take_free_slot(&self) -> Option<usize> {
@@ -157,17 +191,18 @@ fn prestart(pool: &Arc<Inner>) {
         let Some(slot) = pool.take_free_slot() else {
             return;
         };
-        let pool = Arc::clone(pool);
-        runtime.spawn(async move {
-            if let Ok(worker) = pool.start(slot).await {
-                if pool.leases.load(Ordering::Acquire) == 0 {
-                    pool.free_slot(worker.id);
-                    worker.shutdown(SHUTDOWN_GRACE).await;
-                } else {
+        let task = {
+            let pool = Arc::clone(pool);
+            runtime.spawn(async move {
+                if let Ok(worker) = pool.start(slot).await {
                     pool.make_idle(worker);
                 }
-            }
-        });
+            })
+        };
+        if let Ok(mut tasks) = pool.prestarting.lock() {
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(task.abort_handle());
+        }
     }
 }
 
@@ -179,25 +214,7 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.pool.leases.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shut_down_idle(&self.pool);
-        }
-    }
-}
-
-fn shut_down_idle(pool: &Arc<Inner>) {
-    let workers: Vec<Worker> = pool
-        .idle
-        .lock()
-        .map(|mut idle| idle.drain(..).collect())
-        .unwrap_or_default();
-    for worker in workers {
-        pool.free_slot(worker.id);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(worker.shutdown(SHUTDOWN_GRACE));
-            }
-            // No runtime to wait on: killed on drop.
-            Err(_) => drop(worker),
+            self.pool.shut_down_idle();
         }
     }
 }
@@ -252,6 +269,8 @@ impl WorkerPool {
                 prestart: prestart.min(slots),
                 changed: Notify::new(),
                 started: AtomicU64::new(0),
+                running: AtomicUsize::new(0),
+                prestarting: Mutex::new(Vec::new()),
                 batches: AtomicU64::new(0),
                 rows: AtomicU64::new(0),
             }),
@@ -268,12 +287,15 @@ impl WorkerPool {
         }
     }
 
-    /// Workers started or starting now, and workers started in all (more than the pool
-    /// holds when some crashed, hung, or ended with an earlier job).
-    pub fn workers(&self) -> (usize, u64) {
+    /// Workers now (started or starting), those running a batch, and workers started in
+    /// all (more than the pool holds when some crashed, hung, or ended with an earlier job).
+    pub fn workers(&self) -> crate::backend::WorkerCounts {
         let free = self.inner.free_slots.lock().map_or(0, |free| free.len());
-        let live = self.inner.gpus.len().max(1).saturating_sub(free);
-        (live, self.inner.started.load(Ordering::Relaxed))
+        crate::backend::WorkerCounts {
+            live: self.inner.gpus.len().max(1).saturating_sub(free),
+            busy: self.inner.running.load(Ordering::Relaxed),
+            started: self.inner.started.load(Ordering::Relaxed),
+        }
     }
 
     /// Numbers the next batch of `rows` rows.
@@ -313,6 +335,7 @@ impl WorkerPool {
             }
             changed.await;
         };
+        pool.running.fetch_add(1, Ordering::Relaxed);
         let mut checkout = Checkout {
             worker: Some(worker),
             _permit: permit,
@@ -363,16 +386,26 @@ mod tests {
 
     use super::*;
 
-    /// A pool whose "interpreter" never says hello, so every worker stays starting.
-    fn pool_that_never_starts(dir: &std::path::Path, slots: usize, prestart: usize) -> WorkerPool {
-        let script = dir.join("python-that-hangs");
-        let mut file = std::fs::File::create(&script).unwrap();
-        writeln!(file, "#!/bin/sh\nexec sleep 30").unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// A pool whose "interpreter" never says hello, so every worker stays starting. The
+    /// script is written once for all tests: executing a file another thread's fork may
+    /// still hold open for writing fails (ETXTBSY).
+    fn pool_that_never_starts(slots: usize, prestart: usize) -> WorkerPool {
+        static SCRIPT: std::sync::OnceLock<(tempfile::TempDir, String)> =
+            std::sync::OnceLock::new();
+        let (_, script) = SCRIPT.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let script = dir.path().join("python-that-hangs");
+            let mut file = std::fs::File::create(&script).unwrap();
+            writeln!(file, "#!/bin/sh\nexec sleep 30").unwrap();
+            file.sync_all().unwrap();
+            drop(file);
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            (dir, script.display().to_string())
+        });
         let output = Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, true)]));
         let spec = WorkerSpec {
             function: "map_batches(f)".into(),
-            executable: script.display().to_string(),
+            executable: script.clone(),
             python_path: None,
             payload: Arc::new(Vec::new()),
             num_cpus: 1,
@@ -392,8 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_cancelled_while_its_worker_starts_gives_the_slot_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = pool_that_never_starts(dir.path(), 2, 0);
+        let pool = pool_that_never_starts(2, 0);
         let _lease = pool.attach();
         let batch = batch();
         for _ in 0..3 {
@@ -415,8 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_attach_starts_workers_and_a_batch_waits_for_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = pool_that_never_starts(dir.path(), 3, 2);
+        let pool = pool_that_never_starts(3, 2);
         let _lease = pool.attach();
         let _second = pool.attach();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -442,5 +473,18 @@ mod tests {
             1,
             "the cancelled batch's own start gave its slot back"
         );
+    }
+
+    #[tokio::test]
+    async fn the_last_lease_stops_the_workers_still_starting() {
+        let pool = pool_that_never_starts(2, 2);
+        let lease = pool.attach();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!((free_slots(&pool), pool.workers().live), (0, 2));
+        drop(lease);
+        // The starts are aborted: their processes killed, their slots free.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!((free_slots(&pool), pool.workers().live), (2, 0));
+        assert_eq!(pool.workers().started, 0);
     }
 }
