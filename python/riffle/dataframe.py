@@ -555,7 +555,11 @@ class DataFrame:
                 progress.update(batch.num_rows)
         finally:
             progress.done()
-        table = pa.Table.from_batches(batches, schema=self.schema)
+        # A batch may say NOT NULL where the plan's schema says nullable (a literal): the
+        # plan's schema (with its IMAGE and tensor tags) is the table's.
+        schema = self.schema
+        batches = [b if b.schema.equals(schema) else pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in batches]
+        table = pa.Table.from_batches(batches, schema=schema)
         self._last_run = (table.num_rows, time.monotonic() - started)
         return table
 

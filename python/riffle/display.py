@@ -9,15 +9,34 @@ import pyarrow as pa
 _WIDTH = 30
 
 
-def _cell(value: Any) -> str:
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _cell(value: Any, dtype: pa.DataType | None = None) -> str:
+    """A short text for ``value`` (of type ``dtype`` when known): images and audio by their
+    size, vectors and tensors by their first values and their shape."""
     if value is None:
         return "NULL"
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     if isinstance(value, dict) and {"width", "height"} <= value.keys():
         return f"<image {value.get('width')}x{value.get('height')}>"
+    if isinstance(value, dict) and {"sample_rate", "channels", "samples"} <= value.keys():
+        rate, channels = int(value["sample_rate"] or 0), max(int(value["channels"] or 1), 1)
+        seconds = len(value["samples"]) / channels / rate if rate else 0.0
+        return f"<audio {seconds:.2f} s, {rate} Hz, {channels} ch>"
+    if isinstance(dtype, pa.FixedShapeTensorType) and isinstance(value, list):
+        shape = "x".join(str(d) for d in dtype.shape)
+        return f"<tensor {shape}: " + ", ".join(_number(v) for v in value[:3]) + (", …>" if len(value) > 3 else ">")
+    if isinstance(value, dict) and {"data", "shape"} <= value.keys() and isinstance(value["data"], list):
+        shape = "x".join(str(d) for d in value["shape"] or [])
+        data = value["data"]
+        return f"<tensor {shape}: " + ", ".join(_number(v) for v in data[:3]) + (", …>" if len(data) > 3 else ">")
     if isinstance(value, list) and len(value) > 4:
-        return "[" + ", ".join(_cell(v) for v in value[:4]) + f", ... ({len(value)})]"
+        return "[" + ", ".join(_number(v) if isinstance(v, float) else _cell(v) for v in value[:4]) + f", … ({len(value)})]"
+    if isinstance(value, list):
+        return "[" + ", ".join(_number(v) if isinstance(v, float) else _cell(v) for v in value) + "]"
     text = str(value)
     return text if len(text) <= _WIDTH else text[: _WIDTH - 1] + "…"
 
@@ -26,7 +45,8 @@ def text_table(table: pa.Table, more: int | None) -> str:
     """``table`` as a text table; ``more``: the rows not shown, when positive."""
     names = table.schema.names
     types = [str(f.type) for f in table.schema]
-    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    dtypes = [f.type for f in table.schema]
+    rows = [[_cell(v, t) for v, t in zip(row.values(), dtypes)] for row in table.to_pylist()]
     header = [names, [t if len(t) <= _WIDTH else t[: _WIDTH - 1] + "…" for t in types]]
     widths = [max(len(r[i]) for r in header + rows) for i in range(len(names))]
 
@@ -95,12 +115,45 @@ def _is_image(field: pa.Field) -> bool:
     return pa.types.is_struct(field.type) and [f.name for f in field.type] == ["height", "width", "mode", "pixels"]
 
 
+def audio_player(audio: dict[str, Any]) -> str:
+    """An ``<audio>`` player of a Riffle AUDIO value (a 16-bit WAV), for clips up to 30 s;
+    longer ones by their size alone."""
+    import base64
+    import io
+    import wave
+
+    import numpy as np
+
+    rate, channels = int(audio["sample_rate"] or 0), max(int(audio["channels"] or 1), 1)
+    samples = np.asarray(audio["samples"], dtype=np.float32)
+    if not rate or len(samples) / channels / rate > 30:
+        return _cell(audio).replace("<", "&lt;").replace(">", "&gt;")
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(pcm.tobytes())
+    data = base64.b64encode(out.getvalue()).decode()
+    title = _cell(audio).replace("<", "").replace(">", "")
+    return f'<audio controls title="{title}" src="data:audio/wav;base64,{data}"></audio>'
+
+
+def _is_audio(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(b"ARROW:extension:name") == b"riffle.audio" or (
+        pa.types.is_struct(field.type) and [f.name for f in field.type] == ["sample_rate", "channels", "samples"]
+    )
+
+
 def _html_cell(field: Any, value: Any) -> str:
     import html
 
     if value is not None and _is_image(field):
         return thumbnail(value)
-    return html.escape(_cell(value))
+    if value is not None and _is_audio(field):
+        return audio_player(value)
+    return html.escape(_cell(value, field.type))
 
 
 def html_table(table: pa.Table, more: int | None) -> str:

@@ -94,3 +94,25 @@ def test_progress_shows_only_where_someone_watches(monkeypatch):
     # Turned off: nothing drawn.
     monkeypatch.setattr(progress, "enabled", False)
     assert run(Terminal()) == ""
+
+
+def test_previews_of_audio_vectors_and_tensors():
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes((np.sin(np.arange(12000) / 5) * 3000).astype("<i2").tobytes())
+    sound = riffle.from_pydict({"b": [out.getvalue()]}).select(riffle.functions.audio_decode(riffle.col("b")).alias("a"))
+    html = sound.collect()._repr_html_()
+    assert '<audio controls title="audio 1.50 s, 8000 Hz, 1 ch"' in html and "data:audio/wav;base64," in html
+    shaped = riffle.sql(
+        "SELECT CAST([0.5, 0.25, 0.125, 1.0, 2.0] AS VECTOR(FLOAT, 5)) AS v, "
+        "CAST([1.0, 2.0, 3.0, 4.0] AS TENSOR(FLOAT, [2, 2])) AS t"
+    ).collect()
+    text = repr(shaped)
+    assert "[0.5, 0.25, 0.125, 1, … (5)]" in text, text
+    assert "<tensor 2x2: 1, 2, 3, …>" in text, text
+    assert "&lt;tensor 2x2: 1, 2, 3, …&gt;" in shaped._repr_html_()
