@@ -395,9 +395,7 @@ class DataFrame:
         if not inspect.isclass(fn) and (fn_constructor_args or fn_constructor_kwargs):
             raise ValueError(f"{where}: fn_constructor_args are for a class, and fn is a function")
         schema = udf.schema_of(return_schema, where) if return_schema is not None else udf.infer_schema(code, self.schema, lambda: self.limit(8).to_arrow())
-        run: dict[str, Any] = dict(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
-        options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
-        return self._run_user_code(code, schema, options, self.columns, keep=[])
+        return self._plan_user_code(code, schema, where, on_error, timeout, max_retries, batch_size, concurrency, num_cpus, num_gpus)
 
     def map(
         self,
@@ -434,9 +432,7 @@ class DataFrame:
             import pyarrow as pa
 
             schema = pa.Table.from_pylist([result]).schema
-        run: dict[str, Any] = dict(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
-        options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
-        return self._run_user_code(code, schema, options, self.columns, keep=[])
+        return self._plan_user_code(code, schema, where, on_error, timeout, max_retries, batch_size, concurrency, num_cpus, num_gpus)
 
     def flat_map(
         self,
@@ -476,8 +472,36 @@ class DataFrame:
             if not produced:
                 raise ValueError(f"{where}: give return_schema=: the first rows gave no row to find the columns from")
             schema = pa.Table.from_pylist(produced).schema
-        run: dict[str, Any] = dict(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
-        options = udf.model_options(code, where=where, on_error=on_error, timeout=timeout, max_retries=max_retries, **run)
+        return self._plan_user_code(code, schema, where, on_error, timeout, max_retries, batch_size, concurrency, num_cpus, num_gpus)
+
+    def _plan_user_code(
+        self,
+        code: Any,
+        schema: pyarrow.Schema,
+        where: str,
+        on_error: str,
+        timeout: float | None,
+        max_retries: int,
+        batch_size: int | None,
+        concurrency: int | tuple[int, int] | None,
+        num_cpus: float | None,
+        num_gpus: float | None,
+    ) -> DataFrame:
+        """The model options of ``code`` from the run arguments, then the plan over all
+        the columns (for map_batches, map and flat_map)."""
+        from riffle import _udf as udf
+
+        options = udf.model_options(
+            code,
+            where=where,
+            on_error=on_error,
+            timeout=timeout,
+            max_retries=max_retries,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
         return self._run_user_code(code, schema, options, self.columns, keep=[])
 
     def _run_user_code(
