@@ -142,6 +142,12 @@ def test_map_batches_may_give_any_number_of_rows():
     assert tripled.to_pydict()["x"] == [v for v in range(100) for _ in range(3)]
     nothing = df.map_batches(lambda b: {"x": b["x"][:0]}, return_schema={"x": pa.int64()}, concurrency=1)
     assert nothing.to_pylist() == []
+    # Many rows, under an aggregation: the call may run after an exchange, in a stage of
+    # DataFusion operators; the rows are the same.
+    big = numbers(20_000).map_batches(lambda b: {"x": [v for v in b["x"].to_pylist() if v % 2 == 0]}, batch_size=1000, concurrency=2)
+    totals = riffle.sql("SELECT count(*) AS n, sum(x) AS s FROM t", t=big)
+    assert "BatchRows <- MlPredict" in totals.explain()
+    assert totals.to_pydict() == {"n": [10_000], "s": [sum(range(0, 20_000, 2))]}
     # flat_map: each row to its words; the rows go on through the plan (an aggregation).
     chunks = riffle.from_pydict({"doc": ["a b c", "", "d e"]}).flat_map(
         lambda r: [{"word": w, "n": len(w)} for w in r["doc"].split()], concurrency=1

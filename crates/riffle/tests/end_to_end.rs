@@ -602,6 +602,90 @@ async fn bad_credentials_are_a_clear_error() {
     assert_eq!(error.kind(), ErrorKind::User, "{message}");
 }
 
+/// A Python call giving any number of rows per batch (`python.output-rows` = `any`, what
+/// `map_batches` declares) plans as the call and a `BatchRowsExec` above it: the rows of its
+/// answers' structs, not the input's columns. Planned only (no worker is started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_giving_any_rows_plan_and_survive_a_trip_through_bytes() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
+
+    let session = session(2);
+    session.sql(GENERATED).await.unwrap();
+    let output = || {
+        let item = Field::new(
+            "item",
+            DataType::Struct(Fields::from(vec![
+                Field::new("word", DataType::Utf8, false),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            true,
+        );
+        let list = DataType::List(Arc::new(item));
+        Arc::new(Schema::new(vec![Field::new("__riffle_rows", list, true)]))
+    };
+    let input = || Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+    let options: BTreeMap<String, String> = [
+        ("provider", "python"),
+        ("python.payload", "AA=="),
+        ("python.output-rows", "any"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    session
+        .register_model("split", input(), output(), options.clone())
+        .unwrap();
+    let frame = session
+        .sql("SELECT * FROM ML_PREDICT(TABLE gen, MODEL split, DESCRIPTOR(id))")
+        .await
+        .unwrap();
+    let columns: Vec<(String, bool)> = frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.is_nullable()))
+        .collect();
+    // The structs' fields, nullable (a failed batch with on-error 'null' gives NULL rows).
+    assert_eq!(
+        columns,
+        vec![("word".to_string(), true), ("n".to_string(), true)]
+    );
+    let graph = session.job_graph(frame.logical_plan()).await.unwrap();
+    let decoded = session
+        .decode_job_graph(&graph.encode(&session.codec()).unwrap())
+        .unwrap();
+    assert_eq!(decoded.summary(), graph.summary());
+    let names: Vec<String> = decoded
+        .summary()
+        .vertices
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("BatchRows <- MlPredict")),
+        "{names:?}"
+    );
+
+    // on-error 'default' needs one result per row: refused in this mode.
+    let mut defaults = options;
+    defaults.insert("on-error".into(), "default".into());
+    session
+        .register_model("split_defaults", input(), output(), defaults)
+        .unwrap();
+    let message = query_error(
+        &session,
+        "SELECT * FROM ML_PREDICT(TABLE gen, MODEL split_defaults, DESCRIPTOR(id))",
+    )
+    .await;
+    assert!(
+        message.contains("'on-error' = 'default' needs one result per row"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_graphs_survive_a_trip_through_bytes() {
     let dir = tempfile::tempdir().unwrap();
