@@ -621,12 +621,32 @@ class DataFrame:
         """Runs the query; its columns as a dict of lists."""
         return self.to_arrow().to_pydict()
 
-    def iter_batches(self, *, batch_format: BatchFormat = "arrow") -> BatchIterator:
+    def iter_batches(self, *, batch_size: int | None = None, batch_format: BatchFormat = "arrow") -> BatchIterator:
         """Runs the query and yields its batches as they come: pyarrow RecordBatches,
-        pandas DataFrames or dicts of numpy arrays. Closing the iterator (or leaving a
-        ``for`` loop over it early) cancels the job."""
+        pandas DataFrames or dicts of numpy arrays; of ``batch_size`` rows each (the last
+        may have fewer) when given, else as the engine made them. Closing the iterator (or
+        leaving a ``for`` loop over it early) cancels the job."""
         _check_batch_format(batch_format, "iter_batches")
-        return BatchIterator(self._job(), batch_format)
+        if batch_size is not None:
+            _check_count(batch_size, "iter_batches", "batch_size", minimum=1)
+        return BatchIterator(self._job(), batch_format, batch_size)
+
+    def take_batch(self, batch_size: int = 20, *, batch_format: BatchFormat = "arrow") -> Any:
+        """The first ``batch_size`` rows as one batch in ``batch_format`` (Ray Data's
+        ``take_batch``).
+
+        >>> import riffle
+        >>> riffle.from_pydict({"x": [1, 2, 3]}).take_batch(2, batch_format="numpy")["x"].tolist()
+        [1, 2]
+        """
+        _check_count(batch_size, "take_batch", "batch_size", minimum=1)
+        _check_batch_format(batch_format, "take_batch")
+        table = self.limit(batch_size).to_arrow()
+        batch = table.combine_chunks().to_batches()
+        import pyarrow as pa
+
+        one = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
+        return _format_batch(one, batch_format)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Runs the query and yields its rows as dicts as batches arrive; leaving the loop
@@ -755,21 +775,55 @@ class BatchIterator:
     """The batches of a running job. ``close()`` (or leaving a ``for`` loop early, or
     dropping it) cancels the job."""
 
-    def __init__(self, job: _internal.Job, batch_format: BatchFormat) -> None:
+    def __init__(self, job: _internal.Job, batch_format: BatchFormat, batch_size: int | None = None) -> None:
         self._job: _internal.Job | None = job
         self._format = batch_format
+        self._size = batch_size
+        # Rows received and not yet given out (with batch_size).
+        self._pending: list[pyarrow.RecordBatch] = []
+        self._pending_rows = 0
 
     def __iter__(self) -> BatchIterator:
         return self
 
     def __next__(self) -> Any:
-        if self._job is None:
+        if self._size is None:
+            if self._job is None:
+                raise StopIteration
+            batch = self._job.next_batch()
+            if batch is None:
+                self._job = None
+                raise StopIteration
+            return _format_batch(batch, self._format)
+        while self._pending_rows < self._size and self._job is not None:
+            batch = self._job.next_batch()
+            if batch is None:
+                self._job = None
+            elif batch.num_rows:
+                self._pending.append(batch)
+                self._pending_rows += batch.num_rows
+        if not self._pending_rows:
             raise StopIteration
-        batch = self._job.next_batch()
-        if batch is None:
-            self._job = None
-            raise StopIteration
-        return _format_batch(batch, self._format)
+        return _format_batch(self._take(min(self._size, self._pending_rows)), self._format)
+
+    def _take(self, rows: int) -> pyarrow.RecordBatch:
+        """The next ``rows`` pending rows as one batch."""
+        import pyarrow as pa
+
+        parts, left = [], rows
+        while left:
+            first = self._pending[0]
+            if first.num_rows <= left:
+                parts.append(self._pending.pop(0))
+                left -= first.num_rows
+            else:
+                parts.append(first.slice(0, left))
+                self._pending[0] = first.slice(left)
+                left = 0
+        self._pending_rows -= rows
+        if len(parts) == 1:
+            return parts[0]
+        return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
 
     def close(self) -> None:
         """Cancels the job, if it still runs."""

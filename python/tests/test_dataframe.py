@@ -279,3 +279,15 @@ def test_when_then_otherwise_and_describe():
     assert summary["x"]["count"] == 3 and summary["x"]["nulls"] == 1
     assert summary["x"]["mean"] == 6.0 and (summary["x"]["min"], summary["x"]["max"]) == ("1", "12")
     assert summary["name"]["mean"] is None and (summary["name"]["min"], summary["name"]["max"]) == ("a", "d")
+
+
+def test_iter_batches_of_a_given_size_and_take_batch():
+    df = riffle.from_pydict({"x": list(range(1000))})
+    sizes = [b.num_rows for b in df.iter_batches(batch_size=300)]
+    assert sizes == [300, 300, 300, 100]
+    rows = [v for b in df.iter_batches(batch_size=7, batch_format="numpy") for v in b["x"].tolist()]
+    assert rows == list(range(1000))
+    assert df.take_batch(5, batch_format="pandas")["x"].tolist() == [0, 1, 2, 3, 4]
+    assert df.filter(riffle.col("x") < 0).take_batch(5).num_rows == 0
+    with pytest.raises(ValueError, match="iter_batches: batch_size must be at least 1, not 0"):
+        df.iter_batches(batch_size=0)
