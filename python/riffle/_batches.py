@@ -77,6 +77,8 @@ def to_user(batch: pa.RecordBatch, batch_format: str) -> Any:
 def _numeric(value: Any) -> pa.Array | None:
     """A list or 1-d array of numbers as an Arrow array built on its numpy buffer, or None.
     pa.array() would import pandas on its first call (0.16 s of a worker's start)."""
+    if isinstance(value, list) and not (value and isinstance(value[0], (int, float))):
+        return None  # strings, rows, nested lists: not worth converting to find out
     array = np.asarray(value) if isinstance(value, (list, np.ndarray)) else None
     if array is None or array.ndim != 1 or array.dtype.kind not in "iuf" or not len(array):
         return None

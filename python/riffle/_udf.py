@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 import cloudpickle
 import pyarrow as pa
 
+from riffle._batches import ResultError
+
 _ON_ERROR = ("raise", "null")
 _names = itertools.count()
 
@@ -138,7 +140,6 @@ def model_options(
         raise ValueError(f"{where}: max_retries must be an int at least 0, not {max_retries!r}")
     options = {
         "provider": "python",
-        "python.payload": code.payload(),
         "python.function": code.name,
         "python.executable": sys.executable,
         "python.path": os.pathsep.join(p for p in sys.path if p),
@@ -169,8 +170,6 @@ def model_options(
 
 def _row_of(value: Any, name: str) -> dict[str, Any]:
     """What a map function returned for one row: a row."""
-    from riffle._batches import ResultError
-
     if not isinstance(value, dict):
         raise ResultError(f"{name} returned a {type(value).__name__}; map's function returns a dict (a row)")
     return value
@@ -178,8 +177,6 @@ def _row_of(value: Any, name: str) -> dict[str, Any]:
 
 def _rows_of(value: Any, name: str) -> list[dict[str, Any]]:
     """What a flat_map function returned for one row: its rows."""
-    from riffle._batches import ResultError
-
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         raise ResultError(f"{name} returned a {type(value).__name__}; flat_map's function returns a list (or any iterable) of dicts (rows)")
     rows = list(value)

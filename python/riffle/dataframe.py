@@ -34,7 +34,7 @@ _BATCH_FORMATS = ("arrow", "pandas", "numpy")
 class DataFrame:
     """A lazy, immutable query over rows with named, typed columns."""
 
-    __slots__ = ("_native", "_session", "_table", "_last_job", "_last_run")
+    __slots__ = ("_native", "_session", "_table", "_last")
 
     def __init__(
         self,
@@ -45,8 +45,7 @@ class DataFrame:
         self._native = native
         self._session = session
         self._table = table  # the rows, once collect() ran
-        self._last_job: _internal.Job | None = None
-        self._last_run: tuple[int, float] = (0, 0.0)  # rows and seconds of the last job
+        self._last: _Run | None = None  # the last job run from this frame, for stats()
 
     # ---------------------------------------------------------------- schema
     @property
@@ -109,7 +108,8 @@ class DataFrame:
         schema = pa.schema([pa.field(name, call.udf.return_dtype)])
         keep = [c for c in self.columns if c != name]
         out = frame._run_user_code(code, schema, options, arguments, keep=keep)
-        order = [c if c != name else name for c in self.columns] + ([name] if name not in self.columns else [])
+        columns = self.columns
+        order = columns + ([name] if name not in columns else [])
         return out.select(*order)
 
     def _select_with_udfs(self, columns: tuple[Any, ...], named: dict[str, Any]) -> DataFrame:
@@ -522,26 +522,24 @@ class DataFrame:
         from riffle import _udf as udf
 
         code.output_names = tuple(schema.names)
+        internal = udf.internal_names(len(schema))
         if code.any_rows:
             if keep:
                 raise ValueError(f"{code.name}: a function giving any number of rows keeps no input column")
-            rows = "__riffle_rows"
             struct = pa.struct([pa.field(n, f.type, True, f.metadata) for n, f in zip(schema.names, schema)])
+            output = pa.schema([pa.field("__riffle_rows", pa.list_(pa.field("item", struct, True)), True)])
             options["python.output-rows"] = "any"
-            options["python.payload"] = code.payload()
-            output = pa.schema([pa.field(rows, pa.list_(pa.field("item", struct, True)), True)])
-            input_schema = pa.schema([self.schema.field(c) for c in inputs])
-            name = udf.next_model_name(code)
-            self._session._native.register_model(name, input_schema, output, options)
-            # The engine plans the rows out of the structs right above the call.
-            return self._wrap(self._native.ml_predict(name, inputs, {}))
-        internal = udf.internal_names(len(schema))
-        output = pa.schema([pa.field(n, f.type, True, f.metadata) for n, f in zip(internal, schema)])
+        else:
+            output = pa.schema([pa.field(n, f.type, True, f.metadata) for n, f in zip(internal, schema)])
         options["python.payload"] = code.payload()
-        input_schema = pa.schema([self.schema.field(c) for c in inputs])
+        known = self.schema
+        input_schema = pa.schema([known.field(c) for c in inputs])
         name = udf.next_model_name(code)
         self._session._native.register_model(name, input_schema, output, options)
         predicted = self._wrap(self._native.ml_predict(name, inputs, {}))
+        if code.any_rows:
+            # The engine plans the rows out of the structs right above the call.
+            return predicted
         columns = [col(c) for c in keep] + [col(i).alias(n) for i, n in zip(internal, schema.names)]
         return predicted.select(*columns)
 
@@ -551,9 +549,11 @@ class DataFrame:
         return self._native.explain()
 
     def _job(self) -> _internal.Job:
-        job = self._native.execute()
-        self._last_job = job
-        return job
+        return self._started(self._native.execute()).job
+
+    def _started(self, job: _internal.Job) -> _Run:
+        self._last = _Run(job)
+        return self._last
 
     def collect(self) -> DataFrame:
         """Runs the query and returns a DataFrame over its rows, held in memory: further
@@ -569,23 +569,23 @@ class DataFrame:
             return self._table
         from riffle.progress import Progress
 
-        started = time.monotonic()
-        job = self._job()
+        run = self._started(self._native.execute())
+        job = run.job
         progress = Progress(job)
         batches = []
         try:
             while (batch := job.next_batch()) is not None:
                 batches.append(batch)
+                run.rows += batch.num_rows
                 progress.update(batch.num_rows)
         finally:
+            run.end()
             progress.done()
         # A batch may say NOT NULL where the plan's schema says nullable (a literal): the
         # plan's schema (with its IMAGE and tensor tags) is the table's.
         schema = self.schema
         batches = [b if b.schema.equals(schema) else pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in batches]
-        table = pa.Table.from_batches(batches, schema=schema)
-        self._last_run = (table.num_rows, time.monotonic() - started)
-        return table
+        return pa.Table.from_batches(batches, schema=schema)
 
     def stats(self) -> JobReport:
         """What the last job run from this DataFrame did (live while it runs): rows,
@@ -593,10 +593,9 @@ class DataFrame:
         or worker pool's figures."""
         from riffle.report import JobReport, from_native
 
-        if self._last_job is None:
+        if self._last is None:
             return JobReport(rows=0, seconds=0.0)
-        rows, seconds = self._last_run
-        return from_native(self._last_job.report(), rows, seconds)
+        return from_native(self._last.job.report(), self._last.rows, self._last.seconds)
 
     def _repr_html_(self) -> str:
         """A notebook's view: the rows of a collected DataFrame (images as thumbnails), or
@@ -629,7 +628,7 @@ class DataFrame:
         _check_batch_format(batch_format, "iter_batches")
         if batch_size is not None:
             _check_count(batch_size, "iter_batches", "batch_size", minimum=1)
-        return BatchIterator(self._job(), batch_format, batch_size)
+        return BatchIterator(self._started(self._native.execute()), batch_format, batch_size)
 
     def take_batch(self, batch_size: int = 20, *, batch_format: BatchFormat = "arrow") -> Any:
         """The first ``batch_size`` rows as one batch in ``batch_format`` (Ray Data's
@@ -669,8 +668,8 @@ class DataFrame:
         if self._table is not None:
             return self._table.slice(0, n).to_pylist()
         rows: list[dict[str, Any]] = []
-        job = self.limit(n)._job()
-        self._last_job = job
+        run = self._started(self.limit(n)._native.execute())
+        job = run.job
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while len(rows) < n:
@@ -685,6 +684,8 @@ class DataFrame:
             pass
         finally:
             job.cancel()
+            run.rows = len(rows)
+            run.end()
         return rows
 
     def show(self, n: int = 8) -> None:
@@ -716,22 +717,20 @@ class DataFrame:
     def _write(self, path: str, format: str, storage_options: Mapping[str, str] | None) -> int:
         if not isinstance(path, str):
             raise TypeError(f"write_{format}: path must be a str, not {type(path).__name__}")
-        started = time.monotonic()
         from riffle.io import location
-
         from riffle.progress import Progress
 
-        job = self._native.write(location(path), format, _storage_options(storage_options, f"write_{format}"))
-        self._last_job = job
+        run = self._started(self._native.write(location(path), format, _storage_options(storage_options, f"write_{format}")))
+        job = run.job
         progress = Progress(job)
-        written = 0
         try:
             while (batch := job.next_batch()) is not None:
-                written += sum(v for v in batch.column(0).to_pylist() if v is not None)
+                # Rows written: the sink's counts.
+                run.rows += sum(v for v in batch.column(0).to_pylist() if v is not None)
         finally:
+            run.end()
             progress.done()
-        self._last_run = (written, time.monotonic() - started)
-        return written
+        return run.rows
 
     # ---------------------------------------------------------------- interop
     def __arrow_c_schema__(self) -> object:
@@ -771,12 +770,34 @@ class GroupBy:
         return self._frame._wrap(self._frame._native.aggregate(self._keys, exprs))
 
 
+class _Run:
+    """A job run from a DataFrame, for :meth:`DataFrame.stats`: its handle, the rows it
+    gave (or wrote) and its time, until it ended."""
+
+    __slots__ = ("job", "rows", "_started", "_ended")
+
+    def __init__(self, job: _internal.Job) -> None:
+        self.job = job
+        self.rows = 0
+        self._started = time.monotonic()
+        self._ended: float | None = None
+
+    def end(self) -> None:
+        if self._ended is None:
+            self._ended = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return (self._ended if self._ended is not None else time.monotonic()) - self._started
+
+
 class BatchIterator:
     """The batches of a running job. ``close()`` (or leaving a ``for`` loop early, or
     dropping it) cancels the job."""
 
-    def __init__(self, job: _internal.Job, batch_format: BatchFormat, batch_size: int | None = None) -> None:
-        self._job: _internal.Job | None = job
+    def __init__(self, run: _Run, batch_format: BatchFormat, batch_size: int | None = None) -> None:
+        self._run = run
+        self._job: _internal.Job | None = run.job
         self._format = batch_format
         self._size = batch_size
         # Rows received and not yet given out (with batch_size).
@@ -786,20 +807,25 @@ class BatchIterator:
     def __iter__(self) -> BatchIterator:
         return self
 
+    def _next_batch(self) -> pyarrow.RecordBatch | None:
+        """The job's next batch, or None (and the run ended) at its end."""
+        batch = self._job.next_batch() if self._job is not None else None
+        if batch is None:
+            self._job = None
+            self._run.end()
+        else:
+            self._run.rows += batch.num_rows
+        return batch
+
     def __next__(self) -> Any:
         if self._size is None:
-            if self._job is None:
-                raise StopIteration
-            batch = self._job.next_batch()
+            batch = self._next_batch()
             if batch is None:
-                self._job = None
                 raise StopIteration
             return _format_batch(batch, self._format)
         while self._pending_rows < self._size and self._job is not None:
-            batch = self._job.next_batch()
-            if batch is None:
-                self._job = None
-            elif batch.num_rows:
+            batch = self._next_batch()
+            if batch is not None and batch.num_rows:
                 self._pending.append(batch)
                 self._pending_rows += batch.num_rows
         if not self._pending_rows:
@@ -830,6 +856,7 @@ class BatchIterator:
         if self._job is not None:
             self._job.cancel()
             self._job = None
+            self._run.end()
 
     def __enter__(self) -> BatchIterator:
         return self
@@ -842,11 +869,11 @@ class BatchIterator:
 
 
 def _format_batch(batch: pyarrow.RecordBatch, batch_format: str) -> Any:
-    if batch_format == "arrow":
-        return batch
-    if batch_format == "pandas":
-        return batch.to_pandas()
-    return {name: column.to_numpy(zero_copy_only=False) for name, column in zip(batch.schema.names, batch.columns)}
+    """``batch`` as map_batches' user code gets it (tensors and same-size images as N-d
+    arrays in numpy batches)."""
+    from riffle._batches import to_user
+
+    return to_user(batch, batch_format)
 
 
 def _check_batch_format(batch_format: str, where: str) -> None:

@@ -41,6 +41,12 @@ def _cell(value: Any, dtype: pa.DataType | None = None) -> str:
     return text if len(text) <= _WIDTH else text[: _WIDTH - 1] + "…"
 
 
+def _more(more: int | None) -> bool:
+    """Whether there are rows not shown (``more`` is negative for a frame of fewer rows
+    than shown)."""
+    return more is not None and more > 0
+
+
 def text_table(table: pa.Table, more: int | None) -> str:
     """``table`` as a text table; ``more``: the rows not shown, when positive."""
     names = table.schema.names
@@ -55,7 +61,7 @@ def text_table(table: pa.Table, more: int | None) -> str:
 
     rule = "─" * (sum(widths) + 3 * len(widths) + 1)
     out = [rule, line(header[0]), line(header[1]), rule] + [line(r) for r in rows] + [rule]
-    if more is not None and more > 0:
+    if _more(more):
         out.append(f"({more} more rows)")
     return "\n".join(out)
 
@@ -167,5 +173,5 @@ def html_table(table: pa.Table, more: int | None) -> str:
     for row in table.to_pylist():
         cells = "".join(f"<td>{_html_cell(f, row[f.name])}</td>" for f in table.schema)
         body.append(f"<tr>{cells}</tr>")
-    footer = f"<p>({more} more rows)</p>" if more else ""
+    footer = f"<p>({more} more rows)</p>" if _more(more) else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{footer}"

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -24,6 +25,7 @@ _names = itertools.count()
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+@functools.cache
 def option_keys() -> dict[str, str]:
     """Every model option: its keyword-argument name and its SQL key (the engine's one
     table, docs/inference-options.md)."""

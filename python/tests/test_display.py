@@ -25,6 +25,7 @@ def test_html_of_a_collected_frame_shows_image_thumbnails(tmp_path):
     thumb = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
     assert max(thumb.size) <= 128 and thumb.size == (85, 128)
     assert "200x300 RGB" in html
+    assert "more rows" not in html and "more rows" not in repr(df)  # one row: nothing left out
 
 
 def test_lazy_html_runs_nothing():
@@ -44,6 +45,9 @@ def test_stats_report_the_last_job():
     # Each stage's rows: the one reading the source read the 100; the last sent the 90.
     assert [v.rows_in for v in report.vertices if v.reads_source] == [100], report.vertices
     assert report.vertices[0].rows_out == 90 and "100 rows read" in str(report)
+    # Every way of running a job reports that job, not the one before it.
+    assert sum(b.num_rows for b in df.iter_batches()) == 90 and df.stats().rows == 90
+    assert len(df.take(5)) == 5 and df.stats().rows == 5
 
 
 def test_progress_shows_only_where_someone_watches(monkeypatch):

@@ -203,7 +203,8 @@ mod tests {
         let relative = parse_location("../sibling").unwrap();
         let expected = Url::from_file_path(here.parent().unwrap().join("sibling")).unwrap();
         assert_eq!(relative, expected);
+        // A URL is the url crate's, which resolves dot segments too.
         let s3 = parse_location("s3://bucket/a/../b").unwrap();
-        assert_eq!(s3.scheme(), "s3");
+        assert_eq!(s3.as_str(), "s3://bucket/b");
     }
 }

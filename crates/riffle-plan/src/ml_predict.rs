@@ -182,24 +182,28 @@ impl MlPredictNode {
             &call_options,
             input.schema().as_arrow(),
         )?;
-        let mut fields: Vec<_> = input
-            .schema()
-            .iter()
-            .map(|(qualifier, field)| (qualifier.cloned(), Arc::clone(field)))
-            .collect();
         let schema = call.schema();
-        for field in schema.fields().iter().skip(fields.len()) {
-            fields.push((None, Arc::clone(field)));
-        }
-        if let Some(column) = call.batch_rows_column() {
+        let fields: Vec<_> = match call.batch_rows_column() {
             // The rows the user code gave, in place of the input's (see `batch_rows`).
-            let rows = crate::batch_rows::rows_schema(&schema, column)?;
-            fields = rows
+            Some(column) => crate::batch_rows::rows_schema(&schema, column)?
                 .fields()
                 .iter()
                 .map(|f| (None, Arc::clone(f)))
-                .collect();
-        }
+                .collect(),
+            // The input's columns (with their qualifiers), then the call's.
+            None => input
+                .schema()
+                .iter()
+                .map(|(qualifier, field)| (qualifier.cloned(), Arc::clone(field)))
+                .chain(
+                    schema
+                        .fields()
+                        .iter()
+                        .skip(input.schema().fields().len())
+                        .map(|f| (None, Arc::clone(f))),
+                )
+                .collect(),
+        };
         let schema = DFSchema::new_with_metadata(fields, input.schema().metadata().clone())?;
         Ok(Self {
             input,

@@ -1,7 +1,7 @@
 //! `DataFrame` (a lazy query) and `Job` (a running one).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict, PyList};
@@ -251,10 +251,9 @@ pub struct PyJob {
     job: Arc<tokio::sync::Mutex<Option<JobHandle>>>,
     /// Cancels the job while `next_batch` holds `job` (from another thread).
     stopper: JobStopper,
-    /// Reads the live report while `next_batch` holds `job` (a progress display's thread).
+    /// Reads the report while `next_batch` holds `job` (a progress display's thread), and
+    /// after the job ended (its figures stay).
     reporter: JobReporter,
-    /// The report when the job ended.
-    report: Mutex<Option<riffle::JobReport>>,
 }
 
 impl PyJob {
@@ -263,7 +262,6 @@ impl PyJob {
             stopper: job.stopper(),
             reporter: job.reporter(),
             job: Arc::new(tokio::sync::Mutex::new(Some(job))),
-            report: Mutex::new(None),
         }
     }
 }
@@ -280,30 +278,24 @@ impl PyJob {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let job = Arc::clone(&self.job);
         let limit = timeout.map(std::time::Duration::from_secs_f64);
-        let (batch, report) = wait_for(py, async move {
+        let batch = wait_for(py, async move {
             let mut guard = job.lock().await;
             let Some(handle) = guard.as_mut() else {
-                return Ok((Some(None), None));
+                return Ok(Some(None));
             };
             let batch = match limit {
                 Some(limit) => match tokio::time::timeout(limit, handle.next_batch()).await {
                     Ok(batch) => batch,
-                    Err(_) => return Ok((None, None)),
+                    Err(_) => return Ok(None),
                 },
                 None => handle.next_batch().await,
             };
-            // Ended or failed: keep what it did, and release the job's resources now. (While
-            // it runs, `report` reads the live figures.)
-            let mut report = None;
+            // Ended or failed: release the job's resources now (its report stays readable).
             if !matches!(batch, Ok(Some(_))) {
-                report = Some(handle.report());
                 *guard = None;
             }
-            Ok((Some(batch?), report))
+            Ok(Some(batch?))
         })?;
-        if let Some(report) = report {
-            *self.report.lock().expect("report lock") = Some(report);
-        }
         let Some(batch) = batch else {
             return Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
                 "no batch within {} s",
@@ -326,8 +318,7 @@ impl PyJob {
     /// What the job did so far (live while it runs, from any thread): restarts,
     /// checkpoints, each model call's and each vertex's figures.
     fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let ended = self.report.lock().ok().and_then(|r| r.clone());
-        report_fields(py, ended.unwrap_or_else(|| self.reporter.report()))
+        report_fields(py, self.reporter.report())
     }
 }
 

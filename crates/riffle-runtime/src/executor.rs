@@ -139,7 +139,6 @@ impl LocalExecutor {
             stop,
             savepoints,
             driver: Some(driver),
-            channel_stats: channel_stats.clone(),
             reporter: JobReporter {
                 report,
                 channel_stats,
@@ -1805,7 +1804,6 @@ pub struct JobHandle {
     stop: Arc<Notify>,
     savepoints: Arc<SavepointRequests>,
     driver: Option<tokio::task::JoinHandle<Result<()>>>,
-    channel_stats: SharedChannelStats,
     reporter: JobReporter,
 }
 
@@ -1905,13 +1903,13 @@ impl JobHandle {
 
     /// The channels of the job's current attempt and their high-water marks.
     pub fn channel_stats(&self) -> SharedChannelStats {
-        self.channel_stats.clone()
+        self.reporter.channel_stats.clone()
     }
 
     /// Waits until the job has started its tasks (after restoring a checkpoint), or ended
     /// before; [`JobHandle::report`] then says what it restored.
     pub async fn started(&self) {
-        let mut started = self.channel_stats.started.subscribe();
+        let mut started = self.reporter.channel_stats.started.subscribe();
         let _ = started.wait_for(|started| *started).await;
     }
 

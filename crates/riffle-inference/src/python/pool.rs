@@ -151,6 +151,12 @@ impl Inner {
         }
     }
 
+    /// Workers now, started or starting: the slots not free.
+    fn live(&self) -> usize {
+        let free = self.free_slots.lock().map_or(0, |free| free.len());
+        self.gpus.len().max(1).saturating_sub(free)
+    }
+
     fn take_free_slot(&self) -> Option<usize> {
         self.free_slots.lock().ok().and_then(|mut free| free.pop())
     }
@@ -186,8 +192,7 @@ fn prestart(pool: &Arc<Inner>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let live = pool.gpus.len().max(1) - pool.free_slots.lock().map_or(0, |free| free.len());
-    for _ in live..pool.prestart {
+    for _ in pool.live()..pool.prestart {
         let Some(slot) = pool.take_free_slot() else {
             return;
         };
@@ -290,9 +295,8 @@ impl WorkerPool {
     /// Workers now (started or starting), those running a batch, and workers started in
     /// all (more than the pool holds when some crashed, hung, or ended with an earlier job).
     pub fn workers(&self) -> crate::backend::WorkerCounts {
-        let free = self.inner.free_slots.lock().map_or(0, |free| free.len());
         crate::backend::WorkerCounts {
-            live: self.inner.gpus.len().max(1).saturating_sub(free),
+            live: self.inner.live(),
             busy: self.inner.running.load(Ordering::Relaxed),
             started: self.inner.started.load(Ordering::Relaxed),
         }

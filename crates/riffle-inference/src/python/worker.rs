@@ -313,9 +313,9 @@ impl Worker {
                 self.output.map.len()
             )));
         }
-        // One copy out of the region, so that it is free for the next batch at once.
-        let bytes = self.output.map[..len].to_vec();
-        let mut reader = StreamReader::try_new(Cursor::new(bytes), None)
+        // The reader copies each message body into buffers of its own: one copy out of the
+        // region, which is then free for the next batch.
+        let mut reader = StreamReader::try_new(Cursor::new(&self.output.map[..len]), None)
             .map_err(|e| WorkerError::Crashed(format!("reading the result: {e}")))?;
         match reader.next() {
             Some(Ok(result)) => Ok(result),
