@@ -16,30 +16,31 @@ from riffle.expr import Expr, _expr, lit
 from riffle.models import Model
 
 
-def _check(model: Any, where: str) -> Model:
+def _ai_call(function: str, model: Any, options: dict[str, Any], *args: Any) -> Expr:
+    """SQL's ``function(model, args...)`` with ``model`` (its ``options`` changed for this
+    call) as the first argument."""
+    where = "ai." + function.removeprefix("ai_")
     if not isinstance(model, Model):
         raise TypeError(f"{where}: model must be a riffle.Model (from riffle.models), not {type(model).__name__}")
-    return model
+    m = model.with_options(**options)
+    return Expr(m.session._native.call(function, [lit(m.name)._native, *(_expr(a) for a in args)]))
 
 
 def embed(text: Any, model: Model, **options: Any) -> Expr:
     """The embedding ``model`` gives ``text``; ``options`` change the model's for this
     call (see :meth:`riffle.Model.with_options`)."""
-    m = _check(model, "ai.embed").with_options(**options)
-    return Expr(m.session._native.call("ai_embed", [lit(m.name)._native, _expr(text)]))
+    return _ai_call("ai_embed", model, options, text)
 
 
 def complete(prompt: Any, model: Model, **options: Any) -> Expr:
     """The chat ``model``'s answer to ``prompt``; ``options`` change the model's for this
     call (``temperature=0.2``, ``max_tokens=64``)."""
-    m = _check(model, "ai.complete").with_options(**options)
-    return Expr(m.session._native.call("ai_complete", [lit(m.name)._native, _expr(prompt)]))
+    return _ai_call("ai_complete", model, options, prompt)
 
 
 def classify(text: Any, labels: Sequence[str], model: Model, **options: Any) -> Expr:
     """One of ``labels`` for ``text``, as the chat ``model`` chooses it; ``options`` change
     the model's for this call."""
-    m = _check(model, "ai.classify").with_options(**options)
     if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
         raise TypeError("ai.classify: labels must be a list of str")
-    return Expr(m.session._native.call("ai_classify", [lit(m.name)._native, _expr(text), lit(list(labels))._native]))
+    return _ai_call("ai_classify", model, options, text, lit(list(labels)))
